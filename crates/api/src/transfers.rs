@@ -1,0 +1,175 @@
+//! Transfers: the seed's `GET /transfer`, `POST /transfers` and `GET /transfers/{tx_no}`.
+
+use std::collections::HashMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use txbank_domain::{AccountNo, Amount, IdempotencyKey, Transfer, TxNo};
+use txbank_messaging::SendOutcome;
+use txbank_storage::{StorageError, TransferRecord};
+
+use crate::{ApiError, AppState, Outbound};
+
+/// A transfer as the API shows it.
+#[derive(Serialize)]
+pub(crate) struct TransferView {
+    tx_no: String,
+    state: &'static str,
+    from: String,
+    to: String,
+    amount: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl TransferView {
+    fn new(transfer: &Transfer, state: &'static str, reason: Option<String>) -> Self {
+        TransferView {
+            tx_no: transfer.tx_no.to_string(),
+            state,
+            from: transfer.from.to_string(),
+            to: transfer.to.to_string(),
+            amount: transfer.amount.to_string(),
+            reason,
+        }
+    }
+
+    fn of(record: &TransferRecord) -> Self {
+        TransferView::new(&record.transfer, record.state.as_str(), record.reason.clone())
+    }
+}
+
+type Created = (StatusCode, Json<TransferView>);
+
+/// The body of `POST /transfers`. The amount may be a decimal string (`"100.50"`) or a
+/// JSON number (`100.50`); either way it is read from its exact text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTransfer {
+    from: String,
+    to: String,
+    amount: Box<RawValue>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// `POST /transfers`: debit `from` and send the transfer to `to`, at most once per
+/// idempotency key (given in the body or the `Idempotency-Key` header).
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateTransfer>, JsonRejection>,
+) -> Result<Created, ApiError> {
+    let outbound = state.outbound.as_deref().ok_or(ApiError::NotSending)?;
+    let Json(request) = body.map_err(reject_body)?;
+    let key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
+    let transfer = Transfer::new(
+        TxNo::generate(),
+        AccountNo::parse(&request.from)?,
+        AccountNo::parse(&request.to)?,
+        parse_amount(&request.amount)?,
+    )?;
+    submit(&state, outbound, transfer, key).await
+}
+
+/// The seed's `GET /transfer?accountNo=1&amount=100`: Zhang San pays Li Si.
+pub(crate) async fn seed_transfer(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Created, ApiError> {
+    let outbound = state.outbound.as_deref().ok_or(ApiError::NotSending)?;
+    let param = |name: &'static str| {
+        query.get(name).ok_or_else(|| ApiError::invalid("missing_parameter", format!("query parameter {name} is required")))
+    };
+    let transfer = Transfer::new(
+        TxNo::generate(),
+        AccountNo::parse(param("accountNo")?)?,
+        outbound.seed_destination.clone(),
+        Amount::parse(param("amount")?)?,
+    )?;
+    submit(&state, outbound, transfer, None).await
+}
+
+/// `GET /transfers/{tx_no}`: where a transfer this bank sent stands.
+pub(crate) async fn show(State(state): State<AppState>, Path(tx_no): Path<String>) -> Result<Json<TransferView>, ApiError> {
+    let tx_no = TxNo::parse(&tx_no)?;
+    let record = state
+        .store
+        .transfer_out(&tx_no)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("transfer {tx_no} is unknown to {}", state.bank)))?;
+    Ok(Json(TransferView::of(&record)))
+}
+
+/// Sends the transfer unless its idempotency key already names one, and answers with
+/// where it stands: 201 debited, 202 pending (check-back will settle it), 200 replayed.
+async fn submit(state: &AppState, outbound: &Outbound, transfer: Transfer, key: Option<IdempotencyKey>) -> Result<Created, ApiError> {
+    if let Some(key) = &key {
+        if let Some(existing) = state.store.transfer_out_by_key(key).await? {
+            return replay(existing, &transfer);
+        }
+    }
+    match outbound.producer.send(&transfer, key.as_ref()).await? {
+        SendOutcome::Debited(_) => Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "debited", None)))),
+        SendOutcome::Pending => Ok((StatusCode::ACCEPTED, Json(TransferView::new(&transfer, "pending", None)))),
+        SendOutcome::RolledBack(StorageError::IdempotencyKeyTaken { existing }) => {
+            let existing = state.store.transfer_out(&existing).await?.ok_or(ApiError::KeyReused { existing })?;
+            replay(existing, &transfer)
+        }
+        SendOutcome::RolledBack(error) => Err(ApiError::refused(transfer.tx_no, error)),
+    }
+}
+
+/// The answer to a retried request: the first transfer, if the parameters match.
+fn replay(existing: TransferRecord, requested: &Transfer) -> Result<Created, ApiError> {
+    let same = existing.transfer.from == requested.from
+        && existing.transfer.to == requested.to
+        && existing.transfer.amount == requested.amount;
+    if !same {
+        return Err(ApiError::KeyReused { existing: existing.transfer.tx_no });
+    }
+    Ok((StatusCode::OK, Json(TransferView::of(&existing))))
+}
+
+/// The idempotency key from the header or the body; both given must agree.
+fn idempotency_key(headers: &HeaderMap, in_body: Option<&str>) -> Result<Option<IdempotencyKey>, ApiError> {
+    let in_header = match headers.get("idempotency-key") {
+        Some(value) => Some(value.to_str().map_err(|_| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be printable ASCII"))?),
+        None => None,
+    };
+    match (in_header, in_body) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::invalid(
+            "invalid_idempotency_key",
+            "the Idempotency-Key header and the body's idempotency_key differ",
+        )),
+        (Some(key), _) | (None, Some(key)) => Ok(Some(IdempotencyKey::parse(key)?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// An amount given as a decimal string or a JSON number, read from its exact text.
+fn parse_amount(raw: &RawValue) -> Result<Amount, ApiError> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        let inner: String = serde_json::from_str(text).map_err(|_| ApiError::invalid("invalid_amount", "amount is not a valid string"))?;
+        return Ok(Amount::parse(&inner)?);
+    }
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return Ok(Amount::parse(text)?);
+    }
+    Err(ApiError::invalid("invalid_amount", format!("amount must be a decimal string or number, got {text}")))
+}
+
+/// Maps a body axum could not read as JSON to the matching status and code.
+fn reject_body(rejection: JsonRejection) -> ApiError {
+    let (status, code) = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        JsonRejection::BytesRejection(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+    };
+    ApiError::Rejected { status, code, message: rejection.body_text() }
+}

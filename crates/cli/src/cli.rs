@@ -1,0 +1,137 @@
+//! The command line: `txbank up`, each part alone, and the client commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{defaults, BankOverrides};
+
+/// txbank: money transfers between banks over RocketMQ transactional messages.
+#[derive(Debug, Parser)]
+#[command(name = "txbank", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TXBANK_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start everything on loopback: name server, broker, bank1 and bank2.
+    Up(UpArgs),
+    /// Run a RocketMQ name server.
+    Namesrv {
+        /// Listen address.
+        #[arg(long, default_value = defaults::NAMESRV)]
+        listen: SocketAddr,
+        /// Folder for its state (also ROCKETMQ_HOME when unset).
+        #[arg(long, default_value = "data/rocketmq")]
+        home: PathBuf,
+    },
+    /// Run a RocketMQ broker.
+    Broker(BrokerArgs),
+    /// Run one bank service.
+    Bank {
+        /// A TOML configuration file.
+        #[arg(long, conflicts_with = "preset")]
+        config: Option<PathBuf>,
+        /// An embedded configuration: bank1 or bank2.
+        #[arg(long)]
+        preset: Option<String>,
+        /// Folder for the presets' SQLite files.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        overrides: BankOverrides,
+    },
+    /// Transfer money (asks the sending bank's API).
+    Transfer {
+        /// Source account.
+        #[arg(long)]
+        from: String,
+        /// Destination account.
+        #[arg(long)]
+        to: String,
+        /// Amount, a decimal with at most 2 places.
+        #[arg(long)]
+        amount: String,
+        /// Makes a retried command return the first transfer instead of paying twice.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The sending bank's API.
+        #[arg(long, default_value = "http://127.0.0.1:56081", env = "TXBANK_BANK_URL")]
+        url: String,
+    },
+    /// Show an account's balance.
+    Balance {
+        /// bank1 or bank2, for the default addresses.
+        #[arg(long, default_value = "bank1")]
+        bank: String,
+        /// The account number.
+        #[arg(long)]
+        account: String,
+        /// The bank's API, instead of the default address of --bank.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+/// Options of `up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Folder for all data (databases, broker store, logs).
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Name-server address.
+    #[arg(long, default_value = defaults::NAMESRV)]
+    pub namesrv: SocketAddr,
+    /// Broker address.
+    #[arg(long, default_value = defaults::BROKER)]
+    pub broker: SocketAddr,
+    /// bank1's API address.
+    #[arg(long, default_value = defaults::BANK1)]
+    pub bank1: SocketAddr,
+    /// bank2's API address.
+    #[arg(long, default_value = defaults::BANK2)]
+    pub bank2: SocketAddr,
+}
+
+/// Options of `broker`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// Listen address; the port two below and the one above are taken too.
+    #[arg(long, default_value = defaults::BROKER)]
+    pub listen: SocketAddr,
+    /// Name-server list, `;`-separated.
+    #[arg(long, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
+    pub namesrv_addr: String,
+    /// Store folder.
+    #[arg(long, default_value = "data/rocketmq/store")]
+    pub store: PathBuf,
+    /// Milliseconds an undecided half message waits before the broker checks back.
+    #[arg(long, default_value_t = 3000)]
+    pub transaction_timeout_ms: u64,
+    /// Milliseconds between the broker's scans for undecided half messages.
+    #[arg(long, default_value_t = 5000)]
+    pub transaction_check_interval_ms: u64,
+    /// Check-backs before the broker gives up on a half message.
+    #[arg(long, default_value_t = 15)]
+    pub transaction_check_max: u32,
+    /// Flush every message to disk before acknowledging it (SYNC_FLUSH).
+    #[arg(long)]
+    pub sync_flush: bool,
+}

@@ -1,0 +1,158 @@
+//! The RocketMQ name server and broker, run in this process from the `rocketmq-namesrv`
+//! and `rocketmq-broker` crates (Apache RocketMQ's Rust implementation).
+//!
+//! Each runs on its own runtime owned the way those crates require, bound to the given
+//! address, and stops on SIGINT/SIGTERM. Their store lives under the given folder,
+//! which also serves as `ROCKETMQ_HOME`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rocketmq_broker::config::java_properties::JavaBrokerProperties;
+use rocketmq_broker::config::raw::RawBrokerConfig;
+use rocketmq_broker::config::validated::ValidatedBrokerConfig;
+use rocketmq_namesrv::NamesrvConfig;
+use rocketmq_observability::TelemetryRuntimeGuard;
+use rocketmq_protocol::protocol::remoting_command_facade::initialize_remoting_defaults;
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner, ServiceLifecycle, ShutdownReason};
+use rocketmq_transport::api::{ServerConfig, TransportClientConfig};
+
+/// How the broker is run: where it listens and stores, and how it checks back on
+/// transactions nobody committed or rolled back.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// The address clients connect to; the port below it by two is also taken (the
+    /// broker's "fast" listener) and the one above it by one (HA).
+    pub listen: SocketAddr,
+    /// The name-server list the broker registers with.
+    pub namesrv_addr: String,
+    /// The store's root folder.
+    pub store_dir: PathBuf,
+    /// How old an undecided half message must be before the broker checks back.
+    pub transaction_timeout: Duration,
+    /// How often the broker looks for undecided half messages.
+    pub transaction_check_interval: Duration,
+    /// How many times it checks back before giving a half message up.
+    pub transaction_check_max: u32,
+    /// `SYNC_FLUSH` (every message on disk before the send returns) or `ASYNC_FLUSH`.
+    pub flush_disk_type: String,
+}
+
+/// Runs a name server on `listen` until SIGINT/SIGTERM.
+pub fn run_namesrv(listen: SocketAddr, home: &Path) -> Result<()> {
+    prepare_home(home)?;
+    let owner = RuntimeOwner::plan(RuntimeConfig::namesrv_default())?.build().context("namesrv runtime")?;
+    let context = owner.root_context().component("txbank-namesrv");
+    let lifecycle = ServiceLifecycle::from_env("rocketmq-namesrv").context("namesrv lifecycle")?;
+    let home_text = home.to_string_lossy().to_string();
+    let result = owner.block_on(async {
+        initialize_remoting_defaults(rocketmq_model::version::CURRENT_VERSION as i32)
+            .context("remoting defaults")?;
+        let namesrv_config = NamesrvConfig {
+            rocketmq_home: home_text.clone(),
+            kv_config_path: format!("{home_text}/namesrv/kvConfig.json"),
+            config_store_path: format!("{home_text}/namesrv/namesrv.properties"),
+            ..NamesrvConfig::default()
+        };
+        let server_config = ServerConfig {
+            bind_address: listen.ip().to_string(),
+            listen_port: u32::from(listen.port()),
+            ..ServerConfig::default()
+        };
+        lifecycle.start(&context).await.context("namesrv lifecycle start")?;
+        tracing::info!(%listen, "name server starting");
+        rocketmq_namesrv::bootstrap::Builder::new(context.clone(), rocketmq_observability::TelemetryHandle::noop())
+            .set_name_server_config(namesrv_config)
+            .set_server_config(server_config)
+            .set_tokio_client_config(TransportClientConfig::default())
+            .build()
+            .boot_with_lifecycle(lifecycle.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("name server failed: {e}"))?;
+        anyhow::Ok(())
+    });
+    finish(owner, &lifecycle, result)
+}
+
+/// Runs a broker until SIGINT/SIGTERM.
+pub fn run_broker(settings: &BrokerSettings) -> Result<()> {
+    prepare_home(&settings.store_dir)?;
+    let properties = broker_properties(settings);
+    let raw = JavaBrokerProperties::parse(&properties)
+        .with_context(|| format!("broker configuration refused:\n{properties}"))?
+        .into_config();
+    // The properties format has no keys for these: set them on the config itself.
+    let mut broker = raw.broker().clone();
+    broker.broker_server_config.bind_address = settings.listen.ip().to_string();
+    broker.broker_server_config.listen_port = u32::from(settings.listen.port());
+    broker.transaction_timeout = settings.transaction_timeout.as_millis() as u64;
+    broker.transaction_check_interval = settings.transaction_check_interval.as_millis() as u64;
+    broker.transaction_check_max = settings.transaction_check_max;
+    let raw = RawBrokerConfig::from_parts(broker, raw.store().clone());
+    let validated = ValidatedBrokerConfig::try_from(raw).context("broker configuration invalid")?;
+    let owner = RuntimeOwner::plan(RuntimeConfig::broker_default())?.build().context("broker runtime")?;
+    let context = owner.root_context().component("txbank-broker");
+    let lifecycle = ServiceLifecycle::from_env("rocketmq-broker").context("broker lifecycle")?;
+    let result = owner.block_on(async {
+        initialize_remoting_defaults(rocketmq_model::common::mq_version::CURRENT_VERSION as i32)
+            .context("remoting defaults")?;
+        lifecycle.start(&context).await.context("broker lifecycle start")?;
+        tracing::info!(listen = %settings.listen, store = %settings.store_dir.display(), "broker starting");
+        rocketmq_broker::Builder::new(context.clone(), TelemetryRuntimeGuard::noop())
+            .with_validated_config(validated)
+            .build()
+            .boot_with_lifecycle(lifecycle.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("broker failed: {e}"))?;
+        anyhow::Ok(())
+    });
+    finish(owner, &lifecycle, result)
+}
+
+/// The broker's configuration in the Java `broker.conf` format both implementations read.
+fn broker_properties(settings: &BrokerSettings) -> String {
+    let ip = settings.listen.ip();
+    let port = settings.listen.port();
+    let store = settings.store_dir.to_string_lossy();
+    [
+        ("brokerClusterName", "DefaultCluster".to_string()),
+        ("brokerName", "broker-a".to_string()),
+        ("brokerId", "0".to_string()),
+        ("brokerIP1", ip.to_string()),
+        ("listenPort", port.to_string()),
+        ("haListenPort", (port + 1).to_string()),
+        ("namesrvAddr", settings.namesrv_addr.clone()),
+        ("storePathRootDir", store.to_string()),
+        ("autoCreateTopicEnable", "true".to_string()),
+        ("flushDiskType", settings.flush_disk_type.clone()),
+    ]
+    .iter()
+    .map(|(key, value)| format!("{key}={value}\n"))
+    .collect()
+}
+
+/// Creates the folder and points `ROCKETMQ_HOME` at it when it is not set.
+fn prepare_home(home: &Path) -> Result<()> {
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    if std::env::var_os("ROCKETMQ_HOME").is_none() {
+        // Called before any runtime thread exists.
+        std::env::set_var("ROCKETMQ_HOME", home);
+    }
+    Ok(())
+}
+
+/// Shuts the runtime down within the lifecycle's deadline and reports the first failure.
+fn finish(owner: RuntimeOwner, lifecycle: &ServiceLifecycle, result: Result<()>) -> Result<()> {
+    if result.is_err() {
+        lifecycle.mark_failed();
+    }
+    let request = lifecycle.shutdown_request().unwrap_or_else(|| lifecycle.request_shutdown(ShutdownReason::Internal));
+    let shutdown = owner.shutdown_runtime_blocking_until(request.deadline);
+    result?;
+    if let Err(error) = shutdown {
+        bail!("runtime shutdown failed: {error}");
+    }
+    Ok(())
+}

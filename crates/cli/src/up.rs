@@ -1,0 +1,166 @@
+//! `txbank up`: the whole system on loopback, each part its own process (this binary
+//! again), started in order, watched, and stopped in reverse order on Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::process::{Child, Command};
+
+use crate::bank::shutdown_signal;
+use crate::cli::UpArgs;
+
+/// How long a part may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a part may take to stop before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One running part.
+struct Part {
+    name: &'static str,
+    child: Child,
+}
+
+/// Starts the name server, the broker, bank1 and bank2; runs until Ctrl-C or until a
+/// part dies, then stops the rest.
+pub fn run(args: &UpArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut parts = Vec::new();
+        let started = start_all(args, &mut parts).await;
+        let outcome = match started {
+            Ok(()) => {
+                print_summary(args);
+                watch(&mut parts).await
+            }
+            Err(error) => Err(error),
+        };
+        stop_all(parts).await;
+        outcome
+    })
+}
+
+async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
+    let data = &args.data_dir;
+    let logs = data.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let namesrv = args.namesrv.to_string();
+    let rocketmq_home = data.join("rocketmq");
+
+    let mut namesrv_cmd = part_command(&logs, "namesrv")?;
+    namesrv_cmd.args(["namesrv", "--listen", &namesrv, "--home"]).arg(&rocketmq_home);
+    parts.push(spawn("namesrv", namesrv_cmd)?);
+    wait_listening("namesrv", args.namesrv, parts, &logs).await?;
+
+    let mut broker_cmd = part_command(&logs, "broker")?;
+    broker_cmd
+        .args(["broker", "--listen", &args.broker.to_string(), "--namesrv-addr", &namesrv, "--store"])
+        .arg(rocketmq_home.join("store"));
+    parts.push(spawn("broker", broker_cmd)?);
+    wait_listening("broker", args.broker, parts, &logs).await?;
+
+    for (name, listen) in [("bank1", args.bank1), ("bank2", args.bank2)] {
+        let mut bank_cmd = part_command(&logs, name)?;
+        bank_cmd
+            .args(["bank", "--preset", name, "--listen", &listen.to_string(), "--namesrv-addr", &namesrv, "--data-dir"])
+            .arg(data);
+        parts.push(spawn(name, bank_cmd)?);
+        wait_listening(name, listen, parts, &logs).await?;
+    }
+    Ok(())
+}
+
+/// This binary again, with its output going to `logs/NAME.log`, in its own process
+/// group (so Ctrl-C reaches only `up`, which stops the parts in order), and killed if
+/// `up` dies.
+fn part_command(logs: &Path, name: &str) -> Result<Command> {
+    let log_path = logs.join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log)).process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    Ok(command)
+}
+
+fn spawn(name: &'static str, mut command: Command) -> Result<Part> {
+    let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+    Ok(Part { name, child })
+}
+
+/// Waits until `addr` accepts connections, failing early if any part has exited.
+async fn wait_listening(name: &str, addr: SocketAddr, parts: &mut [Part], logs: &Path) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        for part in parts.iter_mut() {
+            if let Some(status) = part.child.try_wait()? {
+                bail!("{} exited ({status}) while {name} was starting; see {}", part.name, logs.join(format!("{}.log", part.name)).display());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not listen on {addr} within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_summary(args: &UpArgs) {
+    println!("txbank is up (data in {}):", args.data_dir.display());
+    println!("  name server  {}", args.namesrv);
+    println!("  broker       {}", args.broker);
+    println!("  bank1        http://{}   (Zhang San, account 1)", args.bank1);
+    println!("  bank2        http://{}   (Li Si, account 2)", args.bank2);
+    println!("  logs         {}", args.data_dir.join("logs").display());
+    println!("Try: curl 'http://{}/transfer?accountNo=1&amount=100'", args.bank1);
+    println!("Ctrl-C stops everything.");
+}
+
+/// Runs until Ctrl-C/SIGTERM (Ok) or until a part exits by itself (Err).
+async fn watch(parts: &mut [Part]) -> Result<()> {
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => {
+                println!("stopping...");
+                return Ok(());
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                for part in parts.iter_mut() {
+                    if let Some(status) = part.child.try_wait()? {
+                        bail!("{} exited ({status}); stopping the rest", part.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stops the parts in reverse start order: banks drain before the broker goes.
+async fn stop_all(parts: Vec<Part>) {
+    for mut part in parts.into_iter().rev() {
+        if let Some(pid) = part.child.id() {
+            // SAFETY: sending a signal to our own child has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+        }
+        match tokio::time::timeout(STOP_TIMEOUT, part.child.wait()).await {
+            Ok(_) => println!("  {} stopped", part.name),
+            Err(_) => {
+                let _ = part.child.kill().await;
+                println!("  {} killed after {STOP_TIMEOUT:?}", part.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The transfer domain of txbank: money, account numbers, transaction numbers and the
+//! states a transfer moves through. Pure values and rules; no I/O, no HTTP, no RocketMQ.
+//!
+//! Every type here parses its input and refuses bad values, so a value in hand is
+//! always valid: a [`Money`] never has more than two decimals, an [`Amount`] is never
+//! zero, a [`TxNo`] is never empty.
+
+mod account;
+mod error;
+mod money;
+mod transfer;
+mod tx_no;
+
+pub use account::{AccountName, AccountNo};
+pub use error::DomainError;
+pub use money::{Amount, Money};
+pub use transfer::{Transfer, TransferState};
+pub use tx_no::{IdempotencyKey, TxNo};

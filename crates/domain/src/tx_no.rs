@@ -1,0 +1,81 @@
+//! Identifiers of transfers: the transaction number and the client's idempotency key.
+
+use std::fmt;
+
+use crate::account::is_identifier;
+use crate::DomainError;
+
+/// A transfer's transaction number (the seed's `txNo`, a UUID when we make it):
+/// 1 to 64 of `[A-Za-z0-9_-]`, so messages from the seed's Java services parse too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxNo(String);
+
+impl TxNo {
+    /// A fresh random transaction number (UUID v4).
+    pub fn generate() -> Self {
+        TxNo(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Parses a transaction number received from a client or a message.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        if is_identifier(input, 64) {
+            Ok(TxNo(input.to_string()))
+        } else {
+            Err(DomainError::InvalidTxNo { input: input.to_string() })
+        }
+    }
+
+    /// The number as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TxNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client-chosen key that makes a retried transfer request return the first
+/// request's transfer instead of debiting twice: 1 to 128 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Parses a key, refusing empty, long or non-printable text.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let printable = input.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        if !input.is_empty() && input.len() <= 128 && printable {
+            Ok(IdempotencyKey(input.to_string()))
+        } else {
+            Err(DomainError::InvalidIdempotencyKey)
+        }
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_numbers_parse_back() {
+        let tx = TxNo::generate();
+        assert_eq!(TxNo::parse(tx.as_str()).unwrap(), tx);
+    }
+
+    #[test]
+    fn refuses_empty_long_and_odd_numbers_and_keys() {
+        for bad in ["", "a b", "x".repeat(65).as_str(), "ä"] {
+            assert!(TxNo::parse(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", "a b", "x".repeat(129).as_str(), "\u{202e}abc"] {
+            assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

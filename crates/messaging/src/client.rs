@@ -1,0 +1,84 @@
+//! The process-wide RocketMQ client runtime and the settings every client shares.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocketmq_client_rust::{ClientConfig, ClientRuntime, ClientRuntimeConfig};
+use rocketmq_observability::TelemetryHandle;
+use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
+
+use crate::MessagingError;
+
+/// Where the RocketMQ cluster is and how the clients talk to it.
+#[derive(Debug, Clone)]
+pub struct MqSettings {
+    /// The name-server list, `;`-separated (`127.0.0.1:9876;10.0.0.2:9876`).
+    pub namesrv_addr: String,
+    /// How long one send may take before it fails.
+    pub send_timeout: Duration,
+}
+
+impl MqSettings {
+    /// The client configuration every producer and consumer starts from: this name
+    /// server list, and routes refreshed every 10 s (the client's minimum) so new topics are seen soon.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::default();
+        config.namesrv_addr = Some(self.namesrv_addr.clone().into());
+        config.set_poll_name_server_interval(10_000);
+        config
+    }
+}
+
+/// The Tokio runtime a bank process runs on, owned the way the RocketMQ client
+/// requires, and the RocketMQ client runtime built on it.
+///
+/// Its blocking capacity is sized explicitly: RocketMQ runs every listener callback on
+/// the blocking lane, and the default capacity runs out under load
+/// (`runtime.capacity.exhausted`).
+pub struct MqClient {
+    owner: RuntimeOwner,
+    client: Arc<ClientRuntime>,
+}
+
+impl MqClient {
+    /// Builds the runtime with `worker_threads` async workers and `blocking_threads`
+    /// threads for RocketMQ's synchronous callbacks.
+    pub fn build(worker_threads: usize, blocking_threads: usize) -> Result<MqClient, MessagingError> {
+        let runtime_error = |e: &dyn std::fmt::Display| MessagingError::Runtime(e.to_string());
+        let config = RuntimeConfig::for_parallelism("txbank", worker_threads.max(1))
+            .with_max_blocking_threads(blocking_threads)
+            .map_err(|e| runtime_error(&e))?;
+        let owner = RuntimeOwner::plan(config)
+            .map_err(|e| runtime_error(&e))?
+            .build()
+            .map_err(|e| runtime_error(&e))?;
+        let client = ClientRuntime::try_new(
+            owner.root_context().component("txbank-client"),
+            ClientRuntimeConfig::default(),
+            TelemetryHandle::noop(),
+        )
+        .map_err(|e| runtime_error(&e))?;
+        Ok(MqClient { owner, client })
+    }
+
+    /// Runs `future` to completion on this runtime, from the main thread.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.owner.block_on(future)
+    }
+
+    /// The RocketMQ client runtime that producers and consumers are built from.
+    pub(crate) fn runtime(&self) -> Arc<ClientRuntime> {
+        Arc::clone(&self.client)
+    }
+
+    /// Stops the RocketMQ clients' background work, then the runtime itself.
+    pub fn shutdown(self) {
+        let MqClient { owner, client } = self;
+        owner.block_on(async {
+            client.shutdown().await;
+            owner.shutdown_tasks().await;
+        });
+        owner.shutdown_background();
+    }
+}

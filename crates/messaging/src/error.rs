@@ -1,0 +1,18 @@
+//! What can go wrong on the RocketMQ side.
+
+/// A messaging failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    /// The RocketMQ client refused or failed an operation (broker unreachable, timeout...).
+    #[error("RocketMQ {operation} failed: {message}")]
+    Client { operation: &'static str, message: String },
+    /// The client runtime could not be built.
+    #[error("RocketMQ client runtime: {0}")]
+    Runtime(String),
+}
+
+impl MessagingError {
+    pub(crate) fn client(operation: &'static str, error: impl std::fmt::Display) -> Self {
+        MessagingError::Client { operation, message: error.to_string() }
+    }
+}

@@ -1,0 +1,168 @@
+//! bank1's side: the transactional producer, the local transaction it runs, and the
+//! answer to the broker's check-back.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use rocketmq_client_rust::{LocalTransactionState, TransactionListener, TransactionMQProducer};
+use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::message_single::Message;
+use rocketmq_model::common::message::MessageTrait;
+use tokio::runtime::Handle;
+use tracing::{error, info, warn};
+use txbank_domain::{AccountNo, IdempotencyKey, Transfer, TransferState};
+use txbank_storage::{DebitOutcome, StorageError, Store};
+
+use crate::crash::{crash_point, AFTER_LOCAL_COMMIT, BEFORE_LOCAL_TRANSACTION};
+use crate::{wire, MessagingError, MqClient, MqSettings};
+
+/// How a transfer ended from the sender's point of view, once `send` returns.
+#[derive(Debug)]
+pub enum SendOutcome {
+    /// The source was debited and the message committed: the destination will be credited.
+    Debited(DebitOutcome),
+    /// The local transaction refused or failed; the message was rolled back; nothing moved.
+    RolledBack(StorageError),
+    /// The local transaction's outcome is not known yet (the database did not answer);
+    /// the broker's check-back will settle it, and `GET /transfers/{tx_no}` will show it.
+    Pending,
+}
+
+/// Sends transfers as RocketMQ transactional messages and runs the debit as their local
+/// transaction (producer group `producer_group_txmsg_bank1` by default).
+pub struct TransferProducer {
+    producer: TransactionMQProducer,
+    topic: String,
+}
+
+impl TransferProducer {
+    /// Starts a producer in `group` for `topic` whose local transactions and check-backs
+    /// use `store`. `default_to` is the destination assumed for a body without one.
+    pub async fn start(
+        client: &MqClient,
+        settings: &MqSettings,
+        group: &str,
+        topic: &str,
+        store: Store,
+        default_to: AccountNo,
+    ) -> Result<TransferProducer, MessagingError> {
+        let listener = LocalTransaction { store, runtime: Handle::current(), default_to };
+        let mut producer = TransactionMQProducer::builder(client.runtime())
+            .client_config(settings.client_config())
+            .producer_group(group.to_string())
+            .name_server_addr(settings.namesrv_addr.clone())
+            .send_msg_timeout(settings.send_timeout.as_millis() as u32)
+            .topics(vec![topic.to_string()])
+            .transaction_listener(listener)
+            .build();
+        producer.start().await.map_err(|e| MessagingError::client("producer start", e))?;
+        Ok(TransferProducer { producer, topic: topic.to_string() })
+    }
+
+    /// Sends `transfer`: half message first, then the local debit, then COMMIT or
+    /// ROLLBACK. An error means the half message was not stored and nothing moved.
+    pub async fn send(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> Result<SendOutcome, MessagingError> {
+        let message = Message::builder()
+            .topic(self.topic.as_str())
+            .key(transfer.tx_no.as_str())
+            .body(wire::encode(transfer))
+            .build()
+            .map_err(|e| MessagingError::client("build message", e))?;
+        let request = Arc::new(LocalRequest { transfer: transfer.clone(), key: key.cloned(), outcome: Mutex::new(None) });
+        self.producer
+            .send_message_in_transaction(message, Some(Arc::clone(&request)))
+            .await
+            .map_err(|e| MessagingError::client("transactional send", e))?;
+        let outcome = request.outcome.lock().expect("outcome lock").take();
+        Ok(outcome.unwrap_or(SendOutcome::Pending))
+    }
+
+    /// Stops the producer; in-flight sends finish first.
+    pub async fn shutdown(mut self) {
+        self.producer.shutdown().await;
+    }
+}
+
+/// What `send` hands to the local-transaction callback, and where the callback leaves
+/// the outcome for `send` to return.
+struct LocalRequest {
+    transfer: Transfer,
+    key: Option<IdempotencyKey>,
+    outcome: Mutex<Option<SendOutcome>>,
+}
+
+/// RocketMQ's transaction listener: runs the debit, and answers check-backs.
+struct LocalTransaction {
+    store: Store,
+    runtime: Handle,
+    default_to: AccountNo,
+}
+
+impl LocalTransaction {
+    /// Settles a transfer whose debit did not (or may not have) committed, and turns the
+    /// final state into the broker's answer.
+    fn settle(&self, transfer: &Transfer, reason: &str) -> LocalTransactionState {
+        match self.runtime.block_on(self.store.roll_back_unless_debited(transfer, reason)) {
+            Ok(TransferState::Debited) => LocalTransactionState::CommitMessage,
+            Ok(TransferState::RolledBack) => LocalTransactionState::RollbackMessage,
+            Err(error) => {
+                warn!(tx_no = %transfer.tx_no, %error, "cannot settle transfer now; the broker will check back");
+                LocalTransactionState::Unknown
+            }
+        }
+    }
+}
+
+impl TransactionListener for LocalTransaction {
+    fn execute_local_transaction(&self, msg: &dyn MessageTrait, arg: Option<&(dyn Any + Send + Sync)>) -> LocalTransactionState {
+        let Some(request) = arg.and_then(|arg| arg.downcast_ref::<Arc<LocalRequest>>()) else {
+            error!(topic = %msg.topic(), "local transaction called without its request; rolling back");
+            return LocalTransactionState::RollbackMessage;
+        };
+        let transfer = &request.transfer;
+        crash_point(BEFORE_LOCAL_TRANSACTION);
+        let (state, outcome) = match self.runtime.block_on(self.store.debit_and_record(transfer, request.key.as_ref())) {
+            Ok(debit) => {
+                crash_point(AFTER_LOCAL_COMMIT);
+                info!(tx_no = %transfer.tx_no, from = %transfer.from, to = %transfer.to, amount = %transfer.amount, "debited");
+                (LocalTransactionState::CommitMessage, SendOutcome::Debited(debit))
+            }
+            Err(refusal) => {
+                let state = self.settle(transfer, &refusal.to_string());
+                let outcome = match state {
+                    LocalTransactionState::RollbackMessage => SendOutcome::RolledBack(refusal),
+                    LocalTransactionState::CommitMessage => SendOutcome::Debited(DebitOutcome::Debited),
+                    LocalTransactionState::Unknown => SendOutcome::Pending,
+                };
+                info!(tx_no = %transfer.tx_no, verdict = ?state, reason = %refusal_reason(&outcome), "local transaction did not debit");
+                (state, outcome)
+            }
+        };
+        *request.outcome.lock().expect("outcome lock") = Some(outcome);
+        state
+    }
+
+    fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
+        let body = msg.get_body().map(|b| b.as_ref()).unwrap_or_default();
+        let transfer = match wire::decode(body, &self.default_to) {
+            Ok(transfer) => transfer,
+            Err(error) => {
+                // Only this producer writes to its group, and it never debits for a body
+                // it cannot read back, so there is nothing to commit.
+                error!(msg_id = %msg.msg_id(), %error, "check-back for an unreadable message; rolling back");
+                return LocalTransactionState::RollbackMessage;
+            }
+        };
+        let state = self.settle(&transfer, "no local commit when the broker checked back");
+        info!(tx_no = %transfer.tx_no, verdict = ?state, "answered check-back");
+        state
+    }
+}
+
+fn refusal_reason(outcome: &SendOutcome) -> String {
+    match outcome {
+        SendOutcome::RolledBack(error) => error.to_string(),
+        SendOutcome::Debited(_) => "it had committed after all".into(),
+        SendOutcome::Pending => "outcome unknown".into(),
+    }
+}

@@ -1,0 +1,37 @@
+//! What can go wrong when reading or changing a bank's data.
+
+use txbank_domain::{AccountNo, Money, TxNo};
+
+/// A storage failure: either a business refusal decided inside a database transaction
+/// (nothing was changed) or a database problem (the caller may retry).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No account with this number exists in this bank.
+    #[error("account {0} does not exist")]
+    UnknownAccount(AccountNo),
+    /// The account's balance is lower than the amount to debit.
+    #[error("account {account} has {balance}, less than the {requested} requested")]
+    InsufficientFunds { account: AccountNo, balance: Money, requested: Money },
+    /// The credit would take the balance above the 99,999,999.99 a balance can hold.
+    #[error("crediting {amount} would take account {account} above the maximum balance")]
+    BalanceOverflow { account: AccountNo, amount: Money },
+    /// The transfer was already recorded as rolled back; it can never be debited.
+    #[error("transfer {0} was rolled back and cannot be debited")]
+    RolledBack(TxNo),
+    /// The idempotency key already names another transfer.
+    #[error("idempotency key already used by transfer {existing}")]
+    IdempotencyKeyTaken { existing: TxNo },
+    /// A row holds a value the domain refuses (hand-edited or corrupted data).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StorageError {
+    /// True for database problems that may go away on retry (as opposed to refusals).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Database(_))
+    }
+}

@@ -1,0 +1,14 @@
+//! Storage for one bank: every SQL statement txbank runs lives in this crate.
+//!
+//! One code path serves SQLite (the embedded default) and MySQL 8 / MariaDB, through
+//! sqlx's `Any` driver. Each public function is one statement or one database
+//! transaction, named for what it does (`debit_and_record`, `credit_once`, ...).
+//! Money is stored as whole cents in `BIGINT` columns, so arithmetic in SQL is exact on
+//! every engine.
+
+mod error;
+mod schema;
+mod store;
+
+pub use error::StorageError;
+pub use store::{AccountRecord, CreditOutcome, DebitOutcome, Store, TransferRecord};

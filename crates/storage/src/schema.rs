@@ -1,0 +1,69 @@
+//! The tables, created on start when missing. The seed's `account_info` and
+//! `de_duplication` keep their names; balances are whole cents, times are Unix
+//! milliseconds, so that both engines read them through the same code.
+
+/// Statements that create the schema on SQLite.
+pub(crate) const SQLITE: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS account_info (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_name VARCHAR(100) NOT NULL,
+        account_no VARCHAR(64) NOT NULL UNIQUE,
+        account_password VARCHAR(100) NOT NULL DEFAULT '',
+        account_balance_cents BIGINT NOT NULL
+            CHECK (account_balance_cents BETWEEN 0 AND 9999999999)
+    )",
+    "CREATE TABLE IF NOT EXISTS de_duplication (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        create_time BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS transfer_out (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        idempotency_key VARCHAR(128) UNIQUE,
+        from_account VARCHAR(64) NOT NULL,
+        to_account VARCHAR(64) NOT NULL,
+        amount_cents BIGINT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        reason VARCHAR(255),
+        create_time BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS transfer_in (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        from_account VARCHAR(64) NOT NULL,
+        to_account VARCHAR(64) NOT NULL,
+        amount_cents BIGINT NOT NULL,
+        create_time BIGINT NOT NULL
+    )",
+];
+
+/// Statements that create the schema on MySQL 8 / MariaDB.
+pub(crate) const MYSQL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS account_info (
+        id BIGINT AUTO_INCREMENT PRIMARY KEY,
+        account_name VARCHAR(100) NOT NULL,
+        account_no VARCHAR(64) NOT NULL UNIQUE,
+        account_password VARCHAR(100) NOT NULL DEFAULT '',
+        account_balance_cents BIGINT NOT NULL
+            CHECK (account_balance_cents BETWEEN 0 AND 9999999999)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS de_duplication (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        create_time BIGINT NOT NULL
+    ) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS transfer_out (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        idempotency_key VARCHAR(128) UNIQUE,
+        from_account VARCHAR(64) NOT NULL,
+        to_account VARCHAR(64) NOT NULL,
+        amount_cents BIGINT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        reason VARCHAR(255),
+        create_time BIGINT NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS transfer_in (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        from_account VARCHAR(64) NOT NULL,
+        to_account VARCHAR(64) NOT NULL,
+        amount_cents BIGINT NOT NULL,
+        create_time BIGINT NOT NULL
+    ) ENGINE=InnoDB",
+];

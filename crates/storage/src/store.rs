@@ -1,0 +1,411 @@
+//! The `Store`: one bank's database and the statements txbank runs against it.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::{AnyPool, Executor};
+use txbank_domain::{AccountName, AccountNo, Amount, IdempotencyKey, Money, Transfer, TransferState, TxNo};
+
+use crate::{schema, StorageError};
+
+/// The most a balance may hold, in cents (DECIMAL(10,2)).
+const MAX_BALANCE_CENTS: i64 = 9_999_999_999;
+
+/// Which SQL engine a [`Store`] talks to; only schema creation differs between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sqlite,
+    MySql,
+}
+
+/// A bank's database: a connection pool plus the statements that read and change it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// The account's number.
+    pub account_no: AccountNo,
+    /// The holder's name.
+    pub account_name: String,
+    /// The current balance.
+    pub balance: Money,
+}
+
+/// An outgoing transfer as the sending bank recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The transfer itself.
+    pub transfer: Transfer,
+    /// Where it stands.
+    pub state: TransferState,
+    /// Why it was rolled back, when it was.
+    pub reason: Option<String>,
+    /// The client's idempotency key, when one was given.
+    pub idempotency_key: Option<String>,
+    /// When it was recorded, in Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// What [`Store::debit_and_record`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebitOutcome {
+    /// The source was debited now.
+    Debited,
+    /// The same transaction number had already been debited; nothing changed.
+    AlreadyDebited,
+}
+
+/// What [`Store::credit_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditOutcome {
+    /// The destination was credited now.
+    Credited,
+    /// The transaction number was already applied; nothing changed.
+    Duplicate,
+}
+
+type StorageResult<T> = Result<T, StorageError>;
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `mysql://user:pass@host/db`) with
+    /// at most `max_connections` connections. SQLite runs in WAL mode with
+    /// `synchronous=FULL`, so every commit is durable.
+    pub async fn connect(url: &str, max_connections: u32) -> StorageResult<Store> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Engine::MySql
+        } else {
+            return Err(StorageError::Database(sqlx::Error::Configuration(
+                format!("database URL must start with sqlite: or mysql:, got {:?}", redact(url)).into(),
+            )));
+        };
+        let url = url.replacen("mariadb:", "mysql:", 1);
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Store { pool, engine })
+    }
+
+    /// Creates the tables that do not exist yet.
+    pub async fn migrate(&self) -> StorageResult<()> {
+        let statements = match self.engine {
+            Engine::Sqlite => schema::SQLITE,
+            Engine::MySql => schema::MYSQL,
+        };
+        for statement in statements {
+            self.pool.execute(*statement).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Opens an account with an opening balance unless one with this number exists.
+    /// Returns true when it was created now.
+    pub async fn open_account_if_absent(&self, no: &AccountNo, name: &AccountName, opening: Money) -> StorageResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents)
+             VALUES (?, ?, '', ?)",
+        )
+        .bind(name.as_str())
+        .bind(no.as_str())
+        .bind(opening.cents())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The account with this number, if any.
+    pub async fn account(&self, no: &AccountNo) -> StorageResult<Option<AccountRecord>> {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT account_no, account_name, account_balance_cents FROM account_info WHERE account_no = ?",
+        )
+        .bind(no.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(no, name, cents)| {
+            Ok(AccountRecord { account_no: parse(AccountNo::parse(&no))?, account_name: name, balance: parse(Money::from_cents(cents))? })
+        })
+        .transpose()
+    }
+
+    /// The bank1 side of a transfer, in one database transaction: record the transfer as
+    /// debited, debit the source if its balance covers the amount, and insert the
+    /// transaction number into `de_duplication`.
+    ///
+    /// Refuses (changing nothing) an unknown source, insufficient funds, a transaction
+    /// number already rolled back, and an idempotency key that names another transfer.
+    pub async fn debit_and_record(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> StorageResult<DebitOutcome> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // The insert goes first: it takes the write lock at once on SQLite, and its
+        // primary key is what makes a concurrent check-back's rollback marker conflict.
+        let recorded = sqlx::query(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(key.map(|k| k.as_str().to_string()))
+        .bind(transfer.from.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(TransferState::Debited.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(error) = recorded {
+            tx.rollback().await?;
+            if !is_unique_violation(&error) {
+                return Err(error.into());
+            }
+            return self.explain_conflict(transfer, key).await;
+        }
+        let debited = sqlx::query(
+            "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+             WHERE account_no = ? AND account_balance_cents >= ?",
+        )
+        .bind(transfer.amount.cents())
+        .bind(transfer.from.as_str())
+        .bind(transfer.amount.cents())
+        .execute(&mut *tx)
+        .await?;
+        if rows(&debited) == 0 {
+            tx.rollback().await?;
+            return Err(match self.account(&transfer.from).await? {
+                None => StorageError::UnknownAccount(transfer.from.clone()),
+                Some(account) => StorageError::InsufficientFunds {
+                    account: account.account_no,
+                    balance: account.balance,
+                    requested: transfer.amount.money(),
+                },
+            });
+        }
+        sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
+            .bind(transfer.tx_no.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DebitOutcome::Debited)
+    }
+
+    /// Why recording a debit conflicted: the same transfer already exists, or its
+    /// idempotency key belongs to another one.
+    async fn explain_conflict(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> StorageResult<DebitOutcome> {
+        if let Some(existing) = self.transfer_out(&transfer.tx_no).await? {
+            return match existing.state {
+                TransferState::Debited => Ok(DebitOutcome::AlreadyDebited),
+                TransferState::RolledBack => Err(StorageError::RolledBack(transfer.tx_no.clone())),
+            };
+        }
+        if let Some(key) = key {
+            if let Some(existing) = self.transfer_out_by_key(key).await? {
+                return Err(StorageError::IdempotencyKeyTaken { existing: existing.transfer.tx_no });
+            }
+        }
+        Err(StorageError::Corrupt(format!("transfer {} conflicted with no visible row", transfer.tx_no)))
+    }
+
+    /// Settles a transfer whose local transaction did not (or may not have) committed:
+    /// records it as rolled back unless it was debited, and returns the final state.
+    ///
+    /// The rollback row shares the debit's primary key, so once it exists a late debit
+    /// can no longer commit; this is what lets check-back answer ROLLBACK for good.
+    pub async fn roll_back_unless_debited(&self, transfer: &Transfer, reason: &str) -> StorageResult<TransferState> {
+        let reason: String = reason.chars().take(255).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(transfer.from.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(TransferState::RolledBack.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(TransferState::RolledBack),
+            Err(error) if is_unique_violation(&error) => match self.transfer_out(&transfer.tx_no).await? {
+                Some(existing) => Ok(existing.state),
+                None => Err(error.into()),
+            },
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The outgoing transfer with this transaction number, if any.
+    pub async fn transfer_out(&self, tx_no: &TxNo) -> StorageResult<Option<TransferRecord>> {
+        let row: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ?"))
+            .bind(tx_no.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(TransferRow::into_record).transpose()
+    }
+
+    /// The outgoing transfer made with this idempotency key, if any.
+    pub async fn transfer_out_by_key(&self, key: &IdempotencyKey) -> StorageResult<Option<TransferRecord>> {
+        let row: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE idempotency_key = ?"))
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(TransferRow::into_record).transpose()
+    }
+
+    /// The bank2 side of a transfer, in one database transaction: insert the transaction
+    /// number into `de_duplication` (a duplicate stops here and changes nothing), credit
+    /// the destination, and record the incoming transfer.
+    pub async fn credit_once(&self, transfer: &Transfer) -> StorageResult<CreditOutcome> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let first_time = sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
+            .bind(transfer.tx_no.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+        match first_time {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => {
+                tx.rollback().await?;
+                return Ok(CreditOutcome::Duplicate);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let credited = sqlx::query(
+            "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
+             WHERE account_no = ? AND account_balance_cents <= ?",
+        )
+        .bind(transfer.amount.cents())
+        .bind(transfer.to.as_str())
+        .bind(MAX_BALANCE_CENTS - transfer.amount.cents())
+        .execute(&mut *tx)
+        .await?;
+        if rows(&credited) == 0 {
+            tx.rollback().await?;
+            return Err(match self.account(&transfer.to).await? {
+                None => StorageError::UnknownAccount(transfer.to.clone()),
+                Some(_) => StorageError::BalanceOverflow { account: transfer.to.clone(), amount: transfer.amount.money() },
+            });
+        }
+        sqlx::query(
+            "INSERT INTO transfer_in (tx_no, from_account, to_account, amount_cents, create_time) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(transfer.from.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(CreditOutcome::Credited)
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+const SELECT_TRANSFER_OUT: &str =
+    "SELECT tx_no, from_account, to_account, amount_cents, state, reason, idempotency_key, create_time FROM transfer_out";
+
+#[derive(sqlx::FromRow)]
+struct TransferRow {
+    tx_no: String,
+    from_account: String,
+    to_account: String,
+    amount_cents: i64,
+    state: String,
+    reason: Option<String>,
+    idempotency_key: Option<String>,
+    create_time: i64,
+}
+
+impl TransferRow {
+    fn into_record(self) -> StorageResult<TransferRecord> {
+        let transfer = Transfer {
+            tx_no: parse(TxNo::parse(&self.tx_no))?,
+            from: parse(AccountNo::parse(&self.from_account))?,
+            to: parse(AccountNo::parse(&self.to_account))?,
+            amount: parse(Amount::from_cents(self.amount_cents))?,
+        };
+        let state = TransferState::from_str(&self.state).map_err(StorageError::Corrupt)?;
+        Ok(TransferRecord {
+            transfer,
+            state,
+            reason: self.reason,
+            idempotency_key: self.idempotency_key,
+            created_at_ms: self.create_time,
+        })
+    }
+}
+
+fn parse<T>(value: Result<T, txbank_domain::DomainError>) -> StorageResult<T> {
+    value.map_err(|error| StorageError::Corrupt(error.to_string()))
+}
+
+fn rows(result: &AnyQueryResult) -> u64 {
+    result.rows_affected()
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+/// The URL with any password replaced, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(redact("mysql://root:secret@127.0.0.1/test"), "mysql://root:***@127.0.0.1/test");
+        assert_eq!(redact("sqlite://data/bank1.db"), "sqlite://data/bank1.db");
+    }
+}

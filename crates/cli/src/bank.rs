@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use txbank_api::{AppState, Outbound};
 use txbank_domain::AccountNo;
-use txbank_messaging::{CreditConsumer, MqClient, MqSettings, TransferProducer};
+use txbank_messaging::{ensure_topic, CreditConsumer, MqClient, MqSettings, TransferProducer};
 use txbank_storage::Store;
 
 use crate::config::BankConfig;
@@ -37,6 +37,9 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     }
     let settings = MqSettings { namesrv_addr: config.namesrv_addr.clone(), send_timeout: std::time::Duration::from_secs(3) };
 
+    for topic in config.send.iter().map(|s| &s.topic).chain(config.receive.iter().map(|r| &r.topic)) {
+        ensure_topic(mq, &settings, topic).await?;
+    }
     let outbound = match &config.send {
         Some(send) => {
             let seed_destination = AccountNo::parse(&send.seed_destination)?;

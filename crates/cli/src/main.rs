@@ -1,5 +1,8 @@
 //! The `txbank` binary: parses the command line, sets up logging, runs the command.
 
+// RocketMQ's client futures are deeply nested.
+#![recursion_limit = "512"]
+
 mod bank;
 mod cli;
 mod client;

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use txbank_domain::AccountNo;
 use txbank_storage::{CreditOutcome, Store};
 
-use crate::crash::{crash_point, AFTER_CREDIT_COMMIT};
+use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 use crate::{wire, MessagingError, MqClient, MqSettings};
 
 /// Consumes transfer messages (consumer group `consumer_group_txmsg_bank2` by default)

@@ -11,12 +11,13 @@
 
 mod client;
 mod consumer;
-pub mod crash;
 mod error;
 mod producer;
+mod topics;
 pub mod wire;
 
 pub use client::{MqClient, MqSettings};
 pub use consumer::CreditConsumer;
 pub use error::MessagingError;
 pub use producer::{SendOutcome, TransferProducer};
+pub use topics::ensure_topic;

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use txbank_domain::{AccountNo, IdempotencyKey, Transfer, TransferState};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
-use crate::crash::{crash_point, AFTER_LOCAL_COMMIT, BEFORE_LOCAL_TRANSACTION};
+use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, BEFORE_LOCAL_TRANSACTION};
 use crate::{wire, MessagingError, MqClient, MqSettings};
 
 /// How a transfer ended from the sender's point of view, once `send` returns.

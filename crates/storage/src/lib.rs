@@ -7,6 +7,7 @@
 //! every engine.
 
 mod error;
+pub mod faults;
 mod schema;
 mod store;
 

@@ -7,7 +7,7 @@ use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Executor};
 use txbank_domain::{AccountName, AccountNo, Amount, IdempotencyKey, Money, Transfer, TransferState, TxNo};
 
-use crate::{schema, StorageError};
+use crate::{faults, schema, StorageError};
 
 /// The most a balance may hold, in cents (DECIMAL(10,2)).
 const MAX_BALANCE_CENTS: i64 = 9_999_999_999;
@@ -207,6 +207,10 @@ impl Store {
                     requested: transfer.amount.money(),
                 },
             });
+        }
+        if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
+            tx.rollback().await?;
+            return Err(StorageError::Database(sqlx::Error::Protocol("failure injected inside the local transaction".into())));
         }
         sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
             .bind(transfer.tx_no.as_str())

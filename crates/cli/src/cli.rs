@@ -128,8 +128,10 @@ pub struct BrokerArgs {
     /// Milliseconds between the broker's scans for undecided half messages.
     #[arg(long, default_value_t = 5000)]
     pub transaction_check_interval_ms: u64,
-    /// Check-backs before the broker gives up on a half message.
-    #[arg(long, default_value_t = 15)]
+    /// Check-backs before the broker gives up on a half message. Interval × max must
+    /// outlast a producer's reconnection after a broker restart (its heartbeat, 10 s),
+    /// or a debited transfer's message is given up; the default allows 10 minutes.
+    #[arg(long, default_value_t = 120)]
     pub transaction_check_max: u32,
     /// Flush every message to disk before acknowledging it (SYNC_FLUSH).
     #[arg(long)]

@@ -1,0 +1,320 @@
+//! Test support: starts the real parts (name server, broker, banks) as separate
+//! processes of the `txbank` binary, on free loopback ports and in their own temporary
+//! folders, so tests run in parallel and beside a running `txbank up`.
+
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long a test waits for the system to settle.
+pub const SETTLE: Duration = Duration::from_secs(90);
+
+/// Which database the banks use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the test's folder.
+    Sqlite,
+    /// A fresh database on the MySQL/MariaDB server (`TXBANK_TEST_MYSQL_URL`).
+    MySql,
+}
+
+/// A running process of the `txbank` binary, killed when dropped.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    fn spawn(args: &[String], env: &[(&str, &str)], log: PathBuf) -> Process {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+        command.args(args).stdout(Stdio::from(out.try_clone().unwrap())).stderr(Stdio::from(out)).env("RUST_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Process { child: command.spawn().expect("start txbank"), log }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a clean stop), and wait for the process to exit.
+    pub fn terminate(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the process to exit by itself (a crash point fired).
+    pub async fn wait_exit(&mut self) {
+        assert!(eventually(|| { let running = self.is_running(); async move { !running } }).await, "process did not exit");
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A name server and a broker, each its own process.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub namesrv_addr: String,
+    namesrv: Process,
+    broker_listen: SocketAddr,
+    pub broker: Option<Process>,
+}
+
+impl Cluster {
+    /// Starts a name server and a broker and waits until both listen.
+    pub async fn start() -> Cluster {
+        // TXBANK_TEST_KEEP=1 keeps the folder (logs, databases, broker store) for a look.
+        let keep = std::env::var_os("TXBANK_TEST_KEEP").is_some();
+        let dir = tempfile::Builder::new().prefix("txbank-test-").disable_cleanup(keep).tempdir().unwrap();
+        if keep {
+            eprintln!("test folder: {}", dir.path().display());
+        }
+        let namesrv_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let namesrv = Process::spawn(
+            &args(&["namesrv", "--listen", &namesrv_listen.to_string(), "--home", &path(&dir.path().join("rocketmq"))]),
+            &[],
+            dir.path().join("namesrv.log"),
+        );
+        wait_listening(namesrv_listen).await;
+        let broker_listen = format!("127.0.0.1:{}", free_broker_port()).parse().unwrap();
+        let mut cluster = Cluster { dir, namesrv_addr: namesrv_listen.to_string(), namesrv, broker_listen, broker: None };
+        cluster.start_broker().await;
+        cluster
+    }
+
+    /// (Re)starts the broker on the same port and store.
+    pub async fn start_broker(&mut self) {
+        let store = self.dir.path().join("rocketmq").join("store");
+        self.broker = Some(Process::spawn(
+            &args(&[
+                "broker",
+                "--listen",
+                &self.broker_listen.to_string(),
+                "--namesrv-addr",
+                &self.namesrv_addr,
+                "--store",
+                &path(&store),
+                "--transaction-timeout-ms",
+                "1000",
+                "--transaction-check-interval-ms",
+                "1000",
+                "--transaction-check-max",
+                "600",
+            ]),
+            &[],
+            self.dir.path().join("broker.log"),
+        ));
+        wait_listening(self.broker_listen).await;
+    }
+
+    /// Kills the broker with SIGKILL.
+    pub fn kill_broker(&mut self) {
+        if let Some(mut broker) = self.broker.take() {
+            broker.kill();
+        }
+    }
+
+    /// A bank process (`bank1` sends, `bank2` receives) on `db`, not started yet.
+    pub async fn bank(&self, preset: &'static str, db: Db) -> Bank {
+        let database_url = match db {
+            Db::Sqlite => format!("sqlite://{}?mode=rwc", path(&self.dir.path().join(format!("{preset}.db")))),
+            Db::MySql => fresh_mysql_database().await,
+        };
+        Bank {
+            preset,
+            database_url,
+            listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            namesrv_addr: self.namesrv_addr.clone(),
+            log: self.dir.path().join(format!("{preset}.log")),
+            process: None,
+        }
+    }
+}
+
+/// One bank service.
+pub struct Bank {
+    pub preset: &'static str,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    namesrv_addr: String,
+    log: PathBuf,
+    pub process: Option<Process>,
+}
+
+impl Bank {
+    /// Starts the bank with extra environment (such as an armed fault point) and waits
+    /// until its API answers.
+    pub async fn start_with(&mut self, env: &[(&str, &str)]) {
+        let process = Process::spawn(
+            &args(&[
+                "bank",
+                "--preset",
+                self.preset,
+                "--listen",
+                &self.listen.to_string(),
+                "--database-url",
+                &self.database_url,
+                "--namesrv-addr",
+                &self.namesrv_addr,
+            ]),
+            env,
+            self.log.clone(),
+        );
+        self.process = Some(process);
+        let url = format!("{}/readyz", self.url());
+        let ready = eventually(|| {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.map(|r| r.status().is_success()).unwrap_or(false) }
+        })
+        .await;
+        assert!(ready, "{} did not become ready; log:\n{}", self.preset, self.log_text());
+    }
+
+    /// Starts the bank and waits until its API answers.
+    pub async fn start(&mut self) {
+        self.start_with(&[]).await;
+    }
+
+    /// Kills the bank with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// The bank's API base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// The bank's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path`, returning status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(format!("{}{path}", self.url())).await.expect("bank answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /transfers` with a JSON body.
+    pub async fn post_transfer(&self, body: Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/transfers", self.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("bank answers");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Transfers `amount` from account 1 to account 2 and expects it debited.
+    pub async fn pay(&self, amount: &str) -> String {
+        let (status, body) = self.post_transfer(json!({"from": "1", "to": "2", "amount": amount})).await;
+        assert_eq!(status, 201, "{body}");
+        body["tx_no"].as_str().unwrap().to_string()
+    }
+
+    /// An account's balance as the API shows it.
+    pub async fn balance(&self, account: &str) -> String {
+        let (status, body) = self.get(&format!("/accounts/{account}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["balance"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until `account` shows `expected`; false if it never does.
+    pub async fn balance_becomes(&self, account: &str, expected: &str) -> bool {
+        eventually(|| async move { self.balance(account).await == expected }).await
+    }
+
+    /// Rows of `transfer_out` as (tx_no, state), read straight from the database.
+    pub async fn outgoing(&self) -> Vec<(String, String)> {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.database_url).await.unwrap();
+        let rows = sqlx::query_as("SELECT tx_no, state FROM transfer_out ORDER BY create_time").fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    }
+}
+
+/// Polls `check` every 250 ms until it is true or [`SETTLE`] has passed.
+pub async fn eventually<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + SETTLE;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+/// Creates a uniquely named database on the MySQL server and returns its URL.
+pub async fn fresh_mysql_database() -> String {
+    use sqlx::Connection;
+    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let name = format!("txbank_t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::MySqlConnection::connect(&format!("{server}/test"))
+        .await
+        .expect("MySQL/MariaDB must run for the tests (see .ci/run)");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    format!("{server}/{name}")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A port P such that P-2 (the broker's fast listener), P and P+1 (HA) are all free.
+fn free_broker_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port > 1024 && port < 65000 && [port - 2, port + 1].iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            return port;
+        }
+    }
+}
+
+async fn wait_listening(addr: SocketAddr) {
+    let up = eventually(|| async move { tokio::net::TcpStream::connect(addr).await.is_ok() }).await;
+    assert!(up, "{addr} never listened");
+}

@@ -1,0 +1,144 @@
+//! The seed's flow end to end on real processes: bank1 debits and sends a transactional
+//! message, bank2 credits it exactly once; refusals roll back and deliver nothing.
+
+mod support;
+
+use serde_json::json;
+use support::{Cluster, Db};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
+    let cluster = Cluster::start().await;
+    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    bank1.start().await;
+    bank2.start().await;
+
+    let (status, body) = bank1.get("/transfer?accountNo=1&amount=100").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["state"], "debited");
+
+    assert_eq!(bank1.balance("1").await, "9900.00");
+    assert!(bank2.balance_becomes("2", "100.00").await, "Li Si was never credited");
+    let (_, account) = bank2.get("/accounts/2").await;
+    assert_eq!(account, json!({"account_no": "2", "account_name": "李四的账户", "balance": "100.00"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_flow_runs_on_mariadb_too() {
+    let cluster = Cluster::start().await;
+    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::MySql).await, cluster.bank("bank2", Db::MySql).await);
+    bank1.start().await;
+    bank2.start().await;
+
+    let tx_no = bank1.pay("0.10").await;
+    bank1.pay("99.90").await;
+
+    assert_eq!(bank1.balance("1").await, "9900.00");
+    assert!(bank2.balance_becomes("2", "100.00").await);
+    let (_, transfer) = bank1.get(&format!("/transfers/{tx_no}")).await;
+    assert_eq!(transfer["state"], "debited");
+    assert_eq!(transfer["amount"], "0.10");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overdraft_is_rolled_back_and_never_delivered() {
+    let cluster = Cluster::start().await;
+    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    bank1.start().await;
+    bank2.start().await;
+
+    let (status, refused) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "10000.01"})).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "insufficient_funds");
+    let refused_tx = refused["tx_no"].as_str().unwrap();
+    let (_, state) = bank1.get(&format!("/transfers/{refused_tx}")).await;
+    assert_eq!(state["state"], "rolled_back");
+
+    // A later transfer arrives; had the refused one been delivered, it would be there too.
+    bank1.pay("1").await;
+    assert!(bank2.balance_becomes("2", "1.00").await);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(bank2.balance("2").await, "1.00");
+    assert_eq!(bank1.balance("1").await, "9999.00");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_inside_the_local_transaction_rolls_back_and_delivers_nothing() {
+    let cluster = Cluster::start().await;
+    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    bank1.start_with(&[("TXBANK_FAIL_AT", "inside-local-transaction")]).await;
+    bank2.start().await;
+
+    let (status, failed) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "50"})).await;
+    assert_eq!(status, 503, "{failed}");
+    assert_eq!(failed["error"]["code"], "database_unavailable");
+    let (_, state) = bank1.get(&format!("/transfers/{}", failed["tx_no"].as_str().unwrap())).await;
+    assert_eq!(state["state"], "rolled_back");
+    assert_eq!(bank1.balance("1").await, "10000.00");
+
+    bank1.kill();
+    bank1.start().await;
+    bank1.pay("2").await;
+    assert!(bank2.balance_becomes("2", "2.00").await);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(bank2.balance("2").await, "2.00", "the failed transfer must never arrive");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_request_with_the_same_idempotency_key_debits_once() {
+    let cluster = Cluster::start().await;
+    let mut bank1 = cluster.bank("bank1", Db::Sqlite).await;
+    bank1.start().await;
+
+    let request = json!({"from": "1", "to": "2", "amount": "7.25", "idempotency_key": "invoice-17"});
+    let (first_status, first) = bank1.post_transfer(request.clone()).await;
+    let (again_status, again) = bank1.post_transfer(request).await;
+    assert_eq!((first_status, again_status), (201, 200));
+    assert_eq!(first["tx_no"], again["tx_no"]);
+    assert_eq!(bank1.balance("1").await, "9992.75");
+
+    let (status, reused) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "8", "idempotency_key": "invoice-17"})).await;
+    assert_eq!(status, 409, "{reused}");
+    assert_eq!(reused["error"]["code"], "idempotency_key_reused");
+    assert_eq!(bank1.balance("1").await, "9992.75");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_a_clear_error_and_change_nothing() {
+    let cluster = Cluster::start().await;
+    let mut bank1 = cluster.bank("bank1", Db::Sqlite).await;
+    bank1.start().await;
+
+    let cases = [
+        (json!({"from": "1", "to": "2", "amount": "0"}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "2", "amount": "-5"}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "2", "amount": "1.001"}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "2", "amount": "NaN"}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "2", "amount": "100000000"}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "2", "amount": 100.001}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "2", "amount": true}), 400, "invalid_amount"),
+        (json!({"from": "1", "to": "1", "amount": "5"}), 400, "same_account"),
+        (json!({"from": "1'; DROP TABLE account_info;--", "to": "2", "amount": "5"}), 400, "invalid_account"),
+        (json!({"from": "1", "to": "２", "amount": "5"}), 400, "invalid_account"),
+        (json!({"from": "1", "amount": "5"}), 400, "invalid_json"),
+        (json!({"from": "1", "to": "2", "amount": "5", "extra": 1}), 400, "invalid_json"),
+        (json!({"from": "404", "to": "2", "amount": "5"}), 422, "unknown_account"),
+    ];
+    for (body, status, code) in cases {
+        let (got_status, got) = bank1.post_transfer(body.clone()).await;
+        assert_eq!((got_status, got["error"]["code"].as_str()), (status, Some(code)), "{body} -> {got}");
+    }
+    let (status, missing) = bank1.get("/transfer?accountNo=1").await;
+    assert_eq!((status, missing["error"]["code"].as_str()), (400, Some("missing_parameter")));
+    let plain = reqwest::Client::new().post(format!("{}/transfers", bank1.url())).body("from=1").send().await.unwrap();
+    assert_eq!(plain.status(), 415);
+    let huge = reqwest::Client::new()
+        .post(format!("{}/transfers", bank1.url()))
+        .header("content-type", "application/json")
+        .body(format!("{{\"from\":\"{}\"}}", "1".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(bank1.balance("1").await, "10000.00");
+}

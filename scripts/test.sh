@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of txbank: unit, storage (SQLite and MariaDB) and system tests that
+# start real RocketMQ name servers, brokers and bank processes.
+# Makes sure MariaDB runs on 127.0.0.1:3306 (root, empty password) first, installing
+# and starting it when it is missing; fails if it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/txbank-target}"
+
+mariadb_answers() {
+  mariadb -uroot -h127.0.0.1 -P3306 -e 'SELECT 1' >/dev/null 2>&1
+}
+
+if ! mariadb_answers; then
+  if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+    echo "installing MariaDB..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+  fi
+  echo "starting MariaDB..."
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+  for _ in $(seq 1 60); do
+    mariadb -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 1
+  done
+  # A fresh install lets root in only through the socket: allow TCP with no password.
+  mariadb_answers || mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;" || true
+  mariadb_answers || { echo "MariaDB does not answer on 127.0.0.1:3306 as root with an empty password" >&2; exit 1; }
+fi
+
+cargo test --release --workspace

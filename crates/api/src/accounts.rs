@@ -15,7 +15,10 @@ pub(crate) struct AccountView {
     balance: String,
 }
 
-pub(crate) async fn show(State(state): State<AppState>, Path(account_no): Path<String>) -> Result<Json<AccountView>, ApiError> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(account_no): Path<String>,
+) -> Result<Json<AccountView>, ApiError> {
     let account_no = AccountNo::parse(&account_no)?;
     let account = state
         .store

@@ -17,13 +17,21 @@ pub enum ApiError {
     InvalidRequest { code: &'static str, message: String },
     /// The request body was not acceptable JSON (malformed, wrong type, too large).
     #[error("{message}")]
-    Rejected { status: StatusCode, code: &'static str, message: String },
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// The route or the named resource does not exist.
     #[error("{0}")]
     NotFound(String),
     /// The transfer was refused and rolled back; nothing moved.
     #[error("{message}")]
-    Refused { code: &'static str, message: String, tx_no: TxNo },
+    Refused {
+        code: &'static str,
+        message: String,
+        tx_no: TxNo,
+    },
     /// The idempotency key was already used for a different transfer.
     #[error("idempotency key already used for transfer {existing} with different parameters")]
     KeyReused { existing: TxNo },
@@ -32,13 +40,20 @@ pub enum ApiError {
     NotSending,
     /// The database or the broker is unavailable; nothing moved unless `tx_no` says so.
     #[error("{message}")]
-    Unavailable { code: &'static str, message: String, tx_no: Option<TxNo> },
+    Unavailable {
+        code: &'static str,
+        message: String,
+        tx_no: Option<TxNo>,
+    },
 }
 
 impl ApiError {
     /// A malformed request, with the code of the parameter at fault.
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest { code, message: message.into() }
+        ApiError::InvalidRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     fn status_and_code(&self) -> (StatusCode, &'static str) {
@@ -79,16 +94,20 @@ impl ApiError {
                 }
             }
         };
-        ApiError::Refused { code, message: error.to_string(), tx_no }
+        ApiError::Refused {
+            code,
+            message: error.to_string(),
+            tx_no,
+        }
     }
 }
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         let code = match error {
-            DomainError::MalformedAmount { .. } | DomainError::NonPositiveAmount { .. } | DomainError::AmountOutOfRange { .. } => {
-                "invalid_amount"
-            }
+            DomainError::MalformedAmount { .. }
+            | DomainError::NonPositiveAmount { .. }
+            | DomainError::AmountOutOfRange { .. } => "invalid_amount",
             DomainError::InvalidAccountNo { .. } | DomainError::InvalidAccountName => "invalid_account",
             DomainError::InvalidTxNo { .. } => "invalid_tx_no",
             DomainError::InvalidIdempotencyKey => "invalid_idempotency_key",
@@ -101,7 +120,11 @@ impl From<DomainError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
         tracing::error!(%error, "storage failure");
-        ApiError::Unavailable { code: "database_unavailable", message: error.to_string(), tx_no: None }
+        ApiError::Unavailable {
+            code: "database_unavailable",
+            message: error.to_string(),
+            tx_no: None,
+        }
     }
 }
 

@@ -83,7 +83,9 @@ pub(crate) async fn seed_transfer(
 ) -> Result<Created, ApiError> {
     let outbound = state.outbound.as_deref().ok_or(ApiError::NotSending)?;
     let param = |name: &'static str| {
-        query.get(name).ok_or_else(|| ApiError::invalid("missing_parameter", format!("query parameter {name} is required")))
+        query
+            .get(name)
+            .ok_or_else(|| ApiError::invalid("missing_parameter", format!("query parameter {name} is required")))
     };
     let transfer = Transfer::new(
         TxNo::generate(),
@@ -95,7 +97,10 @@ pub(crate) async fn seed_transfer(
 }
 
 /// `GET /transfers/{tx_no}`: where a transfer this bank sent stands.
-pub(crate) async fn show(State(state): State<AppState>, Path(tx_no): Path<String>) -> Result<Json<TransferView>, ApiError> {
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(tx_no): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
     let tx_no = TxNo::parse(&tx_no)?;
     let record = state
         .store
@@ -107,7 +112,12 @@ pub(crate) async fn show(State(state): State<AppState>, Path(tx_no): Path<String
 
 /// Sends the transfer unless its idempotency key already names one, and answers with
 /// where it stands: 201 debited, 202 pending (check-back will settle it), 200 replayed.
-async fn submit(state: &AppState, outbound: &Outbound, transfer: Transfer, key: Option<IdempotencyKey>) -> Result<Created, ApiError> {
+async fn submit(
+    state: &AppState,
+    outbound: &Outbound,
+    transfer: Transfer,
+    key: Option<IdempotencyKey>,
+) -> Result<Created, ApiError> {
     if let Some(key) = &key {
         if let Some(existing) = state.store.transfer_out_by_key(key).await? {
             return replay(existing, &transfer);
@@ -115,9 +125,16 @@ async fn submit(state: &AppState, outbound: &Outbound, transfer: Transfer, key: 
     }
     match outbound.producer.send(&transfer, key.as_ref()).await? {
         SendOutcome::Debited(_) => Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "debited", None)))),
-        SendOutcome::Pending => Ok((StatusCode::ACCEPTED, Json(TransferView::new(&transfer, "pending", None)))),
+        SendOutcome::Pending => Ok((
+            StatusCode::ACCEPTED,
+            Json(TransferView::new(&transfer, "pending", None)),
+        )),
         SendOutcome::RolledBack(StorageError::IdempotencyKeyTaken { existing }) => {
-            let existing = state.store.transfer_out(&existing).await?.ok_or(ApiError::KeyReused { existing })?;
+            let existing = state
+                .store
+                .transfer_out(&existing)
+                .await?
+                .ok_or(ApiError::KeyReused { existing })?;
             replay(existing, &transfer)
         }
         SendOutcome::RolledBack(error) => Err(ApiError::refused(transfer.tx_no, error)),
@@ -130,17 +147,22 @@ fn replay(existing: TransferRecord, requested: &Transfer) -> Result<Created, Api
         && existing.transfer.to == requested.to
         && existing.transfer.amount == requested.amount;
     if !same {
-        return Err(ApiError::KeyReused { existing: existing.transfer.tx_no });
+        return Err(ApiError::KeyReused {
+            existing: existing.transfer.tx_no,
+        });
     }
     Ok((StatusCode::OK, Json(TransferView::of(&existing))))
 }
 
 /// The idempotency key from the header or the body; both given must agree.
 fn idempotency_key(headers: &HeaderMap, in_body: Option<&str>) -> Result<Option<IdempotencyKey>, ApiError> {
-    let in_header = match headers.get("idempotency-key") {
-        Some(value) => Some(value.to_str().map_err(|_| ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be printable ASCII"))?),
-        None => None,
-    };
+    let in_header =
+        match headers.get("idempotency-key") {
+            Some(value) => Some(value.to_str().map_err(|_| {
+                ApiError::invalid("invalid_idempotency_key", "Idempotency-Key must be printable ASCII")
+            })?),
+            None => None,
+        };
     match (in_header, in_body) {
         (Some(a), Some(b)) if a != b => Err(ApiError::invalid(
             "invalid_idempotency_key",
@@ -155,13 +177,17 @@ fn idempotency_key(headers: &HeaderMap, in_body: Option<&str>) -> Result<Option<
 fn parse_amount(raw: &RawValue) -> Result<Amount, ApiError> {
     let text = raw.get();
     if text.starts_with('"') {
-        let inner: String = serde_json::from_str(text).map_err(|_| ApiError::invalid("invalid_amount", "amount is not a valid string"))?;
+        let inner: String = serde_json::from_str(text)
+            .map_err(|_| ApiError::invalid("invalid_amount", "amount is not a valid string"))?;
         return Ok(Amount::parse(&inner)?);
     }
     if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return Ok(Amount::parse(text)?);
     }
-    Err(ApiError::invalid("invalid_amount", format!("amount must be a decimal string or number, got {text}")))
+    Err(ApiError::invalid(
+        "invalid_amount",
+        format!("amount must be a decimal string or number, got {text}"),
+    ))
 }
 
 /// Maps a body axum could not read as JSON to the matching status and code.
@@ -171,5 +197,9 @@ fn reject_body(rejection: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         _ => (StatusCode::BAD_REQUEST, "invalid_json"),
     };
-    ApiError::Rejected { status, code, message: rejection.body_text() }
+    ApiError::Rejected {
+        status,
+        code,
+        message: rejection.body_text(),
+    }
 }

@@ -35,18 +35,35 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
             tracing::info!(bank = %config.name, account = %no, %balance, "opened account");
         }
     }
-    let settings = MqSettings { namesrv_addr: config.namesrv_addr.clone(), send_timeout: std::time::Duration::from_secs(3) };
+    let settings = MqSettings {
+        namesrv_addr: config.namesrv_addr.clone(),
+        send_timeout: std::time::Duration::from_secs(3),
+    };
 
-    for topic in config.send.iter().map(|s| &s.topic).chain(config.receive.iter().map(|r| &r.topic)) {
+    for topic in config
+        .send
+        .iter()
+        .map(|s| &s.topic)
+        .chain(config.receive.iter().map(|r| &r.topic))
+    {
         ensure_topic(mq, &settings, topic).await?;
     }
     let outbound = match &config.send {
         Some(send) => {
             let seed_destination = AccountNo::parse(&send.seed_destination)?;
-            let producer =
-                TransferProducer::start(mq, &settings, &send.producer_group, &send.topic, store.clone(), seed_destination.clone())
-                    .await?;
-            Some(Arc::new(Outbound { producer, seed_destination }))
+            let producer = TransferProducer::start(
+                mq,
+                &settings,
+                &send.producer_group,
+                &send.topic,
+                store.clone(),
+                seed_destination.clone(),
+            )
+            .await?;
+            Some(Arc::new(Outbound {
+                producer,
+                seed_destination,
+            }))
         }
         None => None,
     };
@@ -65,10 +82,18 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         None => None,
     };
 
-    let state = AppState { bank: config.name.clone().into(), store: store.clone(), outbound: outbound.clone() };
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let state = AppState {
+        bank: config.name.clone().into(),
+        store: store.clone(),
+        outbound: outbound.clone(),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     println!("{} listening on http://{}", config.name, listener.local_addr()?);
-    axum::serve(listener, txbank_api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, txbank_api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
 
     tracing::info!(bank = %config.name, "draining");
     if let Some(consumer) = consumer {
@@ -83,7 +108,8 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}

@@ -11,7 +11,9 @@ pub fn transfer(url: &str, from: &str, to: &str, amount: &str, key: Option<&str>
     if let Some(key) = key {
         body["idempotency_key"] = json!(key);
     }
-    let request = reqwest::Client::new().post(format!("{}/transfers", url.trim_end_matches('/'))).json(&body);
+    let request = reqwest::Client::new()
+        .post(format!("{}/transfers", url.trim_end_matches('/')))
+        .json(&body);
     print_answer(request)
 }
 

@@ -112,7 +112,11 @@ impl BankConfig {
     /// receives), with its SQLite file under `data_dir`.
     pub fn preset(name: &str, data_dir: &Path) -> Result<BankConfig> {
         let database_url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
-        let seed = |no: &str, holder: &str, balance: &str| AccountSeed { no: no.into(), name: holder.into(), balance: balance.into() };
+        let seed = |no: &str, holder: &str, balance: &str| AccountSeed {
+            no: no.into(),
+            name: holder.into(),
+            balance: balance.into(),
+        };
         let config = match name {
             "bank1" => BankConfig {
                 name: name.into(),
@@ -149,7 +153,12 @@ impl BankConfig {
 
     /// Loads the configuration from `file` (or the preset), then applies `overrides`,
     /// then checks it.
-    pub fn load(file: Option<&Path>, preset: Option<&str>, data_dir: &Path, overrides: &BankOverrides) -> Result<BankConfig> {
+    pub fn load(
+        file: Option<&Path>,
+        preset: Option<&str>,
+        data_dir: &Path,
+        overrides: &BankOverrides,
+    ) -> Result<BankConfig> {
         let mut config = match (file, preset) {
             (Some(file), None) => {
                 let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -174,7 +183,9 @@ impl BankConfig {
     /// Refuses a configuration that would fail later: bad account numbers or balances.
     fn validate(&self) -> Result<()> {
         for account in &self.accounts {
-            account.parse().with_context(|| format!("account {:?} in the configuration", account.no))?;
+            account
+                .parse()
+                .with_context(|| format!("account {:?} in the configuration", account.no))?;
         }
         if let Some(send) = &self.send {
             AccountNo::parse(&send.seed_destination).context("send.seed_destination")?;
@@ -183,7 +194,10 @@ impl BankConfig {
             AccountNo::parse(&receive.default_account).context("receive.default_account")?;
         }
         if self.send.is_none() && self.receive.is_none() {
-            bail!("bank {} neither sends nor receives: configure [send] and/or [receive]", self.name);
+            bail!(
+                "bank {} neither sends nor receives: configure [send] and/or [receive]",
+                self.name
+            );
         }
         Ok(())
     }
@@ -192,7 +206,11 @@ impl BankConfig {
 impl AccountSeed {
     /// The seed as domain values.
     pub fn parse(&self) -> Result<(AccountNo, AccountName, Money)> {
-        Ok((AccountNo::parse(&self.no)?, AccountName::parse(&self.name)?, Money::parse(&self.balance)?))
+        Ok((
+            AccountNo::parse(&self.no)?,
+            AccountName::parse(&self.name)?,
+            Money::parse(&self.balance)?,
+        ))
     }
 }
 
@@ -211,7 +229,10 @@ mod tests {
 
     #[test]
     fn flags_replace_file_values() {
-        let overrides = BankOverrides { listen: Some("127.0.0.1:1".parse().unwrap()), ..Default::default() };
+        let overrides = BankOverrides {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..Default::default()
+        };
         let config = BankConfig::load(None, Some("bank2"), Path::new("d"), &overrides).unwrap();
         assert_eq!(config.listen.port(), 1);
     }

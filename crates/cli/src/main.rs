@@ -33,12 +33,24 @@ fn main() -> Result<()> {
             transaction_check_max: args.transaction_check_max,
             flush_disk_type: if args.sync_flush { "SYNC_FLUSH" } else { "ASYNC_FLUSH" }.into(),
         }),
-        Command::Bank { config, preset, data_dir, overrides } => {
-            bank::run(BankConfig::load(config.as_deref(), preset.as_deref(), &data_dir, &overrides)?)
-        }
-        Command::Transfer { from, to, amount, idempotency_key, url } => {
-            client::transfer(&url, &from, &to, &amount, idempotency_key.as_deref())
-        }
+        Command::Bank {
+            config,
+            preset,
+            data_dir,
+            overrides,
+        } => bank::run(BankConfig::load(
+            config.as_deref(),
+            preset.as_deref(),
+            &data_dir,
+            &overrides,
+        )?),
+        Command::Transfer {
+            from,
+            to,
+            amount,
+            idempotency_key,
+            url,
+        } => client::transfer(&url, &from, &to, &amount, idempotency_key.as_deref()),
         Command::Balance { bank, account, url } => client::balance(&bank, &account, url.as_deref()),
     }
 }
@@ -47,7 +59,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -43,13 +43,14 @@ pub struct BrokerSettings {
 /// Runs a name server on `listen` until SIGINT/SIGTERM.
 pub fn run_namesrv(listen: SocketAddr, home: &Path) -> Result<()> {
     prepare_home(home)?;
-    let owner = RuntimeOwner::plan(RuntimeConfig::namesrv_default())?.build().context("namesrv runtime")?;
+    let owner = RuntimeOwner::plan(RuntimeConfig::namesrv_default())?
+        .build()
+        .context("namesrv runtime")?;
     let context = owner.root_context().component("txbank-namesrv");
     let lifecycle = ServiceLifecycle::from_env("rocketmq-namesrv").context("namesrv lifecycle")?;
     let home_text = home.to_string_lossy().to_string();
     let result = owner.block_on(async {
-        initialize_remoting_defaults(rocketmq_model::version::CURRENT_VERSION as i32)
-            .context("remoting defaults")?;
+        initialize_remoting_defaults(rocketmq_model::version::CURRENT_VERSION as i32).context("remoting defaults")?;
         let namesrv_config = NamesrvConfig {
             rocketmq_home: home_text.clone(),
             kv_config_path: format!("{home_text}/namesrv/kvConfig.json"),
@@ -92,7 +93,9 @@ pub fn run_broker(settings: &BrokerSettings) -> Result<()> {
     broker.transaction_check_max = settings.transaction_check_max;
     let raw = RawBrokerConfig::from_parts(broker, raw.store().clone());
     let validated = ValidatedBrokerConfig::try_from(raw).context("broker configuration invalid")?;
-    let owner = RuntimeOwner::plan(RuntimeConfig::broker_default())?.build().context("broker runtime")?;
+    let owner = RuntimeOwner::plan(RuntimeConfig::broker_default())?
+        .build()
+        .context("broker runtime")?;
     let context = owner.root_context().component("txbank-broker");
     let lifecycle = ServiceLifecycle::from_env("rocketmq-broker").context("broker lifecycle")?;
     let result = owner.block_on(async {
@@ -148,7 +151,9 @@ fn finish(owner: RuntimeOwner, lifecycle: &ServiceLifecycle, result: Result<()>)
     if result.is_err() {
         lifecycle.mark_failed();
     }
-    let request = lifecycle.shutdown_request().unwrap_or_else(|| lifecycle.request_shutdown(ShutdownReason::Internal));
+    let request = lifecycle
+        .shutdown_request()
+        .unwrap_or_else(|| lifecycle.request_shutdown(ShutdownReason::Internal));
     let shutdown = owner.shutdown_runtime_blocking_until(request.deadline);
     result?;
     if let Err(error) = shutdown {

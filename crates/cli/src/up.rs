@@ -50,13 +50,22 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
     let rocketmq_home = data.join("rocketmq");
 
     let mut namesrv_cmd = part_command(&logs, "namesrv")?;
-    namesrv_cmd.args(["namesrv", "--listen", &namesrv, "--home"]).arg(&rocketmq_home);
+    namesrv_cmd
+        .args(["namesrv", "--listen", &namesrv, "--home"])
+        .arg(&rocketmq_home);
     parts.push(spawn("namesrv", namesrv_cmd)?);
     wait_listening("namesrv", args.namesrv, parts, &logs).await?;
 
     let mut broker_cmd = part_command(&logs, "broker")?;
     broker_cmd
-        .args(["broker", "--listen", &args.broker.to_string(), "--namesrv-addr", &namesrv, "--store"])
+        .args([
+            "broker",
+            "--listen",
+            &args.broker.to_string(),
+            "--namesrv-addr",
+            &namesrv,
+            "--store",
+        ])
         .arg(rocketmq_home.join("store"));
     parts.push(spawn("broker", broker_cmd)?);
     wait_listening("broker", args.broker, parts, &logs).await?;
@@ -64,7 +73,16 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
     for (name, listen) in [("bank1", args.bank1), ("bank2", args.bank2)] {
         let mut bank_cmd = part_command(&logs, name)?;
         bank_cmd
-            .args(["bank", "--preset", name, "--listen", &listen.to_string(), "--namesrv-addr", &namesrv, "--data-dir"])
+            .args([
+                "bank",
+                "--preset",
+                name,
+                "--listen",
+                &listen.to_string(),
+                "--namesrv-addr",
+                &namesrv,
+                "--data-dir",
+            ])
             .arg(data);
         parts.push(spawn(name, bank_cmd)?);
         wait_listening(name, listen, parts, &logs).await?;
@@ -79,7 +97,10 @@ fn part_command(logs: &Path, name: &str) -> Result<Command> {
     let log_path = logs.join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut command = Command::new(std::env::current_exe()?);
-    command.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log)).process_group(0);
+    command
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .process_group(0);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| {
@@ -104,7 +125,11 @@ async fn wait_listening(name: &str, addr: SocketAddr, parts: &mut [Part], logs: 
         }
         for part in parts.iter_mut() {
             if let Some(status) = part.child.try_wait()? {
-                bail!("{} exited ({status}) while {name} was starting; see {}", part.name, logs.join(format!("{}.log", part.name)).display());
+                bail!(
+                    "{} exited ({status}) while {name} was starting; see {}",
+                    part.name,
+                    logs.join(format!("{}.log", part.name)).display()
+                );
             }
         }
         if Instant::now() > deadline {

@@ -11,9 +11,14 @@ use support::{eventually, Cluster, Db};
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank2.start().await;
-    bank1.start_with(&[("TXBANK_CRASH_AT", "before-local-transaction")]).await;
+    bank1
+        .start_with(&[("TXBANK_CRASH_AT", "before-local-transaction")])
+        .await;
 
     let sent = reqwest::Client::new()
         .post(format!("{}/transfers", bank1.url()))
@@ -26,16 +31,27 @@ async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_bac
 
     bank1.start().await;
     let settled = eventually(|| async { bank1.outgoing().await.iter().any(|(_, state)| state == "rolled_back") }).await;
-    assert!(settled, "check-back never settled the half message; bank1 log:\n{}", bank1.log_text());
+    assert!(
+        settled,
+        "check-back never settled the half message; bank1 log:\n{}",
+        bank1.log_text()
+    );
     assert_eq!(bank1.balance("1").await, "10000.00");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(bank2.balance("2").await, "0.00", "a rolled-back message must never be delivered");
+    assert_eq!(
+        bank2.balance("2").await,
+        "0.00",
+        "a rolled-back message must never be delivered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank2.start().await;
     bank1.start_with(&[("TXBANK_CRASH_AT", "after-local-commit")]).await;
 
@@ -49,7 +65,10 @@ async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
 
     bank1.start().await;
     assert_eq!(bank1.balance("1").await, "9900.00", "the debit had committed");
-    assert!(bank2.balance_becomes("2", "100.00").await, "check-back never committed the message");
+    assert!(
+        bank2.balance_becomes("2", "100.00").await,
+        "check-back never committed the message"
+    );
     let outgoing = bank1.outgoing().await;
     assert_eq!(outgoing.len(), 1);
     assert_eq!(outgoing[0].1, "debited");
@@ -58,7 +77,10 @@ async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_after_credit_before_acknowledgement_credits_once() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank1.start().await;
     bank2.start_with(&[("TXBANK_CRASH_AT", "after-credit-commit")]).await;
 
@@ -67,14 +89,25 @@ async fn crash_after_credit_before_acknowledgement_credits_once() {
 
     bank2.start().await;
     let redelivered = eventually(|| async { bank2.log_text().contains("duplicate delivery absorbed") }).await;
-    assert!(redelivered, "the unacknowledged message was never delivered again; log:\n{}", bank2.log_text());
-    assert_eq!(bank2.balance("2").await, "100.00", "the same message delivered twice credits once");
+    assert!(
+        redelivered,
+        "the unacknowledged message was never delivered again; log:\n{}",
+        bank2.log_text()
+    );
+    assert_eq!(
+        bank2.balance("2").await,
+        "100.00",
+        "the same message delivered twice credits once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_made_while_bank2_is_down_are_credited_after_it_starts() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank1.start().await;
 
     for amount in ["10", "20.50", "0.01"] {
@@ -89,7 +122,10 @@ async fn transfers_made_while_bank2_is_down_are_credited_after_it_starts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_loses_nothing() {
     let mut cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank1.start().await;
     bank2.start().await;
     bank1.pay("1").await;
@@ -103,11 +139,16 @@ async fn a_broker_restart_loses_nothing() {
     cluster.kill_broker();
     cluster.start_broker().await;
     bank2.start().await;
-    assert!(bank2.balance_becomes("2", "11.00").await, "messages stored before the broker restart were lost");
+    assert!(
+        bank2.balance_becomes("2", "11.00").await,
+        "messages stored before the broker restart were lost"
+    );
 
     // And bank1 keeps sending through the restarted broker.
     let sent_again = eventually(|| async {
-        let (status, _) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "4"})).await;
+        let (status, _) = bank1
+            .post_transfer(json!({"from": "1", "to": "2", "amount": "4"}))
+            .await;
         status == 201
     })
     .await;

@@ -9,7 +9,10 @@ use support::{Cluster, Db};
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank1.start().await;
     bank2.start().await;
 
@@ -20,13 +23,19 @@ async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
     assert_eq!(bank1.balance("1").await, "9900.00");
     assert!(bank2.balance_becomes("2", "100.00").await, "Li Si was never credited");
     let (_, account) = bank2.get("/accounts/2").await;
-    assert_eq!(account, json!({"account_no": "2", "account_name": "李四的账户", "balance": "100.00"}));
+    assert_eq!(
+        account,
+        json!({"account_no": "2", "account_name": "李四的账户", "balance": "100.00"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_flow_runs_on_mariadb_too() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::MySql).await, cluster.bank("bank2", Db::MySql).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::MySql).await,
+        cluster.bank("bank2", Db::MySql).await,
+    );
     bank1.start().await;
     bank2.start().await;
 
@@ -43,11 +52,16 @@ async fn the_whole_flow_runs_on_mariadb_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn overdraft_is_rolled_back_and_never_delivered() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
     bank1.start().await;
     bank2.start().await;
 
-    let (status, refused) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "10000.01"})).await;
+    let (status, refused) = bank1
+        .post_transfer(json!({"from": "1", "to": "2", "amount": "10000.01"}))
+        .await;
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["code"], "insufficient_funds");
     let refused_tx = refused["tx_no"].as_str().unwrap();
@@ -65,14 +79,23 @@ async fn overdraft_is_rolled_back_and_never_delivered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_inside_the_local_transaction_rolls_back_and_delivers_nothing() {
     let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (cluster.bank("bank1", Db::Sqlite).await, cluster.bank("bank2", Db::Sqlite).await);
-    bank1.start_with(&[("TXBANK_FAIL_AT", "inside-local-transaction")]).await;
+    let (mut bank1, mut bank2) = (
+        cluster.bank("bank1", Db::Sqlite).await,
+        cluster.bank("bank2", Db::Sqlite).await,
+    );
+    bank1
+        .start_with(&[("TXBANK_FAIL_AT", "inside-local-transaction")])
+        .await;
     bank2.start().await;
 
-    let (status, failed) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "50"})).await;
+    let (status, failed) = bank1
+        .post_transfer(json!({"from": "1", "to": "2", "amount": "50"}))
+        .await;
     assert_eq!(status, 503, "{failed}");
     assert_eq!(failed["error"]["code"], "database_unavailable");
-    let (_, state) = bank1.get(&format!("/transfers/{}", failed["tx_no"].as_str().unwrap())).await;
+    let (_, state) = bank1
+        .get(&format!("/transfers/{}", failed["tx_no"].as_str().unwrap()))
+        .await;
     assert_eq!(state["state"], "rolled_back");
     assert_eq!(bank1.balance("1").await, "10000.00");
 
@@ -81,7 +104,11 @@ async fn a_failure_inside_the_local_transaction_rolls_back_and_delivers_nothing(
     bank1.pay("2").await;
     assert!(bank2.balance_becomes("2", "2.00").await);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(bank2.balance("2").await, "2.00", "the failed transfer must never arrive");
+    assert_eq!(
+        bank2.balance("2").await,
+        "2.00",
+        "the failed transfer must never arrive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -97,7 +124,9 @@ async fn a_retried_request_with_the_same_idempotency_key_debits_once() {
     assert_eq!(first["tx_no"], again["tx_no"]);
     assert_eq!(bank1.balance("1").await, "9992.75");
 
-    let (status, reused) = bank1.post_transfer(json!({"from": "1", "to": "2", "amount": "8", "idempotency_key": "invoice-17"})).await;
+    let (status, reused) = bank1
+        .post_transfer(json!({"from": "1", "to": "2", "amount": "8", "idempotency_key": "invoice-17"}))
+        .await;
     assert_eq!(status, 409, "{reused}");
     assert_eq!(reused["error"]["code"], "idempotency_key_reused");
     assert_eq!(bank1.balance("1").await, "9992.75");
@@ -112,25 +141,57 @@ async fn bad_requests_get_a_clear_error_and_change_nothing() {
     let cases = [
         (json!({"from": "1", "to": "2", "amount": "0"}), 400, "invalid_amount"),
         (json!({"from": "1", "to": "2", "amount": "-5"}), 400, "invalid_amount"),
-        (json!({"from": "1", "to": "2", "amount": "1.001"}), 400, "invalid_amount"),
+        (
+            json!({"from": "1", "to": "2", "amount": "1.001"}),
+            400,
+            "invalid_amount",
+        ),
         (json!({"from": "1", "to": "2", "amount": "NaN"}), 400, "invalid_amount"),
-        (json!({"from": "1", "to": "2", "amount": "100000000"}), 400, "invalid_amount"),
-        (json!({"from": "1", "to": "2", "amount": 100.001}), 400, "invalid_amount"),
+        (
+            json!({"from": "1", "to": "2", "amount": "100000000"}),
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"from": "1", "to": "2", "amount": 100.001}),
+            400,
+            "invalid_amount",
+        ),
         (json!({"from": "1", "to": "2", "amount": true}), 400, "invalid_amount"),
         (json!({"from": "1", "to": "1", "amount": "5"}), 400, "same_account"),
-        (json!({"from": "1'; DROP TABLE account_info;--", "to": "2", "amount": "5"}), 400, "invalid_account"),
+        (
+            json!({"from": "1'; DROP TABLE account_info;--", "to": "2", "amount": "5"}),
+            400,
+            "invalid_account",
+        ),
         (json!({"from": "1", "to": "２", "amount": "5"}), 400, "invalid_account"),
         (json!({"from": "1", "amount": "5"}), 400, "invalid_json"),
-        (json!({"from": "1", "to": "2", "amount": "5", "extra": 1}), 400, "invalid_json"),
+        (
+            json!({"from": "1", "to": "2", "amount": "5", "extra": 1}),
+            400,
+            "invalid_json",
+        ),
         (json!({"from": "404", "to": "2", "amount": "5"}), 422, "unknown_account"),
     ];
     for (body, status, code) in cases {
         let (got_status, got) = bank1.post_transfer(body.clone()).await;
-        assert_eq!((got_status, got["error"]["code"].as_str()), (status, Some(code)), "{body} -> {got}");
+        assert_eq!(
+            (got_status, got["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body} -> {got}"
+        );
     }
     let (status, missing) = bank1.get("/transfer?accountNo=1").await;
-    assert_eq!((status, missing["error"]["code"].as_str()), (400, Some("missing_parameter")));
-    let plain = reqwest::Client::new().post(format!("{}/transfers", bank1.url())).body("from=1").send().await.unwrap();
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (400, Some("missing_parameter"))
+    );
+    let plain = reqwest::Client::new()
+        .post(format!("{}/transfers", bank1.url()))
+        .body("from=1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(plain.status(), 415);
     let huge = reqwest::Client::new()
         .post(format!("{}/transfers", bank1.url()))

@@ -14,7 +14,9 @@ impl AccountNo {
         if is_identifier(input, 64) {
             Ok(AccountNo(input.to_string()))
         } else {
-            Err(DomainError::InvalidAccountNo { input: input.to_string() })
+            Err(DomainError::InvalidAccountNo {
+                input: input.to_string(),
+            })
         }
     }
 
@@ -55,7 +57,9 @@ impl AccountName {
 pub(crate) fn is_identifier(input: &str, max: usize) -> bool {
     !input.is_empty()
         && input.len() <= max
-        && input.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && input
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -65,7 +69,14 @@ mod tests {
     #[test]
     fn accepts_the_seed_accounts_and_refuses_odd_text() {
         assert_eq!(AccountNo::parse("1").unwrap().as_str(), "1");
-        for bad in ["", " 1", "1'; DROP TABLE account_info; --", "１", "a/b", &"9".repeat(65)] {
+        for bad in [
+            "",
+            " 1",
+            "1'; DROP TABLE account_info; --",
+            "１",
+            "a/b",
+            &"9".repeat(65),
+        ] {
             assert!(AccountNo::parse(bad).is_err(), "{bad:?}");
         }
     }

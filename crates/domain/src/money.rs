@@ -21,10 +21,14 @@ impl Money {
     /// Money from whole cents; refuses negative values and values above 99,999,999.99.
     pub fn from_cents(cents: i64) -> Result<Self, DomainError> {
         if cents < 0 {
-            return Err(DomainError::NonPositiveAmount { input: cents.to_string() });
+            return Err(DomainError::NonPositiveAmount {
+                input: cents.to_string(),
+            });
         }
         if cents > MAX_CENTS {
-            return Err(DomainError::AmountOutOfRange { input: cents.to_string() });
+            return Err(DomainError::AmountOutOfRange {
+                input: cents.to_string(),
+            });
         }
         Ok(Money(cents))
     }
@@ -36,7 +40,9 @@ impl Money {
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let cents = parse_cents(input)?;
         if cents < 0 {
-            return Err(DomainError::NonPositiveAmount { input: input.to_string() });
+            return Err(DomainError::NonPositiveAmount {
+                input: input.to_string(),
+            });
         }
         Ok(Money(cents))
     }
@@ -72,7 +78,9 @@ impl Amount {
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let cents = parse_cents(input)?;
         if cents <= 0 {
-            return Err(DomainError::NonPositiveAmount { input: input.to_string() });
+            return Err(DomainError::NonPositiveAmount {
+                input: input.to_string(),
+            });
         }
         Ok(Amount(Money(cents)))
     }
@@ -80,7 +88,9 @@ impl Amount {
     /// An amount from whole cents; refuses zero, negative and out-of-range values.
     pub fn from_cents(cents: i64) -> Result<Self, DomainError> {
         if cents <= 0 {
-            return Err(DomainError::NonPositiveAmount { input: cents.to_string() });
+            return Err(DomainError::NonPositiveAmount {
+                input: cents.to_string(),
+            });
         }
         Money::from_cents(cents).map(Amount)
     }
@@ -105,8 +115,12 @@ impl fmt::Display for Amount {
 /// Parses `[-]digits[.d[d]]` into cents; a leading `-` yields a negative result so the
 /// caller can report it as "not positive" rather than "malformed".
 fn parse_cents(input: &str) -> Result<i64, DomainError> {
-    let malformed = || DomainError::MalformedAmount { input: input.to_string() };
-    let out_of_range = || DomainError::AmountOutOfRange { input: input.to_string() };
+    let malformed = || DomainError::MalformedAmount {
+        input: input.to_string(),
+    };
+    let out_of_range = || DomainError::AmountOutOfRange {
+        input: input.to_string(),
+    };
     let (negative, unsigned) = match input.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, input),
@@ -129,7 +143,11 @@ fn parse_cents(input: &str) -> Result<i64, DomainError> {
     if whole.len() > 8 {
         return Err(out_of_range());
     }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| malformed())? };
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| malformed())?
+    };
     let fraction: i64 = format!("{fraction:0<2}").parse().map_err(|_| malformed())?;
     let cents = whole * 100 + fraction;
     Ok(if negative { -cents } else { cents })
@@ -142,7 +160,13 @@ mod tests {
 
     #[test]
     fn parses_whole_and_decimal_amounts_exactly() {
-        for (text, cents) in [("100", 10_000), ("100.5", 10_050), ("0.01", 1), ("99999999.99", MAX_CENTS), ("007.10", 710)] {
+        for (text, cents) in [
+            ("100", 10_000),
+            ("100.5", 10_050),
+            ("0.01", 1),
+            ("99999999.99", MAX_CENTS),
+            ("007.10", 710),
+        ] {
             assert_eq!(Amount::parse(text).unwrap().cents(), cents, "{text}");
         }
     }
@@ -150,11 +174,23 @@ mod tests {
     #[test]
     fn refuses_amounts_a_bank_must_not_accept() {
         let cases = [
-            ("", "malformed"), ("abc", "malformed"), ("1e3", "malformed"), ("NaN", "malformed"),
-            ("inf", "malformed"), ("1.", "malformed"), (".5", "malformed"), ("+5", "malformed"),
-            ("1.001", "malformed"), ("1,00", "malformed"), (" 1", "malformed"), ("１", "malformed"),
-            ("0", "non-positive"), ("0.00", "non-positive"), ("-1", "non-positive"),
-            ("100000000", "range"), ("99999999999999999999999", "range"),
+            ("", "malformed"),
+            ("abc", "malformed"),
+            ("1e3", "malformed"),
+            ("NaN", "malformed"),
+            ("inf", "malformed"),
+            ("1.", "malformed"),
+            (".5", "malformed"),
+            ("+5", "malformed"),
+            ("1.001", "malformed"),
+            ("1,00", "malformed"),
+            (" 1", "malformed"),
+            ("１", "malformed"),
+            ("0", "non-positive"),
+            ("0.00", "non-positive"),
+            ("-1", "non-positive"),
+            ("100000000", "range"),
+            ("99999999999999999999999", "range"),
         ];
         for (text, kind) in cases {
             let err = Amount::parse(text).unwrap_err();
@@ -184,7 +220,12 @@ mod tests {
         let ten = Money::from_cents(1000).unwrap();
         let eleven = Money::from_cents(1100).unwrap();
         assert_eq!(ten.checked_sub(eleven), None);
-        assert_eq!(Money::from_cents(MAX_CENTS).unwrap().checked_add(Money::from_cents(1).unwrap()), None);
+        assert_eq!(
+            Money::from_cents(MAX_CENTS)
+                .unwrap()
+                .checked_add(Money::from_cents(1).unwrap()),
+            None
+        );
     }
 
     proptest! {

@@ -23,9 +23,16 @@ impl Transfer {
     /// A transfer, refused when source and destination are the same account.
     pub fn new(tx_no: TxNo, from: AccountNo, to: AccountNo, amount: Amount) -> Result<Self, DomainError> {
         if from == to {
-            return Err(DomainError::SameAccount { account_no: from.to_string() });
+            return Err(DomainError::SameAccount {
+                account_no: from.to_string(),
+            });
         }
-        Ok(Transfer { tx_no, from, to, amount })
+        Ok(Transfer {
+            tx_no,
+            from,
+            to,
+            amount,
+        })
     }
 }
 
@@ -53,7 +60,6 @@ impl TransferState {
             TransferState::RolledBack => "rolled_back",
         }
     }
-
 }
 
 impl fmt::Display for TransferState {

@@ -21,7 +21,9 @@ impl TxNo {
         if is_identifier(input, 64) {
             Ok(TxNo(input.to_string()))
         } else {
-            Err(DomainError::InvalidTxNo { input: input.to_string() })
+            Err(DomainError::InvalidTxNo {
+                input: input.to_string(),
+            })
         }
     }
 

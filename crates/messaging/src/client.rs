@@ -24,12 +24,13 @@ impl MqSettings {
     /// server list, with routes refreshed and heartbeats sent every 10 s (the client's
     /// minimum).
     pub(crate) fn client_config(&self) -> ClientConfig {
-        let mut config = ClientConfig::default();
-        config.namesrv_addr = Some(self.namesrv_addr.clone().into());
-        config.set_poll_name_server_interval(10_000);
-        // Re-register with a restarted broker soon, so its check-backs find a producer.
-        config.heartbeat_broker_interval = 10_000;
-        config
+        ClientConfig {
+            namesrv_addr: Some(self.namesrv_addr.clone().into()),
+            poll_name_server_interval: 10_000,
+            // Re-register with a restarted broker soon, so its check-backs find a producer.
+            heartbeat_broker_interval: 10_000,
+            ..ClientConfig::default()
+        }
     }
 }
 

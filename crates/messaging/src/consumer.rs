@@ -11,8 +11,8 @@ use tracing::{error, info, warn};
 use txbank_domain::AccountNo;
 use txbank_storage::{CreditOutcome, Store};
 
-use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 use crate::{wire, MessagingError, MqClient, MqSettings};
+use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 
 /// Consumes transfer messages (consumer group `consumer_group_txmsg_bank2` by default)
 /// and credits each destination exactly once: the credit and the `de_duplication` insert
@@ -38,9 +38,19 @@ impl CreditConsumer {
             .name_server_addr(settings.namesrv_addr.clone())
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
             .build();
-        consumer.subscribe(topic, "*").await.map_err(|e| MessagingError::client("subscribe", e))?;
-        consumer.register_message_listener_concurrently(CreditListener { store, runtime: Handle::current(), default_to });
-        consumer.start().await.map_err(|e| MessagingError::client("consumer start", e))?;
+        consumer
+            .subscribe(topic, "*")
+            .await
+            .map_err(|e| MessagingError::client("subscribe", e))?;
+        consumer.register_message_listener_concurrently(CreditListener {
+            store,
+            runtime: Handle::current(),
+            default_to,
+        });
+        consumer
+            .start()
+            .await
+            .map_err(|e| MessagingError::client("consumer start", e))?;
         Ok(CreditConsumer { consumer })
     }
 
@@ -87,9 +97,17 @@ impl CreditListener {
 }
 
 impl MessageListenerConcurrently for CreditListener {
-    fn consume_message(&self, msgs: &[&MessageExt], _context: &ConsumeConcurrentlyContext) -> ClientResult<ConsumeConcurrentlyStatus> {
+    fn consume_message(
+        &self,
+        msgs: &[&MessageExt],
+        _context: &ConsumeConcurrentlyContext,
+    ) -> ClientResult<ConsumeConcurrentlyStatus> {
         // Every message is applied (each is idempotent); one failure redelivers the batch.
-        let all_applied = msgs.iter().fold(true, |ok, msg| self.apply(msg) && ok);
-        Ok(if all_applied { ConsumeConcurrentlyStatus::ConsumeSuccess } else { ConsumeConcurrentlyStatus::ReconsumeLater })
+        let failures = msgs.iter().filter(|msg| !self.apply(msg)).count();
+        Ok(if failures == 0 {
+            ConsumeConcurrentlyStatus::ConsumeSuccess
+        } else {
+            ConsumeConcurrentlyStatus::ReconsumeLater
+        })
     }
 }

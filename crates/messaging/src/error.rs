@@ -13,6 +13,9 @@ pub enum MessagingError {
 
 impl MessagingError {
     pub(crate) fn client(operation: &'static str, error: impl std::fmt::Display) -> Self {
-        MessagingError::Client { operation, message: error.to_string() }
+        MessagingError::Client {
+            operation,
+            message: error.to_string(),
+        }
     }
 }

@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 use txbank_domain::{AccountNo, IdempotencyKey, Transfer, TransferState};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
-use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, BEFORE_LOCAL_TRANSACTION};
 use crate::{wire, MessagingError, MqClient, MqSettings};
+use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, BEFORE_LOCAL_TRANSACTION};
 
 /// How a transfer ended from the sender's point of view, once `send` returns.
 #[derive(Debug)]
@@ -46,7 +46,11 @@ impl TransferProducer {
         store: Store,
         default_to: AccountNo,
     ) -> Result<TransferProducer, MessagingError> {
-        let listener = LocalTransaction { store, runtime: Handle::current(), default_to };
+        let listener = LocalTransaction {
+            store,
+            runtime: Handle::current(),
+            default_to,
+        };
         let mut producer = TransactionMQProducer::builder(client.runtime())
             .client_config(settings.client_config())
             .producer_group(group.to_string())
@@ -55,8 +59,14 @@ impl TransferProducer {
             .topics(vec![topic.to_string()])
             .transaction_listener(listener)
             .build();
-        producer.start().await.map_err(|e| MessagingError::client("producer start", e))?;
-        Ok(TransferProducer { producer, topic: topic.to_string() })
+        producer
+            .start()
+            .await
+            .map_err(|e| MessagingError::client("producer start", e))?;
+        Ok(TransferProducer {
+            producer,
+            topic: topic.to_string(),
+        })
     }
 
     /// Sends `transfer`: half message first, then the local debit, then COMMIT or
@@ -68,7 +78,11 @@ impl TransferProducer {
             .body(wire::encode(transfer))
             .build()
             .map_err(|e| MessagingError::client("build message", e))?;
-        let request = Arc::new(LocalRequest { transfer: transfer.clone(), key: key.cloned(), outcome: Mutex::new(None) });
+        let request = Arc::new(LocalRequest {
+            transfer: transfer.clone(),
+            key: key.cloned(),
+            outcome: Mutex::new(None),
+        });
         self.producer
             .send_message_in_transaction(message, Some(Arc::clone(&request)))
             .await
@@ -102,7 +116,10 @@ impl LocalTransaction {
     /// Settles a transfer whose debit did not (or may not have) committed, and turns the
     /// final state into the broker's answer.
     fn settle(&self, transfer: &Transfer, reason: &str) -> LocalTransactionState {
-        match self.runtime.block_on(self.store.roll_back_unless_debited(transfer, reason)) {
+        match self
+            .runtime
+            .block_on(self.store.roll_back_unless_debited(transfer, reason))
+        {
             Ok(TransferState::Debited) => LocalTransactionState::CommitMessage,
             Ok(TransferState::RolledBack) => LocalTransactionState::RollbackMessage,
             Err(error) => {
@@ -114,14 +131,21 @@ impl LocalTransaction {
 }
 
 impl TransactionListener for LocalTransaction {
-    fn execute_local_transaction(&self, msg: &dyn MessageTrait, arg: Option<&(dyn Any + Send + Sync)>) -> LocalTransactionState {
+    fn execute_local_transaction(
+        &self,
+        msg: &dyn MessageTrait,
+        arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> LocalTransactionState {
         let Some(request) = arg.and_then(|arg| arg.downcast_ref::<Arc<LocalRequest>>()) else {
             error!(topic = %msg.topic(), "local transaction called without its request; rolling back");
             return LocalTransactionState::RollbackMessage;
         };
         let transfer = &request.transfer;
         crash_point(BEFORE_LOCAL_TRANSACTION);
-        let (state, outcome) = match self.runtime.block_on(self.store.debit_and_record(transfer, request.key.as_ref())) {
+        let (state, outcome) = match self
+            .runtime
+            .block_on(self.store.debit_and_record(transfer, request.key.as_ref()))
+        {
             Ok(debit) => {
                 crash_point(AFTER_LOCAL_COMMIT);
                 info!(tx_no = %transfer.tx_no, from = %transfer.from, to = %transfer.to, amount = %transfer.amount, "debited");

@@ -17,9 +17,13 @@ const BROKER_WAIT: Duration = Duration::from_secs(30);
 /// Creates `topic` on every master broker of the cluster, or updates it to the same
 /// settings when it exists. Waits for a broker to register first.
 pub async fn ensure_topic(client: &MqClient, settings: &MqSettings, topic: &str) -> Result<(), MessagingError> {
-    let mut admin = DefaultMQAdminExt::with_admin_ext_group(client.runtime(), format!("txbank_admin_{}", std::process::id()));
+    let mut admin =
+        DefaultMQAdminExt::with_admin_ext_group(client.runtime(), format!("txbank_admin_{}", std::process::id()));
     admin.set_namesrv_addr(settings.namesrv_addr.as_str());
-    admin.start().await.map_err(|e| MessagingError::client("admin start", e))?;
+    admin
+        .start()
+        .await
+        .map_err(|e| MessagingError::client("admin start", e))?;
     let result = create_everywhere(&admin, topic).await;
     admin.shutdown().await;
     result

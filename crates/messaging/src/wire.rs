@@ -72,10 +72,18 @@ pub fn decode(bytes: &[u8], default_to: &AccountNo) -> Result<Transfer, WireErro
         return Err(WireError::UnknownVersion(version));
     }
     let change = body.account_change;
-    let invalid = |field| move |e: txbank_domain::DomainError| WireError::Invalid { field, reason: e.to_string() };
+    let invalid = |field| {
+        move |e: txbank_domain::DomainError| WireError::Invalid {
+            field,
+            reason: e.to_string(),
+        }
+    };
     let amount_text = change.amount.get();
     if amount_text.starts_with('"') {
-        return Err(WireError::Invalid { field: "amount", reason: "must be a JSON number".into() });
+        return Err(WireError::Invalid {
+            field: "amount",
+            reason: "must be a JSON number".into(),
+        });
     }
     let from = AccountNo::parse(&change.account_no).map_err(invalid("accountNo"))?;
     let to = match body.to_account_no {
@@ -142,7 +150,11 @@ mod tests {
             br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"version":99}"#,
         ];
         for body in cases {
-            assert!(decode(body, &default_to()).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                decode(body, &default_to()).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }

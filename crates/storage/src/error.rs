@@ -11,7 +11,11 @@ pub enum StorageError {
     UnknownAccount(AccountNo),
     /// The account's balance is lower than the amount to debit.
     #[error("account {account} has {balance}, less than the {requested} requested")]
-    InsufficientFunds { account: AccountNo, balance: Money, requested: Money },
+    InsufficientFunds {
+        account: AccountNo,
+        balance: Money,
+        requested: Money,
+    },
     /// The credit would take the balance above the 99,999,999.99 a balance can hold.
     #[error("crediting {amount} would take account {account} above the maximum balance")]
     BalanceOverflow { account: AccountNo, amount: Money },

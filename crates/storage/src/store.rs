@@ -126,7 +126,12 @@ impl Store {
 
     /// Opens an account with an opening balance unless one with this number exists.
     /// Returns true when it was created now.
-    pub async fn open_account_if_absent(&self, no: &AccountNo, name: &AccountName, opening: Money) -> StorageResult<bool> {
+    pub async fn open_account_if_absent(
+        &self,
+        no: &AccountNo,
+        name: &AccountName,
+        opening: Money,
+    ) -> StorageResult<bool> {
         let inserted = sqlx::query(
             "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents)
              VALUES (?, ?, '', ?)",
@@ -152,7 +157,11 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|(no, name, cents)| {
-            Ok(AccountRecord { account_no: parse(AccountNo::parse(&no))?, account_name: name, balance: parse(Money::from_cents(cents))? })
+            Ok(AccountRecord {
+                account_no: parse(AccountNo::parse(&no))?,
+                account_name: name,
+                balance: parse(Money::from_cents(cents))?,
+            })
         })
         .transpose()
     }
@@ -163,7 +172,11 @@ impl Store {
     ///
     /// Refuses (changing nothing) an unknown source, insufficient funds, a transaction
     /// number already rolled back, and an idempotency key that names another transfer.
-    pub async fn debit_and_record(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> StorageResult<DebitOutcome> {
+    pub async fn debit_and_record(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+    ) -> StorageResult<DebitOutcome> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // The insert goes first: it takes the write lock at once on SQLite, and its
@@ -210,7 +223,9 @@ impl Store {
         }
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
             tx.rollback().await?;
-            return Err(StorageError::Database(sqlx::Error::Protocol("failure injected inside the local transaction".into())));
+            return Err(StorageError::Database(sqlx::Error::Protocol(
+                "failure injected inside the local transaction".into(),
+            )));
         }
         sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
             .bind(transfer.tx_no.as_str())
@@ -232,10 +247,15 @@ impl Store {
         }
         if let Some(key) = key {
             if let Some(existing) = self.transfer_out_by_key(key).await? {
-                return Err(StorageError::IdempotencyKeyTaken { existing: existing.transfer.tx_no });
+                return Err(StorageError::IdempotencyKeyTaken {
+                    existing: existing.transfer.tx_no,
+                });
             }
         }
-        Err(StorageError::Corrupt(format!("transfer {} conflicted with no visible row", transfer.tx_no)))
+        Err(StorageError::Corrupt(format!(
+            "transfer {} conflicted with no visible row",
+            transfer.tx_no
+        )))
     }
 
     /// Settles a transfer whose local transaction did not (or may not have) committed:
@@ -318,7 +338,10 @@ impl Store {
             tx.rollback().await?;
             return Err(match self.account(&transfer.to).await? {
                 None => StorageError::UnknownAccount(transfer.to.clone()),
-                Some(_) => StorageError::BalanceOverflow { account: transfer.to.clone(), amount: transfer.amount.money() },
+                Some(_) => StorageError::BalanceOverflow {
+                    account: transfer.to.clone(),
+                    amount: transfer.amount.money(),
+                },
             });
         }
         sqlx::query(
@@ -400,7 +423,10 @@ fn redact(url: &str) -> String {
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -409,7 +435,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords_in_urls() {
-        assert_eq!(redact("mysql://root:secret@127.0.0.1/test"), "mysql://root:***@127.0.0.1/test");
+        assert_eq!(
+            redact("mysql://root:secret@127.0.0.1/test"),
+            "mysql://root:***@127.0.0.1/test"
+        );
         assert_eq!(redact("sqlite://data/bank1.db"), "sqlite://data/bank1.db");
     }
 }

@@ -7,13 +7,24 @@ use txbank_storage::{CreditOutcome, DebitOutcome, StorageError, Store};
 /// A fresh, empty database of each engine, with Zhang San (10000.00) and Li Si (0.00).
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display()), 4).await.unwrap();
+    let sqlite = Store::connect(
+        &format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display()),
+        4,
+    )
+    .await
+    .unwrap();
     let mysql = Store::connect(&fresh_mysql_database().await, 4).await.unwrap();
     let mut all = vec![("sqlite", sqlite, Some(dir)), ("mysql", mysql, None)];
     for (_, store, _) in &mut all {
         store.migrate().await.unwrap();
-        store.open_account_if_absent(&no("1"), &AccountName::parse("张三的账户").unwrap(), money("10000")).await.unwrap();
-        store.open_account_if_absent(&no("2"), &AccountName::parse("李四的账户").unwrap(), money("0")).await.unwrap();
+        store
+            .open_account_if_absent(&no("1"), &AccountName::parse("张三的账户").unwrap(), money("10000"))
+            .await
+            .unwrap();
+        store
+            .open_account_if_absent(&no("2"), &AccountName::parse("李四的账户").unwrap(), money("0"))
+            .await
+            .unwrap();
     }
     all
 }
@@ -26,7 +37,10 @@ async fn fresh_mysql_database() -> String {
     let mut conn = sqlx::MySqlConnection::connect(&format!("{server}/test"))
         .await
         .expect("MySQL/MariaDB must run for the tests (see .ci/run)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     format!("{server}/{name}")
 }
 
@@ -50,12 +64,28 @@ async fn balance(store: &Store, account: &str) -> String {
 async fn debit_moves_exact_cents_and_records_the_transfer() {
     for (engine, store, _dir) in stores().await {
         let t = transfer("100.10");
-        assert_eq!(store.debit_and_record(&t, None).await.unwrap(), DebitOutcome::Debited, "{engine}");
+        assert_eq!(
+            store.debit_and_record(&t, None).await.unwrap(),
+            DebitOutcome::Debited,
+            "{engine}"
+        );
         assert_eq!(balance(&store, "1").await, "9899.90", "{engine}");
         let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
-        assert_eq!((record.state, record.transfer), (TransferState::Debited, t.clone()), "{engine}");
-        assert_eq!(store.debit_and_record(&t, None).await.unwrap(), DebitOutcome::AlreadyDebited, "{engine}");
-        assert_eq!(balance(&store, "1").await, "9899.90", "{engine}: a repeated debit changes nothing");
+        assert_eq!(
+            (record.state, record.transfer),
+            (TransferState::Debited, t.clone()),
+            "{engine}"
+        );
+        assert_eq!(
+            store.debit_and_record(&t, None).await.unwrap(),
+            DebitOutcome::AlreadyDebited,
+            "{engine}"
+        );
+        assert_eq!(
+            balance(&store, "1").await,
+            "9899.90",
+            "{engine}: a repeated debit changes nothing"
+        );
     }
 }
 
@@ -68,7 +98,10 @@ async fn overdraft_and_unknown_accounts_are_refused_and_change_nothing() {
         let err = store.debit_and_record(&ghost, None).await.unwrap_err();
         assert!(matches!(err, StorageError::UnknownAccount(_)), "{engine}: {err}");
         assert_eq!(balance(&store, "1").await, "10000.00", "{engine}");
-        assert!(store.transfer_out(&ghost.tx_no).await.unwrap().is_none(), "{engine}: nothing recorded");
+        assert!(
+            store.transfer_out(&ghost.tx_no).await.unwrap().is_none(),
+            "{engine}: nothing recorded"
+        );
     }
 }
 
@@ -76,7 +109,10 @@ async fn overdraft_and_unknown_accounts_are_refused_and_change_nothing() {
 async fn a_rollback_marker_makes_a_late_debit_impossible() {
     for (engine, store, _dir) in stores().await {
         let t = transfer("5");
-        let state = store.roll_back_unless_debited(&t, "check-back found nothing").await.unwrap();
+        let state = store
+            .roll_back_unless_debited(&t, "check-back found nothing")
+            .await
+            .unwrap();
         assert_eq!(state, TransferState::RolledBack, "{engine}");
         let err = store.debit_and_record(&t, None).await.unwrap_err();
         assert!(matches!(err, StorageError::RolledBack(_)), "{engine}: {err}");
@@ -89,7 +125,11 @@ async fn settling_a_debited_transfer_reports_it_debited() {
     for (engine, store, _dir) in stores().await {
         let t = transfer("5");
         store.debit_and_record(&t, None).await.unwrap();
-        assert_eq!(store.roll_back_unless_debited(&t, "late").await.unwrap(), TransferState::Debited, "{engine}");
+        assert_eq!(
+            store.roll_back_unless_debited(&t, "late").await.unwrap(),
+            TransferState::Debited,
+            "{engine}"
+        );
     }
 }
 
@@ -100,8 +140,15 @@ async fn an_idempotency_key_names_one_transfer() {
         let first = transfer("1");
         store.debit_and_record(&first, Some(&key)).await.unwrap();
         let err = store.debit_and_record(&transfer("1"), Some(&key)).await.unwrap_err();
-        assert!(matches!(err, StorageError::IdempotencyKeyTaken { ref existing } if *existing == first.tx_no), "{engine}: {err}");
-        assert_eq!(store.transfer_out_by_key(&key).await.unwrap().unwrap().transfer, first, "{engine}");
+        assert!(
+            matches!(err, StorageError::IdempotencyKeyTaken { ref existing } if *existing == first.tx_no),
+            "{engine}: {err}"
+        );
+        assert_eq!(
+            store.transfer_out_by_key(&key).await.unwrap().unwrap().transfer,
+            first,
+            "{engine}"
+        );
         assert_eq!(balance(&store, "1").await, "9999.00", "{engine}");
     }
 }
@@ -110,8 +157,16 @@ async fn an_idempotency_key_names_one_transfer() {
 async fn credit_applies_once_when_message_is_delivered_twice() {
     for (engine, store, _dir) in stores().await {
         let t = transfer("100");
-        assert_eq!(store.credit_once(&t).await.unwrap(), CreditOutcome::Credited, "{engine}");
-        assert_eq!(store.credit_once(&t).await.unwrap(), CreditOutcome::Duplicate, "{engine}");
+        assert_eq!(
+            store.credit_once(&t).await.unwrap(),
+            CreditOutcome::Credited,
+            "{engine}"
+        );
+        assert_eq!(
+            store.credit_once(&t).await.unwrap(),
+            CreditOutcome::Duplicate,
+            "{engine}"
+        );
         assert_eq!(balance(&store, "2").await, "100.00", "{engine}");
     }
 }
@@ -122,8 +177,15 @@ async fn a_credit_to_a_missing_account_changes_nothing_and_can_be_retried() {
         let t = Transfer::new(TxNo::generate(), no("1"), no("missing"), Amount::parse("3").unwrap()).unwrap();
         let err = store.credit_once(&t).await.unwrap_err();
         assert!(matches!(err, StorageError::UnknownAccount(_)), "{engine}: {err}");
-        store.open_account_if_absent(&no("missing"), &AccountName::parse("late").unwrap(), money("0")).await.unwrap();
-        assert_eq!(store.credit_once(&t).await.unwrap(), CreditOutcome::Credited, "{engine}: not marked as applied before");
+        store
+            .open_account_if_absent(&no("missing"), &AccountName::parse("late").unwrap(), money("0"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.credit_once(&t).await.unwrap(),
+            CreditOutcome::Credited,
+            "{engine}: not marked as applied before"
+        );
     }
 }
 

@@ -32,13 +32,24 @@ pub struct Process {
 
 impl Process {
     fn spawn(args: &[String], env: &[(&str, &str)], log: PathBuf) -> Process {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
-        command.args(args).stdout(Stdio::from(out.try_clone().unwrap())).stderr(Stdio::from(out)).env("RUST_LOG", "info");
+        command
+            .args(args)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .env("RUST_LOG", "info");
         for (key, value) in env {
             command.env(key, value);
         }
-        Process { child: command.spawn().expect("start txbank"), log }
+        Process {
+            child: command.spawn().expect("start txbank"),
+            log,
+        }
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -62,7 +73,14 @@ impl Process {
 
     /// Waits for the process to exit by itself (a crash point fired).
     pub async fn wait_exit(&mut self) {
-        assert!(eventually(|| { let running = self.is_running(); async move { !running } }).await, "process did not exit");
+        assert!(
+            eventually(|| {
+                let running = self.is_running();
+                async move { !running }
+            })
+            .await,
+            "process did not exit"
+        );
     }
 
     /// The process's log so far.
@@ -91,19 +109,35 @@ impl Cluster {
     pub async fn start() -> Cluster {
         // TXBANK_TEST_KEEP=1 keeps the folder (logs, databases, broker store) for a look.
         let keep = std::env::var_os("TXBANK_TEST_KEEP").is_some();
-        let dir = tempfile::Builder::new().prefix("txbank-test-").disable_cleanup(keep).tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("txbank-test-")
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
         if keep {
             eprintln!("test folder: {}", dir.path().display());
         }
         let namesrv_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let namesrv = Process::spawn(
-            &args(&["namesrv", "--listen", &namesrv_listen.to_string(), "--home", &path(&dir.path().join("rocketmq"))]),
+            &args(&[
+                "namesrv",
+                "--listen",
+                &namesrv_listen.to_string(),
+                "--home",
+                &path(&dir.path().join("rocketmq")),
+            ]),
             &[],
             dir.path().join("namesrv.log"),
         );
         wait_listening(namesrv_listen).await;
         let broker_listen = format!("127.0.0.1:{}", free_broker_port()).parse().unwrap();
-        let mut cluster = Cluster { dir, namesrv_addr: namesrv_listen.to_string(), namesrv, broker_listen, broker: None };
+        let mut cluster = Cluster {
+            dir,
+            namesrv_addr: namesrv_listen.to_string(),
+            namesrv,
+            broker_listen,
+            broker: None,
+        };
         cluster.start_broker().await;
         cluster
     }
@@ -143,7 +177,10 @@ impl Cluster {
     /// A bank process (`bank1` sends, `bank2` receives) on `db`, not started yet.
     pub async fn bank(&self, preset: &'static str, db: Db) -> Bank {
         let database_url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", path(&self.dir.path().join(format!("{preset}.db")))),
+            Db::Sqlite => format!(
+                "sqlite://{}?mode=rwc",
+                path(&self.dir.path().join(format!("{preset}.db")))
+            ),
             Db::MySql => fresh_mysql_database().await,
         };
         Bank {
@@ -190,7 +227,12 @@ impl Bank {
         let url = format!("{}/readyz", self.url());
         let ready = eventually(|| {
             let url = url.clone();
-            async move { reqwest::get(&url).await.map(|r| r.status().is_success()).unwrap_or(false) }
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
         })
         .await;
         assert!(ready, "{} did not become ready; log:\n{}", self.preset, self.log_text());
@@ -220,7 +262,9 @@ impl Bank {
 
     /// `GET path`, returning status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::get(format!("{}{path}", self.url())).await.expect("bank answers");
+        let response = reqwest::get(format!("{}{path}", self.url()))
+            .await
+            .expect("bank answers");
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
@@ -237,7 +281,9 @@ impl Bank {
 
     /// Transfers `amount` from account 1 to account 2 and expects it debited.
     pub async fn pay(&self, amount: &str) -> String {
-        let (status, body) = self.post_transfer(json!({"from": "1", "to": "2", "amount": amount})).await;
+        let (status, body) = self
+            .post_transfer(json!({"from": "1", "to": "2", "amount": amount}))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["tx_no"].as_str().unwrap().to_string()
     }
@@ -258,7 +304,10 @@ impl Bank {
     pub async fn outgoing(&self) -> Vec<(String, String)> {
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&self.database_url).await.unwrap();
-        let rows = sqlx::query_as("SELECT tx_no, state FROM transfer_out ORDER BY create_time").fetch_all(&pool).await.unwrap();
+        let rows = sqlx::query_as("SELECT tx_no, state FROM transfer_out ORDER BY create_time")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
         pool.close().await;
         rows
     }
@@ -288,7 +337,10 @@ pub async fn fresh_mysql_database() -> String {
     let mut conn = sqlx::MySqlConnection::connect(&format!("{server}/test"))
         .await
         .expect("MySQL/MariaDB must run for the tests (see .ci/run)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     format!("{server}/{name}")
 }
 
@@ -300,15 +352,20 @@ fn path(p: &Path) -> String {
     p.to_string_lossy().to_string()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A port P such that P-2 (the broker's fast listener), P and P+1 (HA) are all free.
-fn free_broker_port() -> u16 {
+pub fn free_broker_port() -> u16 {
     loop {
         let port = free_port();
-        if port > 1024 && port < 65000 && [port - 2, port + 1].iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+        if port > 1024
+            && port < 65000
+            && [port - 2, port + 1]
+                .iter()
+                .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
             return port;
         }
     }

@@ -10,23 +10,13 @@ use support::{eventually, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank2.start().await;
     bank1
         .start_with(&[("TXBANK_CRASH_AT", "before-local-transaction")])
         .await;
 
-    let sent = reqwest::Client::new()
-        .post(format!("{}/transfers", bank1.url()))
-        .json(&json!({"from": "1", "to": "2", "amount": "100"}))
-        .send()
-        .await;
-    assert!(sent.is_err(), "bank1 should have died mid-request");
-    bank1.process.as_mut().unwrap().wait_exit().await;
+    bank1.pay_and_die("100").await;
     assert!(bank1.outgoing().await.is_empty(), "nothing was debited");
 
     bank1.start().await;
@@ -47,21 +37,11 @@ async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_bac
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank2.start().await;
     bank1.start_with(&[("TXBANK_CRASH_AT", "after-local-commit")]).await;
 
-    let sent = reqwest::Client::new()
-        .post(format!("{}/transfers", bank1.url()))
-        .json(&json!({"from": "1", "to": "2", "amount": "100"}))
-        .send()
-        .await;
-    assert!(sent.is_err(), "bank1 should have died mid-request");
-    bank1.process.as_mut().unwrap().wait_exit().await;
+    bank1.pay_and_die("100").await;
 
     bank1.start().await;
     assert_eq!(bank1.balance("1").await, "9900.00", "the debit had committed");
@@ -76,11 +56,7 @@ async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_after_credit_before_acknowledgement_credits_once() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1.start().await;
     bank2.start_with(&[("TXBANK_CRASH_AT", "after-credit-commit")]).await;
 
@@ -103,11 +79,7 @@ async fn crash_after_credit_before_acknowledgement_credits_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_made_while_bank2_is_down_are_credited_after_it_starts() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1.start().await;
 
     for amount in ["10", "20.50", "0.01"] {
@@ -121,11 +93,7 @@ async fn transfers_made_while_bank2_is_down_are_credited_after_it_starts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_loses_nothing() {
-    let mut cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (mut cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1.start().await;
     bank2.start().await;
     bank1.pay("1").await;

@@ -8,11 +8,7 @@ use support::{Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1.start().await;
     bank2.start().await;
 
@@ -31,11 +27,7 @@ async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_flow_runs_on_mariadb_too() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::MySql).await,
-        cluster.bank("bank2", Db::MySql).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::MySql).await;
     bank1.start().await;
     bank2.start().await;
 
@@ -51,11 +43,7 @@ async fn the_whole_flow_runs_on_mariadb_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overdraft_is_rolled_back_and_never_delivered() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1.start().await;
     bank2.start().await;
 
@@ -78,11 +66,7 @@ async fn overdraft_is_rolled_back_and_never_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_inside_the_local_transaction_rolls_back_and_delivers_nothing() {
-    let cluster = Cluster::start().await;
-    let (mut bank1, mut bank2) = (
-        cluster.bank("bank1", Db::Sqlite).await,
-        cluster.bank("bank2", Db::Sqlite).await,
-    );
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1
         .start_with(&[("TXBANK_FAIL_AT", "inside-local-transaction")])
         .await;

@@ -10,6 +10,8 @@ mod error;
 pub mod faults;
 mod schema;
 mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use error::StorageError;
 pub use store::{AccountRecord, CreditOutcome, DebitOutcome, Store, TransferRecord};

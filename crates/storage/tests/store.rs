@@ -2,6 +2,7 @@
 //! (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`).
 
 use txbank_domain::{AccountName, AccountNo, Amount, IdempotencyKey, Money, Transfer, TransferState, TxNo};
+use txbank_storage::test_support::fresh_mysql_database;
 use txbank_storage::{CreditOutcome, DebitOutcome, StorageError, Store};
 
 /// A fresh, empty database of each engine, with Zhang San (10000.00) and Li Si (0.00).
@@ -27,21 +28,6 @@ async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
             .unwrap();
     }
     all
-}
-
-/// Creates a uniquely named database on the MySQL server and returns its URL.
-async fn fresh_mysql_database() -> String {
-    use sqlx::Connection;
-    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let name = format!("txbank_t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::MySqlConnection::connect(&format!("{server}/test"))
-        .await
-        .expect("MySQL/MariaDB must run for the tests (see .ci/run)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{server}/{name}")
 }
 
 fn no(text: &str) -> AccountNo {

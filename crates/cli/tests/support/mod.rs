@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use txbank_storage::test_support::fresh_mysql_database;
 
 /// How long a test waits for the system to settle.
 pub const SETTLE: Duration = Duration::from_secs(90);
@@ -174,6 +175,13 @@ impl Cluster {
         }
     }
 
+    /// A cluster with bank1 and bank2 on `db`, not started yet.
+    pub async fn with_banks(db: Db) -> (Cluster, Bank, Bank) {
+        let cluster = Cluster::start().await;
+        let (bank1, bank2) = (cluster.bank("bank1", db).await, cluster.bank("bank2", db).await);
+        (cluster, bank1, bank2)
+    }
+
     /// A bank process (`bank1` sends, `bank2` receives) on `db`, not started yet.
     pub async fn bank(&self, preset: &'static str, db: Db) -> Bank {
         let database_url = match db {
@@ -279,6 +287,18 @@ impl Bank {
         (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Transfers `amount` from 1 to 2 where an armed crash point kills the bank
+    /// mid-request; returns once the process is gone.
+    pub async fn pay_and_die(&mut self, amount: &str) {
+        let sent = reqwest::Client::new()
+            .post(format!("{}/transfers", self.url()))
+            .json(&json!({"from": "1", "to": "2", "amount": amount}))
+            .send()
+            .await;
+        assert!(sent.is_err(), "{} should have died mid-request", self.preset);
+        self.process.as_mut().expect("started").wait_exit().await;
+    }
+
     /// Transfers `amount` from account 1 to account 2 and expects it debited.
     pub async fn pay(&self, amount: &str) -> String {
         let (status, body) = self
@@ -327,21 +347,6 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     false
-}
-
-/// Creates a uniquely named database on the MySQL server and returns its URL.
-pub async fn fresh_mysql_database() -> String {
-    use sqlx::Connection;
-    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
-    let name = format!("txbank_t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::MySqlConnection::connect(&format!("{server}/test"))
-        .await
-        .expect("MySQL/MariaDB must run for the tests (see .ci/run)");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    format!("{server}/{name}")
 }
 
 fn args(list: &[&str]) -> Vec<String> {

@@ -88,6 +88,20 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Check that every cent is accounted for and every transfer ended correctly; exits
+    /// non-zero on any violation.
+    Audit {
+        /// A bank's database as NAME=URL (repeat; receiving banks first). Default: `up`'s
+        /// bank2 and bank1 under --data-dir.
+        #[arg(long, value_name = "NAME=URL")]
+        bank: Vec<String>,
+        /// Where `up` keeps its data.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of `up`.

@@ -3,6 +3,7 @@
 // RocketMQ's client futures are deeply nested.
 #![recursion_limit = "512"]
 
+mod audit;
 mod bank;
 mod cli;
 mod client;
@@ -52,6 +53,7 @@ fn main() -> Result<()> {
             url,
         } => client::transfer(&url, &from, &to, &amount, idempotency_key.as_deref()),
         Command::Balance { bank, account, url } => client::balance(&bank, &account, url.as_deref()),
+        Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
     }
 }
 

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{eventually, Cluster, Db};
+use support::{audit_is_clean, counts, eventually, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {
@@ -33,6 +33,8 @@ async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_bac
         "0.00",
         "a rolled-back message must never be delivered"
     );
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["rolled_back", "credited"]), [1, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,6 +54,8 @@ async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
     let outgoing = bank1.outgoing().await;
     assert_eq!(outgoing.len(), 1);
     assert_eq!(outgoing[0].1, "debited");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [1, 1, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,6 +79,7 @@ async fn crash_after_credit_before_acknowledgement_credits_once() {
         "100.00",
         "the same message delivered twice credits once"
     );
+    audit_is_clean(&bank2, &bank1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -89,6 +94,7 @@ async fn transfers_made_while_bank2_is_down_are_credited_after_it_starts() {
 
     bank2.start().await;
     assert!(bank2.balance_becomes("2", "30.51").await, "bank2 did not catch up");
+    audit_is_clean(&bank2, &bank1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,4 +129,6 @@ async fn a_broker_restart_loses_nothing() {
     assert!(sent_again, "bank1 never reconnected to the restarted broker");
     assert!(bank2.balance_becomes("2", "15.00").await);
     assert_eq!(bank1.balance("1").await, "9985.00");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited"]), [7, 7]);
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::{Cluster, Db};
+use support::{audit_is_clean, counts, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
@@ -39,6 +39,7 @@ async fn the_whole_flow_runs_on_mariadb_too() {
     let (_, transfer) = bank1.get(&format!("/transfers/{tx_no}")).await;
     assert_eq!(transfer["state"], "debited");
     assert_eq!(transfer["amount"], "0.10");
+    audit_is_clean(&bank2, &bank1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,6 +63,8 @@ async fn overdraft_is_rolled_back_and_never_delivered() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(bank2.balance("2").await, "1.00");
     assert_eq!(bank1.balance("1").await, "9999.00");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["rolled_back", "credited"]), [1, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,7 @@
 //! zero, a [`TxNo`] is never empty.
 
 mod account;
+pub mod audit;
 mod error;
 mod money;
 mod transfer;

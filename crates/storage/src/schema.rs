@@ -1,6 +1,7 @@
 //! The tables, created on start when missing. The seed's `account_info` and
 //! `de_duplication` keep their names; balances are whole cents, times are Unix
-//! milliseconds, so that both engines read them through the same code.
+//! milliseconds, so that both engines read them through the same code. The opening
+//! balance is kept so the auditor knows how much money entered the system.
 
 /// Statements that create the schema on SQLite.
 pub(crate) const SQLITE: &[&str] = &[
@@ -10,7 +11,8 @@ pub(crate) const SQLITE: &[&str] = &[
         account_no VARCHAR(64) NOT NULL UNIQUE,
         account_password VARCHAR(100) NOT NULL DEFAULT '',
         account_balance_cents BIGINT NOT NULL
-            CHECK (account_balance_cents BETWEEN 0 AND 9999999999)
+            CHECK (account_balance_cents BETWEEN 0 AND 9999999999),
+        opening_balance_cents BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE TABLE IF NOT EXISTS de_duplication (
         tx_no VARCHAR(64) PRIMARY KEY,
@@ -43,7 +45,8 @@ pub(crate) const MYSQL: &[&str] = &[
         account_no VARCHAR(64) NOT NULL UNIQUE,
         account_password VARCHAR(100) NOT NULL DEFAULT '',
         account_balance_cents BIGINT NOT NULL
-            CHECK (account_balance_cents BETWEEN 0 AND 9999999999)
+            CHECK (account_balance_cents BETWEEN 0 AND 9999999999),
+        opening_balance_cents BIGINT NOT NULL DEFAULT 0
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS de_duplication (
         tx_no VARCHAR(64) PRIMARY KEY,

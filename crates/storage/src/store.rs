@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Executor};
+use txbank_domain::audit::{BankLedger, Incoming, Outgoing};
 use txbank_domain::{AccountName, AccountNo, Amount, IdempotencyKey, Money, Transfer, TransferState, TxNo};
 
 use crate::{faults, schema, StorageError};
@@ -133,11 +134,12 @@ impl Store {
         opening: Money,
     ) -> StorageResult<bool> {
         let inserted = sqlx::query(
-            "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents)
-             VALUES (?, ?, '', ?)",
+            "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents, opening_balance_cents)
+             VALUES (?, ?, '', ?, ?)",
         )
         .bind(name.as_str())
         .bind(no.as_str())
+        .bind(opening.cents())
         .bind(opening.cents())
         .execute(&self.pool)
         .await;
@@ -356,6 +358,49 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(CreditOutcome::Credited)
+    }
+
+    /// Everything the auditor needs from this bank, read in one transaction so that the
+    /// balances and the transfer lists agree with each other.
+    pub async fn ledger(&self, bank: &str) -> StorageResult<BankLedger> {
+        let mut tx = self.pool.begin().await?;
+        let (opened_cents, balance_cents): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(opening_balance_cents), 0) AS SIGNED), CAST(COALESCE(SUM(account_balance_cents), 0) AS SIGNED)
+             FROM account_info",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let outgoing: Vec<TransferRow> = sqlx::query_as(SELECT_TRANSFER_OUT).fetch_all(&mut *tx).await?;
+        let incoming: Vec<(String, i64)> = sqlx::query_as("SELECT tx_no, amount_cents FROM transfer_in")
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(BankLedger {
+            bank: bank.to_string(),
+            opened_cents,
+            balance_cents,
+            outgoing: outgoing
+                .into_iter()
+                .map(|row| {
+                    let record = row.into_record()?;
+                    Ok(Outgoing {
+                        tx_no: record.transfer.tx_no,
+                        state: record.state,
+                        amount: record.transfer.amount,
+                        created_at_ms: record.created_at_ms,
+                    })
+                })
+                .collect::<StorageResult<_>>()?,
+            incoming: incoming
+                .into_iter()
+                .map(|(tx_no, cents)| {
+                    Ok(Incoming {
+                        tx_no: parse(TxNo::parse(&tx_no))?,
+                        amount: parse(Amount::from_cents(cents))?,
+                    })
+                })
+                .collect::<StorageResult<_>>()?,
+        })
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

@@ -196,3 +196,46 @@ async fn concurrent_debits_never_overdraw() {
         assert_eq!(balance(&store, "1").await, "100.00", "{engine}");
     }
 }
+
+#[tokio::test]
+async fn the_ledgers_of_a_sqlite_bank_and_a_mysql_bank_account_for_every_cent() {
+    let all = stores().await;
+    let (bank1, bank2) = (&all[0].1, &all[1].1);
+    let (sent, refused) = (transfer("100"), transfer("20000"));
+    bank1.debit_and_record(&sent, None).await.unwrap();
+    bank1.debit_and_record(&refused, None).await.unwrap_err();
+    bank1
+        .roll_back_unless_debited(&refused, "insufficient funds")
+        .await
+        .unwrap();
+    let in_flight = txbank_domain::audit::audit(
+        &[
+            bank2.ledger("bank2").await.unwrap(),
+            bank1.ledger("bank1").await.unwrap(),
+        ],
+        0,
+    );
+    assert!(in_flight.is_clean(), "{in_flight:?}");
+    assert_eq!((in_flight.in_flight, in_flight.in_flight_cents), (1, 10_000));
+
+    bank2.credit_once(&sent).await.unwrap();
+    let ledgers = [
+        bank2.ledger("bank2").await.unwrap(),
+        bank1.ledger("bank1").await.unwrap(),
+    ];
+    assert_eq!(
+        (ledgers[1].opened_cents, ledgers[1].balance_cents),
+        (1_000_000, 990_000)
+    );
+    let settled = txbank_domain::audit::audit(&ledgers, 0);
+    assert!(settled.is_clean(), "{settled:?}");
+    assert_eq!(
+        (
+            settled.debited,
+            settled.rolled_back,
+            settled.credited,
+            settled.in_flight
+        ),
+        (1, 1, 1, 0)
+    );
+}

@@ -333,6 +333,28 @@ impl Bank {
     }
 }
 
+/// Runs `txbank audit` over the banks (receivers first) and returns its JSON report,
+/// failing the test when the books do not balance.
+pub fn audit_is_clean(receiver: &Bank, sender: &Bank) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .args(["audit", "--json", "--bank"])
+        .arg(format!("bank2={}", receiver.database_url))
+        .arg("--bank")
+        .arg(format!("bank1={}", sender.database_url))
+        .output()
+        .expect("run txbank audit");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("audit prints JSON");
+    assert!(out.status.success(), "audit found violations: {report:#}");
+    report
+}
+
+/// The audit report's counters named by `keys`.
+pub fn counts(report: &Value, keys: &[&str]) -> Vec<u64> {
+    keys.iter()
+        .map(|key| report[*key].as_u64().unwrap_or_else(|| panic!("no {key} in {report}")))
+        .collect()
+}
+
 /// Polls `check` every 250 ms until it is true or [`SETTLE`] has passed.
 pub async fn eventually<F, Fut>(mut check: F) -> bool
 where

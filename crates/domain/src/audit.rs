@@ -1,0 +1,287 @@
+//! The auditor's rules: given what each bank's database holds, is every cent accounted
+//! for and did every transfer end in exactly one correct state?
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::{Amount, TransferState, TxNo};
+
+/// What the auditor reads from one bank, in one consistent snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct BankLedger {
+    /// The bank's name, for the report.
+    pub bank: String,
+    /// The sum of all opening balances, in cents: the money that entered through this bank.
+    pub opened_cents: i64,
+    /// The sum of all current balances, in cents.
+    pub balance_cents: i64,
+    /// Every transfer this bank sent or refused.
+    pub outgoing: Vec<Outgoing>,
+    /// Every transfer this bank credited.
+    pub incoming: Vec<Incoming>,
+}
+
+/// A transfer as its sender recorded it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Its transaction number.
+    pub tx_no: TxNo,
+    /// Debited or rolled back.
+    pub state: TransferState,
+    /// How much.
+    pub amount: Amount,
+    /// When it was recorded, Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A transfer as its destination recorded it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Its transaction number.
+    pub tx_no: TxNo,
+    /// How much was credited.
+    pub amount: Amount,
+}
+
+/// Something that must never happen, with the transfer it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Violation {
+    /// Opening balances ≠ current balances + money in flight.
+    Conservation { opened_cents: i64, accounted_cents: i64 },
+    /// A credit with no debit anywhere.
+    CreditedWithoutDebit { tx_no: String },
+    /// A credit of a transfer its sender rolled back.
+    CreditedAfterRollback { tx_no: String },
+    /// The same transfer credited in more than one bank.
+    CreditedTwice { tx_no: String },
+    /// Credited with another amount than was debited.
+    AmountMismatch {
+        tx_no: String,
+        debited_cents: i64,
+        credited_cents: i64,
+    },
+}
+
+/// The auditor's findings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// Money that entered the system (opening balances), in cents.
+    pub opened_cents: i64,
+    /// Money on accounts now, in cents.
+    pub balance_cents: i64,
+    /// Debited and not yet credited, in cents.
+    pub in_flight_cents: i64,
+    /// Transfers debited and not yet credited.
+    pub in_flight: usize,
+    /// Age of the oldest transfer in flight, in milliseconds.
+    pub oldest_in_flight_ms: Option<i64>,
+    /// Transfers debited by their senders.
+    pub debited: usize,
+    /// Transfers rolled back by their senders.
+    pub rolled_back: usize,
+    /// Transfers credited by their destinations.
+    pub credited: usize,
+    /// Everything that must never happen; empty when the books balance.
+    pub violations: Vec<Violation>,
+}
+
+impl AuditReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Audits the banks' ledgers at time `now_ms`.
+///
+/// Read receiving banks before sending banks (or audit at rest): a credit read before
+/// its debit would otherwise look like money from nowhere.
+pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
+    let mut report = AuditReport::default();
+    let mut sent: HashMap<&TxNo, &Outgoing> = HashMap::new();
+    for ledger in ledgers {
+        report.opened_cents += ledger.opened_cents;
+        report.balance_cents += ledger.balance_cents;
+        for out in &ledger.outgoing {
+            sent.insert(&out.tx_no, out);
+            match out.state {
+                TransferState::Debited => report.debited += 1,
+                TransferState::RolledBack => report.rolled_back += 1,
+            }
+        }
+    }
+    let mut credited: HashMap<&TxNo, &Incoming> = HashMap::new();
+    for incoming in ledgers.iter().flat_map(|l| &l.incoming) {
+        report.credited += 1;
+        let tx_no = incoming.tx_no.to_string();
+        if credited.insert(&incoming.tx_no, incoming).is_some() {
+            report.violations.push(Violation::CreditedTwice { tx_no });
+            continue;
+        }
+        match sent.get(&incoming.tx_no) {
+            None => report.violations.push(Violation::CreditedWithoutDebit { tx_no }),
+            Some(out) if out.state == TransferState::RolledBack => {
+                report.violations.push(Violation::CreditedAfterRollback { tx_no })
+            }
+            Some(out) if out.amount != incoming.amount => report.violations.push(Violation::AmountMismatch {
+                tx_no,
+                debited_cents: out.amount.cents(),
+                credited_cents: incoming.amount.cents(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for out in sent
+        .values()
+        .filter(|o| o.state == TransferState::Debited && !credited.contains_key(&o.tx_no))
+    {
+        report.in_flight += 1;
+        report.in_flight_cents += out.amount.cents();
+        let age = now_ms - out.created_at_ms;
+        report.oldest_in_flight_ms = Some(report.oldest_in_flight_ms.map_or(age, |oldest| oldest.max(age)));
+    }
+    let accounted_cents = report.balance_cents + report.in_flight_cents;
+    if accounted_cents != report.opened_cents {
+        report.violations.insert(
+            0,
+            Violation::Conservation {
+                opened_cents: report.opened_cents,
+                accounted_cents,
+            },
+        );
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(tx: &str, state: TransferState, cents: i64, at: i64) -> Outgoing {
+        Outgoing {
+            tx_no: TxNo::parse(tx).unwrap(),
+            state,
+            amount: Amount::from_cents(cents).unwrap(),
+            created_at_ms: at,
+        }
+    }
+
+    fn inc(tx: &str, cents: i64) -> Incoming {
+        Incoming {
+            tx_no: TxNo::parse(tx).unwrap(),
+            amount: Amount::from_cents(cents).unwrap(),
+        }
+    }
+
+    /// bank1 opened with 100.00 and sent `outgoing`; bank2 opened with 0 and credited `incoming`.
+    fn books(
+        bank1_balance: i64,
+        outgoing: Vec<Outgoing>,
+        bank2_balance: i64,
+        incoming: Vec<Incoming>,
+    ) -> Vec<BankLedger> {
+        vec![
+            BankLedger {
+                bank: "bank1".into(),
+                opened_cents: 10_000,
+                balance_cents: bank1_balance,
+                outgoing,
+                incoming: vec![],
+            },
+            BankLedger {
+                bank: "bank2".into(),
+                opened_cents: 0,
+                balance_cents: bank2_balance,
+                outgoing: vec![],
+                incoming,
+            },
+        ]
+    }
+
+    #[test]
+    fn settled_books_are_clean() {
+        let report = audit(
+            &books(
+                9_000,
+                vec![out("a", TransferState::Debited, 1_000, 0)],
+                1_000,
+                vec![inc("a", 1_000)],
+            ),
+            5,
+        );
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.debited, report.credited, report.in_flight), (1, 1, 0));
+    }
+
+    #[test]
+    fn money_in_flight_is_conserved_and_its_age_reported() {
+        let report = audit(
+            &books(9_000, vec![out("a", TransferState::Debited, 1_000, 100)], 0, vec![]),
+            600,
+        );
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(
+            (report.in_flight, report.in_flight_cents, report.oldest_in_flight_ms),
+            (1, 1_000, Some(500))
+        );
+    }
+
+    #[test]
+    fn each_broken_rule_is_named_with_its_transfer() {
+        let cases = [
+            (
+                books(10_000, vec![], 1_000, vec![inc("x", 1_000)]),
+                "credited_without_debit",
+            ),
+            (
+                books(
+                    10_000,
+                    vec![out("r", TransferState::RolledBack, 5, 0)],
+                    5,
+                    vec![inc("r", 5)],
+                ),
+                "credited_after_rollback",
+            ),
+            (
+                books(
+                    9_000,
+                    vec![out("m", TransferState::Debited, 1_000, 0)],
+                    999,
+                    vec![inc("m", 999)],
+                ),
+                "amount_mismatch",
+            ),
+            (books(9_000, vec![], 0, vec![]), "conservation"),
+        ];
+        for (ledgers, kind) in cases {
+            let report = audit(&ledgers, 0);
+            let kinds: Vec<_> = report
+                .violations
+                .iter()
+                .map(|v| serde_json::to_value(v).unwrap()["kind"].clone())
+                .collect();
+            assert!(kinds.iter().any(|k| k == kind), "{kind}: {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn a_transfer_credited_in_two_banks_is_a_violation() {
+        let mut ledgers = books(
+            9_000,
+            vec![out("d", TransferState::Debited, 1_000, 0)],
+            1_000,
+            vec![inc("d", 1_000)],
+        );
+        ledgers.push(BankLedger {
+            bank: "bank3".into(),
+            incoming: vec![inc("d", 1_000)],
+            balance_cents: 1_000,
+            ..Default::default()
+        });
+        assert!(audit(&ledgers, 0)
+            .violations
+            .contains(&Violation::CreditedTwice { tx_no: "d".into() }));
+    }
+}

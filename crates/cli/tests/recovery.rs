@@ -132,3 +132,94 @@ async fn a_broker_restart_loses_nothing() {
     let report = audit_is_clean(&bank2, &bank1);
     assert_eq!(counts(&report, &["debited", "credited"]), [7, 7]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_inside_the_local_transaction_loses_the_debit_and_check_back_rolls_back() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1
+        .start_with(&[("TXBANK_CRASH_AT", "inside-local-transaction")])
+        .await;
+    bank1.pay_and_die("100").await;
+
+    bank1.start().await;
+    assert_eq!(
+        bank1.balance("1").await,
+        "10000.00",
+        "the uncommitted debit must be gone"
+    );
+    let settled = eventually(|| async { bank1.outgoing().await.iter().any(|(_, state)| state == "rolled_back") }).await;
+    assert!(settled, "check-back never settled the half message");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["rolled_back", "debited", "credited"]), [1, 0, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_while_answering_a_check_back_is_answered_the_same_way_next_time() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1.start_with(&[("TXBANK_CRASH_AT", "after-local-commit")]).await;
+    bank1.pay_and_die("100").await;
+
+    // The broker's check-back finds the debit committed, and kills bank1 before it answers.
+    bank1.start_with(&[("TXBANK_CRASH_AT", "answering-check-back")]).await;
+    bank1.process.as_mut().unwrap().wait_exit().await;
+
+    bank1.start().await;
+    assert!(
+        bank2.balance_becomes("2", "100.00").await,
+        "the next check-back never committed the message"
+    );
+    assert_eq!(bank1.balance("1").await, "9900.00");
+    audit_is_clean(&bank2, &bank1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_broker_in_the_middle_of_a_burst_leaves_every_transfer_settled() {
+    let (mut cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1.start().await;
+    bank2.start().await;
+
+    let url = bank1.url();
+    let burst = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let sends = (0..60).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let _ = client
+                    .post(format!("{url}/transfers"))
+                    .json(&json!({"from": "1", "to": "2", "amount": "1"}))
+                    .send()
+                    .await;
+            }
+        });
+        futures_join_all(sends).await;
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cluster.kill_broker();
+    burst.await.unwrap();
+    cluster.start_broker().await;
+
+    // Every transfer ends debited-and-credited or rolled back; nothing stays in flight.
+    let settled = eventually(|| async {
+        let report = audit_is_clean(&bank2, &bank1);
+        counts(&report, &["in_flight"]) == [0]
+    })
+    .await;
+    assert!(settled, "transfers stayed in flight after the broker came back");
+    let report = audit_is_clean(&bank2, &bank1);
+    let [debited, credited] = counts(&report, &["debited", "credited"])[..] else {
+        unreachable!()
+    };
+    assert!(debited > 0, "no transfer went through before the broker was killed");
+    assert_eq!(debited, credited);
+    assert_eq!(bank2.balance("2").await, format!("{debited}.00"));
+}
+
+/// Runs the futures concurrently and waits for all of them.
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futures: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}

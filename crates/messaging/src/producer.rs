@@ -14,7 +14,7 @@ use txbank_domain::{AccountNo, IdempotencyKey, Transfer, TransferState};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
 use crate::{wire, MessagingError, MqClient, MqSettings};
-use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, BEFORE_LOCAL_TRANSACTION};
+use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, ANSWERING_CHECK_BACK, BEFORE_LOCAL_TRANSACTION};
 
 /// How a transfer ended from the sender's point of view, once `send` returns.
 #[derive(Debug)]
@@ -178,6 +178,7 @@ impl TransactionListener for LocalTransaction {
             }
         };
         let state = self.settle(&transfer, "no local commit when the broker checked back");
+        crash_point(ANSWERING_CHECK_BACK);
         info!(tx_no = %transfer.tx_no, verdict = ?state, "answered check-back");
         state
     }

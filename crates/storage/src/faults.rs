@@ -13,8 +13,11 @@ pub const BEFORE_LOCAL_TRANSACTION: &str = "before-local-transaction";
 pub const AFTER_LOCAL_COMMIT: &str = "after-local-commit";
 /// Crash: after the destination's credit commits, before the message is acknowledged.
 pub const AFTER_CREDIT_COMMIT: &str = "after-credit-commit";
-/// Failure: inside the local transaction, after the debit, before its commit.
+/// Crash or failure: inside the local transaction, after the debit, before its commit.
 pub const INSIDE_LOCAL_TRANSACTION: &str = "inside-local-transaction";
+/// Crash: while answering a check-back, after the verdict is settled in the database,
+/// before the broker hears it.
+pub const ANSWERING_CHECK_BACK: &str = "answering-check-back";
 
 /// Kills this process with SIGKILL when `point` is the armed crash point.
 pub fn crash_point(point: &str) {

@@ -223,6 +223,7 @@ impl Store {
                 },
             });
         }
+        faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
             tx.rollback().await?;
             return Err(StorageError::Database(sqlx::Error::Protocol(

@@ -29,4 +29,9 @@ if ! mariadb_answers; then
   mariadb_answers || { echo "MariaDB does not answer on 127.0.0.1:3306 as root with an empty password" >&2; exit 1; }
 fi
 
+# Each run's tests create their own txbank_t_* databases; drop those of earlier runs.
+for db in $(mariadb -uroot -h127.0.0.1 -N -e "SHOW DATABASES LIKE 'txbank\_t\_%'"); do
+  mariadb -uroot -h127.0.0.1 -e "DROP DATABASE \`$db\`"
+done
+
 cargo test --release --workspace

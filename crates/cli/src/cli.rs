@@ -88,6 +88,24 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Send a raw message body to a topic, as the seed's Java bank1 does after a commit.
+    Publish {
+        /// The topic.
+        #[arg(long, default_value = "topic_txmsg")]
+        topic: String,
+        /// The message body, sent as it is.
+        #[arg(long)]
+        body: String,
+        /// The message key (the seed uses the txNo).
+        #[arg(long, default_value = "")]
+        key: String,
+        /// How many times to send it.
+        #[arg(long, default_value_t = 1)]
+        times: u32,
+        /// Name-server list, `;`-separated.
+        #[arg(long, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
+        namesrv_addr: String,
+    },
     /// Check that every cent is accounted for and every transfer ended correctly; exits
     /// non-zero on any violation.
     Audit {

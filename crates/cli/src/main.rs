@@ -53,6 +53,29 @@ fn main() -> Result<()> {
             url,
         } => client::transfer(&url, &from, &to, &amount, idempotency_key.as_deref()),
         Command::Balance { bank, account, url } => client::balance(&bank, &account, url.as_deref()),
+        Command::Publish {
+            topic,
+            body,
+            key,
+            times,
+            namesrv_addr,
+        } => {
+            let settings = txbank_messaging::MqSettings {
+                namesrv_addr,
+                send_timeout: Duration::from_secs(3),
+            };
+            let mq = txbank_messaging::MqClient::build(1, 8)?;
+            let sent = mq.block_on(txbank_messaging::publish(
+                &mq,
+                &settings,
+                &topic,
+                &key,
+                body.as_bytes(),
+                times,
+            ));
+            mq.shutdown();
+            Ok(sent?)
+        }
         Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
     }
 }

@@ -13,6 +13,7 @@ mod client;
 mod consumer;
 mod error;
 mod producer;
+mod publish;
 mod topics;
 pub mod wire;
 
@@ -20,4 +21,5 @@ pub use client::{MqClient, MqSettings};
 pub use consumer::CreditConsumer;
 pub use error::MessagingError;
 pub use producer::{SendOutcome, TransferProducer};
+pub use publish::publish;
 pub use topics::ensure_topic;

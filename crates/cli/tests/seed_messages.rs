@@ -1,0 +1,82 @@
+//! bank2 consuming messages as the seed's Java bank1 writes them, sent with
+//! `txbank publish`: wire compatibility, duplicates, and unreadable messages.
+
+mod support;
+
+use std::process::Command;
+
+use support::{eventually, Cluster, Db};
+
+fn publish(cluster: &Cluster, body: &str, key: &str, times: u32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .args([
+            "publish",
+            "--namesrv-addr",
+            &cluster.namesrv_addr,
+            "--body",
+            body,
+            "--key",
+            key,
+            "--times",
+        ])
+        .arg(times.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_message_delivered_twice_credits_li_si_once() {
+    let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+
+    let seed_body = r#"{"accountChange":{"accountNo":"1","amount":100.0,"txNo":"seed-tx-1"}}"#;
+    publish(&cluster, seed_body, "seed-tx-1", 2);
+
+    assert!(
+        bank2.balance_becomes("2", "100.00").await,
+        "the seed's message was not credited"
+    );
+    let absorbed = eventually(|| async { bank2.log_text().contains("duplicate delivery absorbed") }).await;
+    assert!(absorbed, "the second delivery was never seen");
+    assert_eq!(bank2.balance("2").await, "100.00");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_messages_are_set_aside_and_good_ones_behind_them_keep_flowing() {
+    let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+
+    for garbage in [
+        "not json",
+        r#"{"accountChange":{"accountNo":"1","amount":100.0"#,
+        r#"{"accountChange":{"accountNo":"1","amount":-5,"txNo":"neg"}}"#,
+        r#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"future"},"version":99}"#,
+    ] {
+        publish(&cluster, garbage, "bad", 1);
+    }
+    publish(
+        &cluster,
+        r#"{"accountChange":{"accountNo":"1","amount":5.5,"txNo":"good-1"}}"#,
+        "good-1",
+        1,
+    );
+
+    assert!(
+        bank2.balance_becomes("2", "5.50").await,
+        "a good message behind bad ones was not credited"
+    );
+    let set_aside = eventually(|| async {
+        bank2
+            .log_text()
+            .matches("unreadable transfer message set aside")
+            .count()
+            >= 4
+    })
+    .await;
+    assert!(set_aside, "bad messages were not reported:\n{}", bank2.log_text());
+    assert!(
+        bank2.process.as_mut().unwrap().is_running(),
+        "bank2 must survive bad messages"
+    );
+}

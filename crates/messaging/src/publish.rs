@@ -1,0 +1,42 @@
+//! Plain (non-transactional) sends: what the seed's Java bank1 puts on the topic after a
+//! commit, for interoperability checks and operators' replays.
+
+use rocketmq_client_rust::DefaultMQProducer;
+use rocketmq_model::common::message::message_single::Message;
+
+use crate::{MessagingError, MqClient, MqSettings};
+
+/// Sends `body` to `topic` `times` times as one plain message each, keyed by `key`.
+pub async fn publish(
+    client: &MqClient,
+    settings: &MqSettings,
+    topic: &str,
+    key: &str,
+    body: &[u8],
+    times: u32,
+) -> Result<(), MessagingError> {
+    let mut producer = DefaultMQProducer::builder(client.runtime())
+        .client_config(settings.client_config())
+        .producer_group(format!("txbank_publish_{}", std::process::id()))
+        .name_server_addr(settings.namesrv_addr.clone())
+        .build();
+    producer
+        .start()
+        .await
+        .map_err(|e| MessagingError::client("producer start", e))?;
+    let mut result = Ok(());
+    for _ in 0..times {
+        let message = Message::builder()
+            .topic(topic)
+            .key(key)
+            .body(body.to_vec())
+            .build()
+            .map_err(|e| MessagingError::client("build message", e))?;
+        if let Err(error) = producer.send(message).await {
+            result = Err(MessagingError::client("send", error));
+            break;
+        }
+    }
+    producer.shutdown().await;
+    result
+}

@@ -153,12 +153,12 @@ impl TransactionListener for LocalTransaction {
             }
             Err(refusal) => {
                 let state = self.settle(transfer, &refusal.to_string());
+                info!(tx_no = %transfer.tx_no, verdict = ?state, reason = %refusal, "local transaction did not debit");
                 let outcome = match state {
                     LocalTransactionState::RollbackMessage => SendOutcome::RolledBack(refusal),
                     LocalTransactionState::CommitMessage => SendOutcome::Debited(DebitOutcome::Debited),
                     LocalTransactionState::Unknown => SendOutcome::Pending,
                 };
-                info!(tx_no = %transfer.tx_no, verdict = ?state, reason = %refusal_reason(&outcome), "local transaction did not debit");
                 (state, outcome)
             }
         };
@@ -181,13 +181,5 @@ impl TransactionListener for LocalTransaction {
         crash_point(ANSWERING_CHECK_BACK);
         info!(tx_no = %transfer.tx_no, verdict = ?state, "answered check-back");
         state
-    }
-}
-
-fn refusal_reason(outcome: &SendOutcome) -> String {
-    match outcome {
-        SendOutcome::RolledBack(error) => error.to_string(),
-        SendOutcome::Debited(_) => "it had committed after all".into(),
-        SendOutcome::Pending => "outcome unknown".into(),
     }
 }

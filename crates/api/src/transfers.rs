@@ -1,6 +1,7 @@
 //! Transfers: the seed's `GET /transfer`, `POST /transfers` and `GET /transfers/{tx_no}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -64,7 +65,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Json<CreateTransfer>, JsonRejection>,
 ) -> Result<Created, ApiError> {
-    let outbound = state.outbound.as_deref().ok_or(ApiError::NotSending)?;
+    let outbound = state.outbound.clone().ok_or(ApiError::NotSending)?;
     let Json(request) = body.map_err(reject_body)?;
     let key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
     let transfer = Transfer::new(
@@ -81,7 +82,7 @@ pub(crate) async fn seed_transfer(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Created, ApiError> {
-    let outbound = state.outbound.as_deref().ok_or(ApiError::NotSending)?;
+    let outbound = state.outbound.clone().ok_or(ApiError::NotSending)?;
     let param = |name: &'static str| {
         query
             .get(name)
@@ -112,9 +113,12 @@ pub(crate) async fn show(
 
 /// Sends the transfer unless its idempotency key already names one, and answers with
 /// where it stands: 201 debited, 202 pending (check-back will settle it), 200 replayed.
+///
+/// The send runs in its own task, so a client that hangs up does not cut a transfer off
+/// between its half message and its local transaction.
 async fn submit(
     state: &AppState,
-    outbound: &Outbound,
+    outbound: Arc<Outbound>,
     transfer: Transfer,
     key: Option<IdempotencyKey>,
 ) -> Result<Created, ApiError> {
@@ -123,7 +127,16 @@ async fn submit(
             return replay(existing, &transfer);
         }
     }
-    match outbound.producer.send(&transfer, key.as_ref()).await? {
+    let sending = {
+        let transfer = transfer.clone();
+        tokio::spawn(async move { outbound.producer.send(&transfer, key.as_ref()).await })
+    };
+    let sent = sending.await.map_err(|error| ApiError::Unavailable {
+        code: "internal_error",
+        message: format!("the transfer's task failed: {error}"),
+        tx_no: Some(transfer.tx_no.clone()),
+    })?;
+    match sent? {
         SendOutcome::Debited(_) => Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "debited", None)))),
         SendOutcome::Pending => Ok((
             StatusCode::ACCEPTED,

@@ -35,9 +35,21 @@ pub enum ApiError {
     /// The idempotency key was already used for a different transfer.
     #[error("idempotency key already used for transfer {existing} with different parameters")]
     KeyReused { existing: TxNo },
-    /// This bank does not send transfers.
-    #[error("this bank is not configured to send transfers")]
-    NotSending,
+    /// No credentials, or wrong ones; the answer never says which part was wrong.
+    #[error("authentication required: an API token or the account's number and password")]
+    Unauthorized,
+    /// The credentials are for another account, or an operator's route was asked.
+    #[error("these credentials do not allow this")]
+    Forbidden,
+    /// Too many failed logins from this address or against this account.
+    #[error("too many failed attempts; try again in a minute")]
+    TooManyAttempts,
+    /// Something failed inside this bank (not the caller's fault).
+    #[error("{0}")]
+    Internal(String),
+    /// The resource to create exists already.
+    #[error("{0}")]
+    Conflict(String),
     /// The database or the broker is unavailable; nothing moved unless `tx_no` says so.
     #[error("{message}")]
     Unavailable {
@@ -56,6 +68,13 @@ impl ApiError {
         }
     }
 
+    /// A failure inside this bank.
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        tracing::error!(%message, "internal error");
+        ApiError::Internal(message)
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -63,7 +82,11 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::KeyReused { .. } => (StatusCode::CONFLICT, "idempotency_key_reused"),
-            ApiError::NotSending => (StatusCode::NOT_FOUND, "not_sending"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "already_exists"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
         }
     }
@@ -81,11 +104,16 @@ impl ApiError {
     pub(crate) fn refused(tx_no: TxNo, error: StorageError) -> Self {
         let code = match &error {
             StorageError::UnknownAccount(_) => "unknown_account",
+            StorageError::AccountClosed(_) => "account_closed",
             StorageError::InsufficientFunds { .. } => "insufficient_funds",
             StorageError::RolledBack(_) => "rolled_back",
             StorageError::IdempotencyKeyTaken { .. } => "idempotency_key_reused",
             StorageError::BalanceOverflow { .. } => "balance_overflow",
-            StorageError::Corrupt(_) => "corrupt_data",
+            StorageError::Corrupt(_)
+            | StorageError::AccountExists(_)
+            | StorageError::UnknownTransfer(_)
+            | StorageError::ForeignSettlement { .. }
+            | StorageError::SettlementConflict { .. } => "corrupt_data",
             StorageError::Database(_) => {
                 return ApiError::Unavailable {
                     code: "database_unavailable",
@@ -110,6 +138,7 @@ impl From<DomainError> for ApiError {
             | DomainError::AmountOutOfRange { .. } => "invalid_amount",
             DomainError::InvalidAccountNo { .. } | DomainError::InvalidAccountName => "invalid_account",
             DomainError::InvalidTxNo { .. } => "invalid_tx_no",
+            DomainError::InvalidBankId { .. } => "invalid_bank",
             DomainError::InvalidIdempotencyKey => "invalid_idempotency_key",
             DomainError::SameAccount { .. } => "same_account",
         };
@@ -146,7 +175,22 @@ impl IntoResponse for ApiError {
         if let Some(tx_no) = self.tx_no() {
             body["tx_no"] = json!(tx_no.as_str());
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        match self {
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Basic realm=\"txbank\", Bearer"),
+                );
+            }
+            ApiError::TooManyAttempts => {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 

@@ -15,5 +15,5 @@ pub(crate) async fn live() -> Json<Value> {
 /// server began to listen.
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
-    Ok(Json(json!({ "status": "ready", "bank": &*state.bank })))
+    Ok(Json(json!({ "status": "ready", "bank": state.bank.as_str() })))
 }

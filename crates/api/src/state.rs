@@ -2,25 +2,24 @@
 
 use std::sync::Arc;
 
-use txbank_domain::AccountNo;
+use txbank_domain::{BankId, Party};
 use txbank_messaging::TransferProducer;
 use txbank_storage::Store;
 
-/// The bank's database, and its producer when this bank sends transfers.
+use crate::Auth;
+
+/// The bank's database and producer, and the seed's default destination.
 #[derive(Clone)]
 pub struct AppState {
-    /// This bank's name, shown in responses and logs.
-    pub bank: Arc<str>,
+    /// This bank's identifier, shown in responses and logs.
+    pub bank: BankId,
     /// This bank's database.
     pub store: Store,
-    /// Present when this bank sends transfers.
-    pub outbound: Option<Arc<Outbound>>,
-}
-
-/// The sending side of a bank.
-pub struct Outbound {
-    /// The transactional producer that debits and sends.
-    pub producer: TransferProducer,
-    /// The destination the seed's `GET /transfer` credits (Li Si, `2`).
-    pub seed_destination: AccountNo,
+    /// The transactional producer that debits and sends to other banks.
+    pub producer: Arc<TransferProducer>,
+    /// What the seed's `GET /transfer` credits (Li Si, `2` in bank2); its bank is also
+    /// where `POST /transfers` sends when the request names no `to_bank`.
+    pub seed_destination: Party,
+    /// Who may call, and the memory of failed logins.
+    pub auth: Arc<Auth>,
 }

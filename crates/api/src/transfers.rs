@@ -9,11 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use txbank_domain::{AccountNo, Amount, IdempotencyKey, Transfer, TxNo};
+use txbank_domain::{AccountNo, Amount, BankId, IdempotencyKey, Party, Transfer, TxNo};
 use txbank_messaging::SendOutcome;
 use txbank_storage::{StorageError, TransferRecord};
 
-use crate::{ApiError, AppState, Outbound};
+use crate::{ApiError, AppState, Caller};
 
 /// A transfer as the API shows it.
 #[derive(Serialize)]
@@ -21,6 +21,7 @@ pub(crate) struct TransferView {
     tx_no: String,
     state: &'static str,
     from: String,
+    to_bank: String,
     to: String,
     amount: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,6 +34,7 @@ impl TransferView {
             tx_no: transfer.tx_no.to_string(),
             state,
             from: transfer.from.to_string(),
+            to_bank: transfer.to_bank.to_string(),
             to: transfer.to.to_string(),
             amount: transfer.amount.to_string(),
             reason,
@@ -53,83 +55,119 @@ type Created = (StatusCode, Json<TransferView>);
 pub(crate) struct CreateTransfer {
     from: String,
     to: String,
+    #[serde(default)]
+    to_bank: Option<String>,
     amount: Box<RawValue>,
     #[serde(default)]
     idempotency_key: Option<String>,
 }
 
-/// `POST /transfers`: debit `from` and send the transfer to `to`, at most once per
+/// `POST /transfers`: debit `from` and send the transfer to account `to` in `to_bank`
+/// (this bank, another, or by default the seed's destination bank), at most once per
 /// idempotency key (given in the body or the `Idempotency-Key` header).
 pub(crate) async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Json<CreateTransfer>, JsonRejection>,
 ) -> Result<Created, ApiError> {
-    let outbound = state.outbound.clone().ok_or(ApiError::NotSending)?;
     let Json(request) = body.map_err(reject_body)?;
     let key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
+    let to_bank = match &request.to_bank {
+        Some(bank) => BankId::parse(bank)?,
+        None => state.seed_destination.bank.clone(),
+    };
+    if to_bank != state.bank && !state.producer.routes().reaches(&to_bank) {
+        return Err(ApiError::invalid(
+            "unknown_bank",
+            format!("bank {to_bank} is not among the banks {} sends to", state.bank),
+        ));
+    }
+    let from = AccountNo::parse(&request.from)?;
+    caller.may_use(&from)?;
     let transfer = Transfer::new(
         TxNo::generate(),
-        AccountNo::parse(&request.from)?,
-        AccountNo::parse(&request.to)?,
+        Party {
+            bank: state.bank.clone(),
+            account: from,
+        },
+        Party {
+            bank: to_bank,
+            account: AccountNo::parse(&request.to)?,
+        },
         parse_amount(&request.amount)?,
     )?;
-    submit(&state, outbound, transfer, key).await
+    submit(&state, transfer, key).await
 }
 
 /// The seed's `GET /transfer?accountNo=1&amount=100`: Zhang San pays Li Si.
 pub(crate) async fn seed_transfer(
     State(state): State<AppState>,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Created, ApiError> {
-    let outbound = state.outbound.clone().ok_or(ApiError::NotSending)?;
     let param = |name: &'static str| {
         query
             .get(name)
             .ok_or_else(|| ApiError::invalid("missing_parameter", format!("query parameter {name} is required")))
     };
+    let from = AccountNo::parse(param("accountNo")?)?;
+    caller.may_use(&from)?;
     let transfer = Transfer::new(
         TxNo::generate(),
-        AccountNo::parse(param("accountNo")?)?,
-        outbound.seed_destination.clone(),
+        Party {
+            bank: state.bank.clone(),
+            account: from,
+        },
+        state.seed_destination.clone(),
         Amount::parse(param("amount")?)?,
     )?;
-    submit(&state, outbound, transfer, None).await
+    submit(&state, transfer, None).await
 }
 
 /// `GET /transfers/{tx_no}`: where a transfer this bank sent stands.
 pub(crate) async fn show(
     State(state): State<AppState>,
+    caller: Caller,
     Path(tx_no): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
     let tx_no = TxNo::parse(&tx_no)?;
-    let record = state
-        .store
-        .transfer_out(&tx_no)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("transfer {tx_no} is unknown to {}", state.bank)))?;
+    let unknown = || ApiError::NotFound(format!("transfer {tx_no} is unknown to {}", state.bank));
+    let record = state.store.transfer_out(&tx_no).await?.ok_or_else(unknown)?;
+    // A holder learns nothing of other accounts' transfers, not even that they exist.
+    caller.may_use(&record.transfer.from).map_err(|_| unknown())?;
     Ok(Json(TransferView::of(&record)))
 }
 
 /// Sends the transfer unless its idempotency key already names one, and answers with
-/// where it stands: 201 debited, 202 pending (check-back will settle it), 200 replayed.
+/// where it stands: 201 debited (or credited, within this bank), 202 pending
+/// (check-back will settle it), 200 replayed.
 ///
 /// The send runs in its own task, so a client that hangs up does not cut a transfer off
 /// between its half message and its local transaction.
-async fn submit(
-    state: &AppState,
-    outbound: Arc<Outbound>,
-    transfer: Transfer,
-    key: Option<IdempotencyKey>,
-) -> Result<Created, ApiError> {
+async fn submit(state: &AppState, transfer: Transfer, key: Option<IdempotencyKey>) -> Result<Created, ApiError> {
     if let Some(key) = &key {
         if let Some(existing) = state.store.transfer_out_by_key(key).await? {
             return replay(existing, &transfer);
         }
     }
+    if transfer.is_within_one_bank() {
+        return match state.store.transfer_within(&transfer, key.as_ref()).await {
+            Ok(_) => Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "credited", None)))),
+            Err(StorageError::IdempotencyKeyTaken { existing }) => {
+                let existing = state
+                    .store
+                    .transfer_out(&existing)
+                    .await?
+                    .ok_or(ApiError::KeyReused { existing })?;
+                replay(existing, &transfer)
+            }
+            Err(error) => Err(ApiError::refused(transfer.tx_no, error)),
+        };
+    }
     let sending = {
-        let transfer = transfer.clone();
-        tokio::spawn(async move { outbound.producer.send(&transfer, key.as_ref()).await })
+        let (transfer, producer) = (transfer.clone(), Arc::clone(&state.producer));
+        tokio::spawn(async move { producer.send(&transfer, key.as_ref()).await })
     };
     let sent = sending.await.map_err(|error| ApiError::Unavailable {
         code: "internal_error",
@@ -157,6 +195,7 @@ async fn submit(
 /// The answer to a retried request: the first transfer, if the parameters match.
 fn replay(existing: TransferRecord, requested: &Transfer) -> Result<Created, ApiError> {
     let same = existing.transfer.from == requested.from
+        && existing.transfer.to_bank == requested.to_bank
         && existing.transfer.to == requested.to
         && existing.transfer.amount == requested.amount;
     if !same {
@@ -204,7 +243,7 @@ fn parse_amount(raw: &RawValue) -> Result<Amount, ApiError> {
 }
 
 /// Maps a body axum could not read as JSON to the matching status and code.
-fn reject_body(rejection: JsonRejection) -> ApiError {
+pub(crate) fn reject_body(rejection: JsonRejection) -> ApiError {
     let (status, code) = match &rejection {
         JsonRejection::MissingJsonContentType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         JsonRejection::BytesRejection(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),

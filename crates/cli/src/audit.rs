@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use txbank_domain::audit::{audit, AuditReport};
+use txbank_domain::BankId;
 use txbank_storage::Store;
 
 /// Audits `banks` (`NAME=URL`, receiving banks first), or `up`'s bank2 and bank1 under
@@ -38,12 +39,13 @@ async fn read_and_audit(banks: &[String]) -> Result<AuditReport> {
         let (name, url) = bank
             .split_once('=')
             .with_context(|| format!("expected NAME=URL, got {bank:?}"))?;
-        let store = Store::connect(url, 1)
+        let bank = BankId::parse(name)?;
+        let store = Store::connect(bank, url, 1)
             .await
             .with_context(|| format!("cannot open {name}'s database"))?;
         ledgers.push(
             store
-                .ledger(name)
+                .ledger()
                 .await
                 .with_context(|| format!("cannot read {name}'s ledger"))?,
         );
@@ -66,8 +68,8 @@ fn print_report(report: &AuditReport) {
         println!("oldest in flight {:.1} s", age as f64 / 1000.0);
     }
     println!(
-        "debited {}, rolled back {}, credited {}",
-        report.debited, report.rolled_back, report.credited
+        "debited {}, rolled back {}, credited {}, refused {}, returned {}",
+        report.debited, report.rolled_back, report.credited, report.refused, report.returned
     );
     if report.is_clean() {
         println!("conservation: OK, no violations");

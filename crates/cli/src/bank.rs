@@ -1,13 +1,15 @@
-//! Runs one bank: its database, its RocketMQ producer and/or consumer, its HTTP API,
-//! and a shutdown that drains in-flight work.
+//! Runs one bank: its database, its RocketMQ producer, consumer and settlement relay,
+//! its HTTP API, and a shutdown that drains in-flight work.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use txbank_api::{AppState, Outbound};
-use txbank_domain::AccountNo;
-use txbank_messaging::{ensure_topic, CreditConsumer, MqClient, MqSettings, TransferProducer};
+use txbank_api::{AppState, Auth};
+use txbank_domain::{AccountNo, BankId, Party};
+use txbank_messaging::wire::SeedDefaults;
+use txbank_messaging::{ensure_topic, Acceptance, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay, TransferProducer};
 use txbank_storage::Store;
 
 use crate::config::BankConfig;
@@ -25,82 +27,89 @@ pub fn run(config: BankConfig) -> Result<()> {
 }
 
 async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
-    let store = Store::connect(&config.database_url, config.max_connections)
+    let bank = config.bank_id()?;
+    let secrets = config.secrets()?;
+    if secrets.api_token.is_none() {
+        tracing::warn!(%bank, "no API token configured: only account holders with passwords can log in");
+    }
+    if config.accept_unsigned_messages {
+        tracing::warn!(%bank, "accepting unsigned messages (seed compatibility); forged signatures are still refused");
+    }
+    let store = Store::connect(bank.clone(), &config.database_url, config.max_connections)
         .await
-        .with_context(|| format!("{}: cannot open the database", config.name))?;
+        .with_context(|| format!("{bank}: cannot open the database"))?;
     store.migrate().await.context("cannot create the schema")?;
     for seed in &config.accounts {
         let (no, name, balance) = seed.parse()?;
         if store.open_account_if_absent(&no, &name, balance).await? {
-            tracing::info!(bank = %config.name, account = %no, %balance, "opened account");
+            tracing::info!(%bank, account = %no, %balance, "opened account");
         }
     }
     let settings = MqSettings {
         namesrv_addr: config.namesrv_addr.clone(),
         send_timeout: std::time::Duration::from_secs(3),
+        signing_key: Some(secrets.message_key.clone()),
     };
-
-    for topic in config
-        .send
-        .iter()
-        .map(|s| &s.topic)
-        .chain(config.receive.iter().map(|r| &r.topic))
-    {
+    let routes = Routes::new(config.routes()?);
+    for topic in routes.topics() {
         ensure_topic(mq, &settings, topic).await?;
     }
-    let outbound = match &config.send {
-        Some(send) => {
-            let seed_destination = AccountNo::parse(&send.seed_destination)?;
-            let producer = TransferProducer::start(
-                mq,
-                &settings,
-                &send.producer_group,
-                &send.topic,
-                store.clone(),
-                seed_destination.clone(),
-            )
-            .await?;
-            Some(Arc::new(Outbound {
-                producer,
-                seed_destination,
-            }))
-        }
-        None => None,
+    let seed = SeedDefaults {
+        sender: BankId::parse(&config.seed.sender_bank)?,
+        receiver: bank.clone(),
+        account: AccountNo::parse(&config.seed.default_account)?,
     };
-    let consumer = match &config.receive {
-        Some(receive) => Some(
-            CreditConsumer::start(
-                mq,
-                &settings,
-                &receive.consumer_group,
-                &receive.topic,
-                store.clone(),
-                AccountNo::parse(&receive.default_account)?,
-            )
-            .await?,
-        ),
-        None => None,
+    let producer = TransferProducer::start(
+        mq,
+        &settings,
+        &config.messaging.producer_group,
+        routes.clone(),
+        store.clone(),
+        seed.clone(),
+    )
+    .await?;
+    let relay = SettlementRelay::start(mq, &settings, routes.clone(), store.clone()).await?;
+    let acceptance = Acceptance {
+        routes,
+        seed,
+        key: secrets.message_key,
+        accept_unsigned: config.accept_unsigned_messages,
+        max_redeliveries: config.max_redeliveries,
     };
+    let consumer = CreditConsumer::start(
+        mq,
+        &settings,
+        (&config.messaging.consumer_group, &config.messaging.inbound_topic),
+        store.clone(),
+        acceptance,
+        relay.queued(),
+    )
+    .await?;
 
     let state = AppState {
-        bank: config.name.clone().into(),
+        bank: bank.clone(),
         store: store.clone(),
-        outbound: outbound.clone(),
+        producer: Arc::new(producer),
+        seed_destination: Party {
+            bank: BankId::parse(&config.seed.destination_bank)?,
+            account: AccountNo::parse(&config.seed.destination_account)?,
+        },
+        auth: Arc::new(Auth::new(secrets.api_token)),
     };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    println!("{} listening on http://{}", config.name, listener.local_addr()?);
-    axum::serve(listener, txbank_api::router(state))
+    println!("{bank} listening on http://{}", listener.local_addr()?);
+    let app = txbank_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
 
-    tracing::info!(bank = %config.name, "draining");
-    if let Some(consumer) = consumer {
-        consumer.shutdown().await;
-    }
-    if let Some(outbound) = outbound.and_then(|o| Arc::try_unwrap(o).ok()) {
-        outbound.producer.shutdown().await;
+    tracing::info!(%bank, "draining");
+    consumer.shutdown().await;
+    relay.shutdown().await;
+    if let Ok(producer) = Arc::try_unwrap(state.producer) {
+        producer.shutdown().await;
     }
     store.close().await;
     Ok(())

@@ -66,6 +66,9 @@ pub enum Command {
         /// Destination account.
         #[arg(long)]
         to: String,
+        /// Destination bank (default: the sending bank's configured destination).
+        #[arg(long)]
+        to_bank: Option<String>,
         /// Amount, a decimal with at most 2 places.
         #[arg(long)]
         amount: String,
@@ -75,6 +78,8 @@ pub enum Command {
         /// The sending bank's API.
         #[arg(long, default_value = "http://127.0.0.1:56081", env = "TXBANK_BANK_URL")]
         url: String,
+        #[command(flatten)]
+        login: Login,
     },
     /// Show an account's balance.
     Balance {
@@ -87,6 +92,22 @@ pub enum Command {
         /// The bank's API, instead of the default address of --bank.
         #[arg(long)]
         url: Option<String>,
+        #[command(flatten)]
+        login: Login,
+    },
+    /// List, open or close a bank's accounts (operators only).
+    Accounts {
+        /// What to do.
+        #[command(subcommand)]
+        action: AccountsAction,
+        /// bank1 or bank2, for the default addresses.
+        #[arg(long, global = true, default_value = "bank1")]
+        bank: String,
+        /// The bank's API, instead of the default address of --bank.
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[command(flatten)]
+        login: Login,
     },
     /// Send a raw message body to a topic, as the seed's Java bank1 does after a commit.
     Publish {
@@ -102,8 +123,27 @@ pub enum Command {
         /// How many times to send it.
         #[arg(long, default_value_t = 1)]
         times: u32,
+        /// Sign it with the banks' message key from this file (unsigned otherwise, as
+        /// the seed's Java bank1 sends).
+        #[arg(long, env = "TXBANK_MESSAGE_KEY_FILE")]
+        key_file: Option<PathBuf>,
         /// Name-server list, `;`-separated.
         #[arg(long, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
+        namesrv_addr: String,
+    },
+    /// Inspect a bank's dead-letter queue, and replay a message from it after a fix.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        action: DlqAction,
+        /// The bank's consumer group (default: bank2's, the seed's).
+        #[arg(long, global = true, default_value = crate::config::SEED_CONSUMER_GROUP)]
+        group: String,
+        /// The bank's inbound topic, where replays go (default: bank2's, the seed's).
+        #[arg(long, global = true, default_value = crate::config::SEED_TOPIC)]
+        topic: String,
+        /// Name-server list, `;`-separated.
+        #[arg(long, global = true, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
         namesrv_addr: String,
     },
     /// Check that every cent is accounted for and every transfer ended correctly; exits
@@ -120,6 +160,55 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `txbank dlq` does.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// Every dead-lettered message, as JSON lines.
+    List,
+    /// Send the dead letters keyed TX_NO to the inbound topic again (applied at most once).
+    Replay {
+        /// The transfer's transaction number (the message key).
+        tx_no: String,
+    },
+}
+
+/// What `txbank accounts` does.
+#[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Every account with its balance.
+    List,
+    /// Open an account; its holder's password, if any, comes from TXBANK_ACCOUNT_PASSWORD.
+    Open {
+        /// Account number.
+        #[arg(long)]
+        no: String,
+        /// Holder's name.
+        #[arg(long)]
+        name: String,
+        /// Opening balance (money entering the system), a decimal.
+        #[arg(long)]
+        opening_balance: Option<String>,
+    },
+    /// Close an account: it stops sending and receiving; transfers to it are returned.
+    Close {
+        /// Account number.
+        #[arg(long)]
+        no: String,
+    },
+}
+
+/// How a client command logs in: the operators' API token (TXBANK_API_TOKEN, or the
+/// file), or an account holder's number with TXBANK_PASSWORD.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Login {
+    /// File holding the operators' API token (`up` writes data/api-token).
+    #[arg(long, global = true, default_value = "data/api-token", env = "TXBANK_API_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Log in as this account's holder instead, with the password in TXBANK_PASSWORD.
+    #[arg(long = "as", global = true, value_name = "ACCOUNT")]
+    pub as_account: Option<String>,
 }
 
 /// Options of `up`.

@@ -1,18 +1,21 @@
 //! A bank's configuration: one struct, loaded from a preset or a TOML file, then
 //! overridden by environment variables and flags (flags win) in [`BankConfig::load`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use txbank_domain::{AccountName, AccountNo, Money};
+use txbank_api::ApiToken;
+use txbank_domain::{AccountName, AccountNo, BankId, Money};
+use txbank_messaging::MessageKey;
 
-/// Everything one bank process needs.
+/// Everything one bank process needs. Every bank both sends and receives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BankConfig {
-    /// The bank's name, shown in logs and responses (`bank1`).
+    /// The bank's identifier, by which transfers are routed (`bank1`).
     pub name: String,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
@@ -23,41 +26,56 @@ pub struct BankConfig {
     pub max_connections: u32,
     /// The RocketMQ name-server list, `;`-separated.
     pub namesrv_addr: String,
-    /// Present when this bank sends transfers.
+    /// This bank's producer group, consumer group and inbound topic.
+    pub messaging: MessagingConfig,
+    /// Every other bank this one exchanges money with: bank identifier → its inbound
+    /// topic.
     #[serde(default)]
-    pub send: Option<SendConfig>,
-    /// Present when this bank receives transfers.
+    pub routes: BTreeMap<String, String>,
+    /// What the seed's API and the seed's message bodies mean here.
+    pub seed: SeedConfig,
+    /// File holding the key shared by the banks to sign and check messages.
     #[serde(default)]
-    pub receive: Option<ReceiveConfig>,
+    pub message_key_file: Option<PathBuf>,
+    /// Apply messages that carry no signature (the seed's Java services); off by default.
+    #[serde(default)]
+    pub accept_unsigned_messages: bool,
+    /// File holding the operators' API token (`Authorization: Bearer ...`).
+    #[serde(default)]
+    pub api_token_file: Option<PathBuf>,
+    /// Redeliveries of a refused message before it goes to the dead-letter queue.
+    #[serde(default = "default_max_redeliveries")]
+    pub max_redeliveries: i32,
     /// Accounts opened on first start (existing ones are left as they are).
     #[serde(default)]
     pub accounts: Vec<AccountSeed>,
 }
 
-/// The sending side.
+/// The RocketMQ names of one bank.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SendConfig {
+pub struct MessagingConfig {
     /// Producer group; the broker checks back with this group.
     pub producer_group: String,
-    /// Topic the transfers go to.
-    pub topic: String,
-    /// The account the seed's `GET /transfer` credits.
-    pub seed_destination: String,
+    /// Consumer group of the inbound topic.
+    pub consumer_group: String,
+    /// The topic other banks send this bank's transfers and settlement reports to.
+    pub inbound_topic: String,
 }
 
-/// The receiving side.
+/// The seed's defaults: where money goes when a request or message does not say.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReceiveConfig {
-    /// Consumer group.
-    pub consumer_group: String,
-    /// Topic consumed.
-    pub topic: String,
-    /// The account credited by a message that names none (the seed's messages).
+pub struct SeedConfig {
+    /// The bank credited by `GET /transfer` and by `POST /transfers` without `to_bank`.
+    pub destination_bank: String,
+    /// The account credited by `GET /transfer`.
+    pub destination_account: String,
+    /// The bank a message without `fromBank` (the seed's Java bank1) comes from.
+    pub sender_bank: String,
+    /// The account credited by a message that names none.
     pub default_account: String,
 }
-
 /// An account to open on first start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,18 +100,49 @@ pub struct BankOverrides {
     /// RocketMQ name-server list, `;`-separated.
     #[arg(long, env = "TXBANK_NAMESRV_ADDR")]
     pub namesrv_addr: Option<String>,
+    /// File holding the key shared by the banks to sign messages (TXBANK_MESSAGE_KEY
+    /// gives the key itself).
+    #[arg(long, env = "TXBANK_MESSAGE_KEY_FILE")]
+    pub message_key_file: Option<PathBuf>,
+    /// File holding the operators' API token (TXBANK_API_TOKEN gives the token itself).
+    #[arg(long, env = "TXBANK_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Apply messages without a signature, as the seed's Java services send them.
+    #[arg(long, env = "TXBANK_ACCEPT_UNSIGNED_MESSAGES")]
+    pub accept_unsigned_messages: bool,
+    /// Redeliveries of a refused message before it goes to the dead-letter queue.
+    #[arg(long, env = "TXBANK_MAX_REDELIVERIES")]
+    pub max_redeliveries: Option<i32>,
+}
+
+/// The secrets a bank needs. They come from files or the environment, never from the
+/// command line or the configuration file itself, and are never logged.
+pub struct Secrets {
+    /// The key messages between banks are signed with.
+    pub message_key: MessageKey,
+    /// The operators' API token, if any (without one, only account passwords log in).
+    pub api_token: Option<ApiToken>,
 }
 
 fn default_max_connections() -> u32 {
     8
 }
 
-/// The seed's names, kept so the seed's Java services interoperate.
+/// RocketMQ's own default: about 4.7 hours of growing delays before a message is
+/// dead-lettered, which outlasts most outages.
+fn default_max_redeliveries() -> i32 {
+    16
+}
+
+/// The seed's names, kept for the bank1 → bank2 direction so the seed's Java services
+/// interoperate.
 pub const SEED_TOPIC: &str = "topic_txmsg";
 /// The seed's producer group for bank1.
 pub const SEED_PRODUCER_GROUP: &str = "producer_group_txmsg_bank1";
 /// The seed's consumer group for bank2.
 pub const SEED_CONSUMER_GROUP: &str = "consumer_group_txmsg_bank2";
+/// bank1's inbound topic (transfers from bank2, settlement reports).
+pub const BANK1_TOPIC: &str = "topic_txmsg_bank1";
 
 /// Where `up` and the presets put things by default.
 pub mod defaults {
@@ -108,8 +157,8 @@ pub mod defaults {
 }
 
 impl BankConfig {
-    /// The embedded configuration of `bank1` (Zhang San, sends) or `bank2` (Li Si,
-    /// receives), with its SQLite file under `data_dir`.
+    /// The embedded configuration of `bank1` (Zhang San) or `bank2` (Li Si), each with a
+    /// second account, sending to each other, with its SQLite file under `data_dir`.
     pub fn preset(name: &str, data_dir: &Path) -> Result<BankConfig> {
         let database_url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
         let seed = |no: &str, holder: &str, balance: &str| AccountSeed {
@@ -117,38 +166,58 @@ impl BankConfig {
             name: holder.into(),
             balance: balance.into(),
         };
-        let config = match name {
-            "bank1" => BankConfig {
-                name: name.into(),
-                listen: defaults::BANK1.parse()?,
-                database_url,
-                max_connections: default_max_connections(),
-                namesrv_addr: defaults::NAMESRV.into(),
-                send: Some(SendConfig {
+        let (listen, messaging, peer, peer_topic, seed_config, accounts) = match name {
+            "bank1" => (
+                defaults::BANK1,
+                MessagingConfig {
                     producer_group: SEED_PRODUCER_GROUP.into(),
-                    topic: SEED_TOPIC.into(),
-                    seed_destination: "2".into(),
-                }),
-                receive: None,
-                accounts: vec![seed("1", "张三的账户", "10000.00")],
-            },
-            "bank2" => BankConfig {
-                name: name.into(),
-                listen: defaults::BANK2.parse()?,
-                database_url,
-                max_connections: default_max_connections(),
-                namesrv_addr: defaults::NAMESRV.into(),
-                send: None,
-                receive: Some(ReceiveConfig {
+                    consumer_group: "consumer_group_txmsg_bank1".into(),
+                    inbound_topic: BANK1_TOPIC.into(),
+                },
+                "bank2",
+                SEED_TOPIC,
+                SeedConfig {
+                    destination_bank: "bank2".into(),
+                    destination_account: "2".into(),
+                    sender_bank: "bank2".into(),
+                    default_account: "1".into(),
+                },
+                vec![seed("1", "张三的账户", "10000.00"), seed("3", "王五的账户", "5000.00")],
+            ),
+            "bank2" => (
+                defaults::BANK2,
+                MessagingConfig {
+                    producer_group: "producer_group_txmsg_bank2".into(),
                     consumer_group: SEED_CONSUMER_GROUP.into(),
-                    topic: SEED_TOPIC.into(),
+                    inbound_topic: SEED_TOPIC.into(),
+                },
+                "bank1",
+                BANK1_TOPIC,
+                SeedConfig {
+                    destination_bank: "bank1".into(),
+                    destination_account: "1".into(),
+                    sender_bank: "bank1".into(),
                     default_account: "2".into(),
-                }),
-                accounts: vec![seed("2", "李四的账户", "0.00")],
-            },
+                },
+                vec![seed("2", "李四的账户", "0.00"), seed("4", "赵六的账户", "5000.00")],
+            ),
             other => bail!("unknown preset {other:?}: expected bank1 or bank2"),
         };
-        Ok(config)
+        Ok(BankConfig {
+            name: name.into(),
+            listen: listen.parse()?,
+            database_url,
+            max_connections: default_max_connections(),
+            namesrv_addr: defaults::NAMESRV.into(),
+            messaging,
+            routes: BTreeMap::from([(peer.to_string(), peer_topic.to_string())]),
+            seed: seed_config,
+            message_key_file: Some(data_dir.join(MESSAGE_KEY_FILE)),
+            accept_unsigned_messages: false,
+            api_token_file: Some(data_dir.join(API_TOKEN_FILE)),
+            max_redeliveries: default_max_redeliveries(),
+            accounts,
+        })
     }
 
     /// Loads the configuration from `file` (or the preset), then applies `overrides`,
@@ -176,30 +245,118 @@ impl BankConfig {
         if let Some(addr) = &overrides.namesrv_addr {
             config.namesrv_addr = addr.clone();
         }
+        if let Some(file) = &overrides.message_key_file {
+            config.message_key_file = Some(file.clone());
+        }
+        if let Some(file) = &overrides.api_token_file {
+            config.api_token_file = Some(file.clone());
+        }
+        config.accept_unsigned_messages |= overrides.accept_unsigned_messages;
+        if let Some(max) = overrides.max_redeliveries {
+            config.max_redeliveries = max;
+        }
         config.validate()?;
         Ok(config)
     }
 
-    /// Refuses a configuration that would fail later: bad account numbers or balances.
+    /// Reads the secrets: each from its environment variable when set, else from its
+    /// file. A bank cannot run without a message key.
+    pub fn secrets(&self) -> Result<Secrets> {
+        let message_key = read_secret("TXBANK_MESSAGE_KEY", self.message_key_file.as_deref())?.with_context(|| {
+            format!(
+                "{}: no message key; set message_key_file or TXBANK_MESSAGE_KEY (the same key on every bank)",
+                self.name
+            )
+        })?;
+        let message_key = MessageKey::new(message_key.as_bytes()).context("the message key")?;
+        let api_token = read_secret("TXBANK_API_TOKEN", self.api_token_file.as_deref())?
+            .map(|token| ApiToken::new(&token))
+            .transpose()
+            .context("the API token")?;
+        Ok(Secrets { message_key, api_token })
+    }
+
+    /// This bank's identifier.
+    pub fn bank_id(&self) -> Result<BankId> {
+        BankId::parse(&self.name).context("name")
+    }
+
+    /// Every bank's inbound topic, this one's included.
+    pub fn routes(&self) -> Result<Vec<(BankId, String)>> {
+        let mut routes = vec![(self.bank_id()?, self.messaging.inbound_topic.clone())];
+        for (bank, topic) in &self.routes {
+            routes.push((BankId::parse(bank).with_context(|| format!("routes.{bank}"))?, topic.clone()));
+        }
+        Ok(routes)
+    }
+
+    /// Refuses a configuration that would fail later: bad names, account numbers or
+    /// balances, seed defaults that name a bank with no route.
     fn validate(&self) -> Result<()> {
         for account in &self.accounts {
             account
                 .parse()
                 .with_context(|| format!("account {:?} in the configuration", account.no))?;
         }
-        if let Some(send) = &self.send {
-            AccountNo::parse(&send.seed_destination).context("send.seed_destination")?;
+        let routes = self.routes()?;
+        let routed = |bank: &str| routes.iter().any(|(id, _)| id.as_str() == bank);
+        for (field, bank) in [
+            ("seed.destination_bank", &self.seed.destination_bank),
+            ("seed.sender_bank", &self.seed.sender_bank),
+        ] {
+            if !routed(bank) {
+                bail!("{field} = {bank:?} is neither this bank nor one of [routes]");
+            }
         }
-        if let Some(receive) = &self.receive {
-            AccountNo::parse(&receive.default_account).context("receive.default_account")?;
-        }
-        if self.send.is_none() && self.receive.is_none() {
-            bail!(
-                "bank {} neither sends nor receives: configure [send] and/or [receive]",
-                self.name
-            );
+        AccountNo::parse(&self.seed.destination_account).context("seed.destination_account")?;
+        AccountNo::parse(&self.seed.default_account).context("seed.default_account")?;
+        if !(0..=32).contains(&self.max_redeliveries) {
+            bail!("max_redeliveries = {} must be 0 to 32", self.max_redeliveries);
         }
         Ok(())
+    }
+}
+
+/// The file under `up`'s data folder that holds the banks' shared message key.
+pub const MESSAGE_KEY_FILE: &str = "message-key";
+/// The file under `up`'s data folder that holds the operators' API token.
+pub const API_TOKEN_FILE: &str = "api-token";
+
+/// The secret in environment variable `var`, else in `file`; `None` when neither is
+/// given. A named file that cannot be read is an error.
+fn read_secret(var: &str, file: Option<&Path>) -> Result<Option<String>> {
+    if let Ok(value) = std::env::var(var) {
+        return Ok(Some(value.trim().to_string()));
+    }
+    match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            Ok(Some(text.trim().to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes a new random secret to `file` (readable by its owner only) unless it exists.
+pub fn create_secret_file(file: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).context("no randomness from the operating system")?;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file);
+    match created {
+        Ok(mut out) => {
+            let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            out.write_all(secret.as_bytes())
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error).with_context(|| format!("cannot create {}", file.display())),
     }
 }
 
@@ -221,10 +378,12 @@ mod tests {
     #[test]
     fn presets_are_the_seed_banks() {
         let bank1 = BankConfig::load(None, Some("bank1"), Path::new("d"), &BankOverrides::default()).unwrap();
-        assert_eq!(bank1.send.unwrap().producer_group, "producer_group_txmsg_bank1");
+        assert_eq!(bank1.messaging.producer_group, "producer_group_txmsg_bank1");
+        assert_eq!(bank1.routes["bank2"], "topic_txmsg");
         assert_eq!(bank1.accounts[0].balance, "10000.00");
         let bank2 = BankConfig::load(None, Some("bank2"), Path::new("d"), &BankOverrides::default()).unwrap();
-        assert_eq!(bank2.receive.unwrap().consumer_group, "consumer_group_txmsg_bank2");
+        assert_eq!(bank2.messaging.consumer_group, "consumer_group_txmsg_bank2");
+        assert_eq!(bank2.messaging.inbound_topic, "topic_txmsg");
     }
 
     #[test]
@@ -246,6 +405,10 @@ mod tests {
         assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_ok());
         config.accounts[0].balance = "-1".into();
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_err());
+        let mut unrouted = BankConfig::preset("bank1", dir.path()).unwrap();
+        unrouted.seed.destination_bank = "bank9".into();
+        std::fs::write(&path, toml::to_string(&unrouted).unwrap()).unwrap();
         assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_err());
     }
 }

@@ -13,7 +13,7 @@ mod up;
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
@@ -48,21 +48,49 @@ fn main() -> Result<()> {
         Command::Transfer {
             from,
             to,
+            to_bank,
             amount,
             idempotency_key,
             url,
-        } => client::transfer(&url, &from, &to, &amount, idempotency_key.as_deref()),
-        Command::Balance { bank, account, url } => client::balance(&bank, &account, url.as_deref()),
+            login,
+        } => client::transfer(
+            &url,
+            (&from, &to, to_bank.as_deref()),
+            &amount,
+            idempotency_key.as_deref(),
+            &login,
+        ),
+        Command::Balance {
+            bank,
+            account,
+            url,
+            login,
+        } => client::balance(&bank, &account, url.as_deref(), &login),
+        Command::Accounts {
+            action,
+            bank,
+            url,
+            login,
+        } => client::accounts(&action, &bank, url.as_deref(), &login),
         Command::Publish {
             topic,
             body,
             key,
             times,
+            key_file,
             namesrv_addr,
         } => {
+            let signing_key = match key_file {
+                Some(file) => {
+                    let secret = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    Some(txbank_messaging::MessageKey::new(&secret)?)
+                }
+                None => None,
+            };
             let settings = txbank_messaging::MqSettings {
                 namesrv_addr,
                 send_timeout: Duration::from_secs(3),
+                signing_key,
             };
             let mq = txbank_messaging::MqClient::build(1, 8)?;
             let sent = mq.block_on(txbank_messaging::publish(
@@ -76,8 +104,45 @@ fn main() -> Result<()> {
             mq.shutdown();
             Ok(sent?)
         }
+        Command::Dlq {
+            action,
+            group,
+            topic,
+            namesrv_addr,
+        } => dlq(&action, &group, &topic, namesrv_addr),
         Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
     }
+}
+
+/// `txbank dlq list|replay`.
+fn dlq(action: &cli::DlqAction, group: &str, topic: &str, namesrv_addr: String) -> Result<()> {
+    use txbank_messaging::dead_letters;
+    let settings = txbank_messaging::MqSettings {
+        namesrv_addr,
+        send_timeout: Duration::from_secs(3),
+        signing_key: None,
+    };
+    let mq = txbank_messaging::MqClient::build(1, 8)?;
+    let outcome = mq.block_on(async {
+        match action {
+            cli::DlqAction::List => {
+                for letter in dead_letters::list(&mq, &settings, group).await? {
+                    println!("{}", serde_json::to_string(&letter)?);
+                }
+                Ok(())
+            }
+            cli::DlqAction::Replay { tx_no } => {
+                let sent = dead_letters::replay(&mq, &settings, (group, topic), tx_no).await?;
+                if sent == 0 {
+                    anyhow::bail!("no dead letter of {group} has the key {tx_no:?}");
+                }
+                println!("replayed {sent} message(s) keyed {tx_no} to {topic}");
+                Ok(())
+            }
+        }
+    });
+    mq.shutdown();
+    outcome
 }
 
 fn init_logging(format: LogFormat) {

@@ -11,6 +11,7 @@ use tokio::process::{Child, Command};
 
 use crate::bank::shutdown_signal;
 use crate::cli::UpArgs;
+use crate::config::{create_secret_file, API_TOKEN_FILE, MESSAGE_KEY_FILE};
 
 /// How long a part may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,6 +47,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
     let data = &args.data_dir;
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    // The banks' shared message key and the operators' API token, made once and kept.
+    for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
+        create_secret_file(&data.join(secret))?;
+    }
     let namesrv = args.namesrv.to_string();
     let rocketmq_home = data.join("rocketmq");
 
@@ -146,7 +151,13 @@ fn print_summary(args: &UpArgs) {
     println!("  bank1        http://{}   (Zhang San, account 1)", args.bank1);
     println!("  bank2        http://{}   (Li Si, account 2)", args.bank2);
     println!("  logs         {}", args.data_dir.join("logs").display());
-    println!("Try: curl 'http://{}/transfer?accountNo=1&amount=100'", args.bank1);
+    let token = args.data_dir.join(API_TOKEN_FILE);
+    println!("  API token    {} (Authorization: Bearer ...)", token.display());
+    println!(
+        "Try: curl -H \"Authorization: Bearer $(cat {})\" 'http://{}/transfer?accountNo=1&amount=100'",
+        token.display(),
+        args.bank1
+    );
     println!("Ctrl-C stops everything.");
 }
 

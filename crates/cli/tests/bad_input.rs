@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::Method;
-use support::{audit_is_clean, counts, Cluster, Db};
+use support::{API_TOKEN, audit_is_clean, counts, Cluster, Db};
 
 /// One bad request and the answer it must get.
 struct Case {
@@ -77,7 +77,10 @@ fn corpus() -> Vec<Case> {
         transfer(r#"{"value":1}"#, 400, "invalid_amount"),
         transfer(r#""99999999999999999999999999999""#, 400, "invalid_amount"),
         // Accounts.
-        post(r#"{"from":"1","to":"1","amount":"5"}"#, 400, "same_account"),
+        post(r#"{"from":"1","to":"1","to_bank":"bank1","amount":"5"}"#, 400, "same_account"),
+        post(r#"{"from":"1","to":"2","to_bank":"bank 2","amount":"5"}"#, 400, "invalid_bank"),
+        post(r#"{"from":"1","to":"2","to_bank":"bank9","amount":"5"}"#, 400, "unknown_bank"),
+        post(r#"{"from":"1","to":"2","to_bank":2,"amount":"5"}"#, 400, "invalid_json"),
         post(r#"{"from":"","to":"2","amount":"5"}"#, 400, "invalid_account"),
         post(r#"{"from":"1","to":"","amount":"5"}"#, 400, "invalid_account"),
         post(
@@ -169,7 +172,7 @@ fn corpus() -> Vec<Case> {
         get("/transfer?amount=5", 400, "missing_parameter"),
         get("/transfer?accountNo=1&amount=abc", 400, "invalid_amount"),
         get("/transfer?accountNo=1&amount=-1", 400, "invalid_amount"),
-        get("/transfer?accountNo=2&amount=1", 400, "same_account"),
+        get("/transfer?accountNo=2&amount=1", 422, "unknown_account"),
         get("/transfer?accountNo=%27%20OR%201%3D1&amount=1", 400, "invalid_account"),
         get("/transfers/not%20a%20tx", 400, "invalid_tx_no"),
         get("/transfers/00000000-0000-0000-0000-000000000000", 404, "not_found"),
@@ -196,6 +199,7 @@ async fn every_bad_request_gets_a_clear_error_and_changes_nothing() {
     for case in cases {
         let mut request = client
             .request(case.method.clone(), format!("{}{}", bank1.url(), case.path))
+            .bearer_auth(API_TOKEN)
             .body(case.body.clone());
         if let Some(content_type) = case.content_type {
             request = request.header("content-type", content_type);

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{audit_is_clean, counts, eventually, Cluster, Db};
+use support::{API_TOKEN, audit_is_clean, counts, eventually, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {
@@ -53,7 +53,8 @@ async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
     );
     let outgoing = bank1.outgoing().await;
     assert_eq!(outgoing.len(), 1);
-    assert_eq!(outgoing[0].1, "debited");
+    let settled = bank1.transfer_becomes(&outgoing[0].0, "credited").await;
+    assert_eq!(settled["state"], "credited", "bank2 reports the credit back: {settled}");
     let report = audit_is_clean(&bank2, &bank1);
     assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [1, 1, 0]);
 }
@@ -188,6 +189,7 @@ async fn killing_the_broker_in_the_middle_of_a_burst_leaves_every_transfer_settl
             async move {
                 let _ = client
                     .post(format!("{url}/transfers"))
+                    .bearer_auth(API_TOKEN)
                     .json(&json!({"from": "1", "to": "2", "amount": "1"}))
                     .send()
                     .await;

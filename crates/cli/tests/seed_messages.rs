@@ -1,11 +1,15 @@
 //! bank2 consuming messages as the seed's Java bank1 writes them, sent with
-//! `txbank publish`: wire compatibility, duplicates, and unreadable messages.
+//! `txbank publish` (unsigned, so bank2 runs in seed-compatibility mode): wire
+//! compatibility, duplicates, and unreadable messages.
 
 mod support;
 
 use std::process::Command;
 
 use support::{eventually, Cluster, Db};
+
+/// bank2 in seed-compatibility mode: the seed's Java bank1 signs nothing.
+const SEED_COMPATIBLE: &[(&str, &str)] = &[("TXBANK_ACCEPT_UNSIGNED_MESSAGES", "true")];
 
 fn publish(cluster: &Cluster, body: &str, key: &str, times: u32) {
     let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
@@ -28,7 +32,7 @@ fn publish(cluster: &Cluster, body: &str, key: &str, times: u32) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seed_message_delivered_twice_credits_li_si_once() {
     let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
-    bank2.start().await;
+    bank2.start_with(SEED_COMPATIBLE).await;
 
     let seed_body = r#"{"accountChange":{"accountNo":"1","amount":100.0,"txNo":"seed-tx-1"}}"#;
     publish(&cluster, seed_body, "seed-tx-1", 2);
@@ -45,7 +49,7 @@ async fn a_seed_message_delivered_twice_credits_li_si_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unreadable_messages_are_set_aside_and_good_ones_behind_them_keep_flowing() {
     let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
-    bank2.start().await;
+    bank2.start_with(SEED_COMPATIBLE).await;
 
     for garbage in [
         "not json",
@@ -69,7 +73,7 @@ async fn unreadable_messages_are_set_aside_and_good_ones_behind_them_keep_flowin
     let set_aside = eventually(|| async {
         bank2
             .log_text()
-            .matches("unreadable transfer message set aside")
+            .matches("unreadable message set aside")
             .count()
             >= 4
     })

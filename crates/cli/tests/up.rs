@@ -3,19 +3,22 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use support::{eventually, free_broker_port, free_port};
 
-fn txbank(args: &[&str]) -> Output {
+/// Runs a client command with the API token `up` wrote under `data`.
+fn txbank(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_txbank"))
         .args(args)
+        .env("TXBANK_API_TOKEN_FILE", data.join("api-token"))
         .output()
         .expect("run txbank")
 }
 
-fn balance(url: &str, account: &str) -> String {
-    let out = txbank(&["balance", "--account", account, "--url", url]);
+fn balance(data: &Path, url: &str, account: &str) -> String {
+    let out = txbank(data, &["balance", "--account", account, "--url", url]);
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -83,17 +86,23 @@ async fn up_runs_everything_stops_cleanly_and_resumes_from_its_data() {
     .collect();
     let (bank1_url, bank2_url) = (format!("http://{bank1}"), format!("http://{bank2}"));
 
+    let data = dir.path().join("data");
     let up = Up::start(&args, dir.path().join("up1.out")).await;
-    let paid = txbank(&[
+    let unauthenticated = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .args(["balance", "--account", "1", "--url", &bank1_url, "--token-file", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!unauthenticated.status.success(), "no token, no balance");
+    let paid = txbank(&data, &[
         "transfer", "--from", "1", "--to", "2", "--amount", "100", "--url", &bank1_url,
     ]);
     assert!(paid.status.success(), "{}", String::from_utf8_lossy(&paid.stdout));
     assert!(String::from_utf8_lossy(&paid.stdout).contains("\"debited\""));
-    let refused = txbank(&[
+    let refused = txbank(&data, &[
         "transfer", "--from", "1", "--to", "2", "--amount", "0", "--url", &bank1_url,
     ]);
     assert!(!refused.status.success(), "a refused transfer must fail the command");
-    assert!(eventually(|| async { balance(&bank2_url, "2").contains("\"100.00\"") }).await);
+    assert!(eventually(|| async { balance(&data, &bank2_url, "2").contains("\"100.00\"") }).await);
 
     let (clean, printed) = up.interrupt();
     assert!(clean, "up did not exit cleanly:\n{printed}");
@@ -102,7 +111,7 @@ async fn up_runs_everything_stops_cleanly_and_resumes_from_its_data() {
     }
 
     let up = Up::start(&args, dir.path().join("up2.out")).await;
-    assert!(balance(&bank1_url, "1").contains("\"9900.00\""));
-    assert!(balance(&bank2_url, "2").contains("\"100.00\""));
+    assert!(balance(&data, &bank1_url, "1").contains("\"9900.00\""));
+    assert!(balance(&data, &bank2_url, "2").contains("\"100.00\""));
     up.interrupt();
 }

@@ -32,6 +32,35 @@ impl fmt::Display for AccountNo {
     }
 }
 
+/// A bank's identifier (`bank1`), by which transfers are routed: 1 to 32 of
+/// `[A-Za-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BankId(String);
+
+impl BankId {
+    /// Parses a bank identifier, refusing empty, long or unusual text.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        if is_identifier(input, 32) {
+            Ok(BankId(input.to_string()))
+        } else {
+            Err(DomainError::InvalidBankId {
+                input: input.to_string(),
+            })
+        }
+    }
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BankId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An account holder's name (the seed's `account_name`), such as `张三的账户`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountName(String);

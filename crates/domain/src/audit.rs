@@ -18,7 +18,7 @@ pub struct BankLedger {
     pub balance_cents: i64,
     /// Every transfer this bank sent or refused.
     pub outgoing: Vec<Outgoing>,
-    /// Every transfer this bank credited.
+    /// Every transfer this bank received, credited or refused.
     pub incoming: Vec<Incoming>,
 }
 
@@ -27,7 +27,7 @@ pub struct BankLedger {
 pub struct Outgoing {
     /// Its transaction number.
     pub tx_no: TxNo,
-    /// Debited or rolled back.
+    /// Where it stands.
     pub state: TransferState,
     /// How much.
     pub amount: Amount,
@@ -40,8 +40,10 @@ pub struct Outgoing {
 pub struct Incoming {
     /// Its transaction number.
     pub tx_no: TxNo,
-    /// How much was credited.
+    /// How much.
     pub amount: Amount,
+    /// True when credited; false when refused (the money goes back to its sender).
+    pub credited: bool,
 }
 
 /// Something that must never happen, with the transfer it concerns.
@@ -56,6 +58,10 @@ pub enum Violation {
     CreditedAfterRollback { tx_no: String },
     /// The same transfer credited in more than one bank.
     CreditedTwice { tx_no: String },
+    /// Credited, and also returned to its sender.
+    CreditedAndReturned { tx_no: String },
+    /// Its sender records it as credited, yet no bank credited it.
+    ReportedCreditMissing { tx_no: String },
     /// Credited with another amount than was debited.
     AmountMismatch {
         tx_no: String,
@@ -77,12 +83,16 @@ pub struct AuditReport {
     pub in_flight: usize,
     /// Age of the oldest transfer in flight, in milliseconds.
     pub oldest_in_flight_ms: Option<i64>,
-    /// Transfers debited by their senders.
+    /// Transfers debited by their senders (whatever happened after).
     pub debited: usize,
     /// Transfers rolled back by their senders.
     pub rolled_back: usize,
     /// Transfers credited by their destinations.
     pub credited: usize,
+    /// Transfers their destinations refused.
+    pub refused: usize,
+    /// Transfers whose money went back to the source.
+    pub returned: usize,
     /// Everything that must never happen; empty when the books balance.
     pub violations: Vec<Violation>,
 }
@@ -107,13 +117,19 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
         for out in &ledger.outgoing {
             sent.insert(&out.tx_no, out);
             match out.state {
-                TransferState::Debited => report.debited += 1,
                 TransferState::RolledBack => report.rolled_back += 1,
+                TransferState::Returned => report.returned += 1,
+                TransferState::Debited | TransferState::Credited => {}
             }
+            report.debited += usize::from(out.state.was_debited());
         }
     }
     let mut credited: HashMap<&TxNo, &Incoming> = HashMap::new();
     for incoming in ledgers.iter().flat_map(|l| &l.incoming) {
+        if !incoming.credited {
+            report.refused += 1;
+            continue;
+        }
         report.credited += 1;
         let tx_no = incoming.tx_no.to_string();
         if credited.insert(&incoming.tx_no, incoming).is_some() {
@@ -125,6 +141,9 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
             Some(out) if out.state == TransferState::RolledBack => {
                 report.violations.push(Violation::CreditedAfterRollback { tx_no })
             }
+            Some(out) if out.state == TransferState::Returned => {
+                report.violations.push(Violation::CreditedAndReturned { tx_no })
+            }
             Some(out) if out.amount != incoming.amount => report.violations.push(Violation::AmountMismatch {
                 tx_no,
                 debited_cents: out.amount.cents(),
@@ -133,14 +152,19 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
             Some(_) => {}
         }
     }
-    for out in sent
-        .values()
-        .filter(|o| o.state == TransferState::Debited && !credited.contains_key(&o.tx_no))
-    {
-        report.in_flight += 1;
-        report.in_flight_cents += out.amount.cents();
-        let age = now_ms - out.created_at_ms;
-        report.oldest_in_flight_ms = Some(report.oldest_in_flight_ms.map_or(age, |oldest| oldest.max(age)));
+    for out in sent.values().filter(|o| !credited.contains_key(&o.tx_no)) {
+        match out.state {
+            TransferState::Debited => {
+                report.in_flight += 1;
+                report.in_flight_cents += out.amount.cents();
+                let age = now_ms - out.created_at_ms;
+                report.oldest_in_flight_ms = Some(report.oldest_in_flight_ms.map_or(age, |oldest| oldest.max(age)));
+            }
+            TransferState::Credited => report.violations.push(Violation::ReportedCreditMissing {
+                tx_no: out.tx_no.to_string(),
+            }),
+            TransferState::RolledBack | TransferState::Returned => {}
+        }
     }
     let accounted_cents = report.balance_cents + report.in_flight_cents;
     if accounted_cents != report.opened_cents {
@@ -172,6 +196,14 @@ mod tests {
         Incoming {
             tx_no: TxNo::parse(tx).unwrap(),
             amount: Amount::from_cents(cents).unwrap(),
+            credited: true,
+        }
+    }
+
+    fn refused(tx: &str, cents: i64) -> Incoming {
+        Incoming {
+            credited: false,
+            ..inc(tx, cents)
         }
     }
 
@@ -229,6 +261,19 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_transfer_is_in_flight_until_its_money_is_back() {
+        let refused_only = books(9_000, vec![out("r", TransferState::Debited, 1_000, 0)], 0, vec![refused("r", 1_000)]);
+        let report = audit(&refused_only, 0);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.in_flight, report.refused), (1, 1));
+
+        let returned = books(10_000, vec![out("r", TransferState::Returned, 1_000, 0)], 0, vec![refused("r", 1_000)]);
+        let report = audit(&returned, 0);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.in_flight, report.returned, report.debited), (0, 1, 1));
+    }
+
+    #[test]
     fn each_broken_rule_is_named_with_its_transfer() {
         let cases = [
             (
@@ -254,6 +299,19 @@ mod tests {
                 "amount_mismatch",
             ),
             (books(9_000, vec![], 0, vec![]), "conservation"),
+            (
+                books(
+                    10_000,
+                    vec![out("t", TransferState::Returned, 1_000, 0)],
+                    1_000,
+                    vec![inc("t", 1_000)],
+                ),
+                "credited_and_returned",
+            ),
+            (
+                books(9_000, vec![out("c", TransferState::Credited, 1_000, 0)], 1_000, vec![]),
+                "reported_credit_missing",
+            ),
         ];
         for (ledgers, kind) in cases {
             let report = audit(&ledgers, 0);

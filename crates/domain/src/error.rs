@@ -16,6 +16,9 @@ pub enum DomainError {
     /// An account number that is empty, too long or has characters outside `[A-Za-z0-9_-]`.
     #[error("account number {input:?} must be 1 to 64 characters of letters, digits, '-' or '_'")]
     InvalidAccountNo { input: String },
+    /// A bank identifier that is empty, too long or has characters outside `[A-Za-z0-9_-]`.
+    #[error("bank {input:?} must be 1 to 32 characters of letters, digits, '-' or '_'")]
+    InvalidBankId { input: String },
     /// An account holder's name that is empty or too long.
     #[error("account name must be 1 to 100 characters without control characters")]
     InvalidAccountName,

@@ -12,8 +12,8 @@ mod money;
 mod transfer;
 mod tx_no;
 
-pub use account::{AccountName, AccountNo};
+pub use account::{AccountName, AccountNo, BankId};
 pub use error::DomainError;
 pub use money::{Amount, Money};
-pub use transfer::{Transfer, TransferState};
+pub use transfer::{Party, Settlement, Transfer, TransferState};
 pub use tx_no::{IdempotencyKey, TxNo};

@@ -8,7 +8,7 @@ use rocketmq_client_rust::{ClientConfig, ClientRuntime, ClientRuntimeConfig};
 use rocketmq_observability::TelemetryHandle;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
-use crate::MessagingError;
+use crate::{MessageKey, MessagingError};
 
 /// Where the RocketMQ cluster is and how the clients talk to it.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub struct MqSettings {
     pub namesrv_addr: String,
     /// How long one send may take before it fails.
     pub send_timeout: Duration,
+    /// The key every message sent is signed with; `None` sends unsigned messages, as
+    /// the seed's Java services do (only `txbank publish` may).
+    pub signing_key: Option<MessageKey>,
 }
 
 impl MqSettings {

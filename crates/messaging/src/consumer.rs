@@ -1,51 +1,81 @@
-//! bank2's side: consume transfers and credit each exactly once.
+//! The receiving side of every bank: consume the inbound topic, credit each transfer
+//! exactly once, and apply the settlement reports about transfers this bank sent.
+
+use std::sync::Arc;
 
 use rocketmq_client_rust::{
     ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
     MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
+use cheetah_string::CheetahString;
 use rocketmq_model::common::message::message_ext::MessageExt;
+use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tracing::{error, info, warn};
-use txbank_domain::AccountNo;
-use txbank_storage::{CreditOutcome, Store};
+use txbank_domain::{BankId, Settlement, Transfer, TxNo};
+use txbank_storage::{CreditOutcome, SettlementOutcome, Store};
 
-use crate::{wire, MessagingError, MqClient, MqSettings};
+use crate::signing::{Verdict, SIGNATURE_PROPERTY};
+use crate::wire::{Inbound, SeedDefaults};
+use crate::{wire, MessageKey, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 
-/// Consumes transfer messages (consumer group `consumer_group_txmsg_bank2` by default)
-/// and credits each destination exactly once: the credit and the `de_duplication` insert
-/// commit together, and the message is acknowledged only after that commit.
+/// Consumes a bank's inbound topic (consumer group `consumer_group_txmsg_bank2` for
+/// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
+/// settlement report commit together, and the message is acknowledged only after that
+/// commit.
 pub struct CreditConsumer {
     consumer: DefaultMQPushConsumer,
 }
 
+/// What a bank accepts on its inbound topic.
+#[derive(Debug, Clone)]
+pub struct Acceptance {
+    /// Transfers are taken only from the banks these routes reach (the settlement
+    /// report must find its way back).
+    pub routes: Routes,
+    /// What a body without our fields (the seed's) means.
+    pub seed: SeedDefaults,
+    /// The key every message's signature is checked with.
+    pub key: MessageKey,
+    /// Apply messages that carry no signature (the seed's Java services send none).
+    /// Forged signatures are refused either way.
+    pub accept_unsigned: bool,
+    /// Redeliveries of a message the bank refuses before RocketMQ moves it to the
+    /// consumer group's dead-letter queue.
+    pub max_redeliveries: i32,
+}
+
 impl CreditConsumer {
-    /// Starts consuming `topic` in `group`, crediting through `store`. A message with no
-    /// destination (the seed's) credits `default_to`.
+    /// Starts consuming `topic` in `group` through `store`, applying what `acceptance`
+    /// lets through. `settled` is notified whenever a settlement report was queued, so
+    /// the relay sends it at once.
     pub async fn start(
         client: &MqClient,
         settings: &MqSettings,
-        group: &str,
-        topic: &str,
+        (group, topic): (&str, &str),
         store: Store,
-        default_to: AccountNo,
+        acceptance: Acceptance,
+        settled: Arc<Notify>,
     ) -> Result<CreditConsumer, MessagingError> {
         let mut consumer = DefaultMQPushConsumer::builder(client.runtime())
             .client_config(settings.client_config())
             .consumer_group(group.to_string())
             .name_server_addr(settings.namesrv_addr.clone())
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .max_reconsume_times(acceptance.max_redeliveries)
             .build();
         consumer
             .subscribe(topic, "*")
             .await
             .map_err(|e| MessagingError::client("subscribe", e))?;
-        consumer.register_message_listener_concurrently(CreditListener {
+        consumer.register_message_listener_concurrently(InboundListener {
             store,
             runtime: Handle::current(),
-            default_to,
+            acceptance,
+            settled,
         });
         consumer
             .start()
@@ -60,28 +90,61 @@ impl CreditConsumer {
     }
 }
 
-struct CreditListener {
+struct InboundListener {
     store: Store,
     runtime: Handle,
-    default_to: AccountNo,
+    acceptance: Acceptance,
+    settled: Arc<Notify>,
 }
 
-impl CreditListener {
-    /// Applies one message; false means "deliver it again later".
+impl InboundListener {
+    /// Applies one message; false means "deliver it again later" (and, after RocketMQ's
+    /// retries, to the dead-letter queue).
     fn apply(&self, msg: &MessageExt) -> bool {
         let body = msg.body().unwrap_or_default();
-        let transfer = match wire::decode(&body, &self.default_to) {
-            Ok(transfer) => transfer,
-            Err(error) => {
+        let signature = msg.property(&CheetahString::from_static_str(SIGNATURE_PROPERTY));
+        match self.acceptance.key.verify(&body, signature.as_deref()) {
+            Verdict::Authentic => {}
+            Verdict::Unsigned if self.acceptance.accept_unsigned => {}
+            verdict => {
                 // Never applied; RocketMQ's retry path takes it to the dead-letter queue.
-                error!(msg_id = %msg.msg_id(), reconsumed = msg.reconsume_times(), %error, "unreadable transfer message set aside");
+                error!(msg_id = %msg.msg_id(), reconsumed = msg.reconsume_times(), ?verdict, "unauthenticated message set aside");
                 return false;
             }
-        };
-        match self.runtime.block_on(self.store.credit_once(&transfer)) {
+        }
+        match wire::decode(&body, &self.acceptance.seed) {
+            Ok(Inbound::Transfer(transfer)) => self.credit(&transfer, msg),
+            Ok(Inbound::Settlement {
+                tx_no,
+                from_bank,
+                settlement,
+            }) => self.settle(&tx_no, &from_bank, &settlement, msg),
+            Err(error) => {
+                error!(msg_id = %msg.msg_id(), reconsumed = msg.reconsume_times(), %error, "unreadable message set aside");
+                false
+            }
+        }
+    }
+
+    fn credit(&self, transfer: &Transfer, msg: &MessageExt) -> bool {
+        if transfer.to_bank != *self.store.bank() {
+            error!(tx_no = %transfer.tx_no, to_bank = %transfer.to_bank, "transfer for another bank set aside");
+            return false;
+        }
+        if !self.acceptance.routes.reaches(&transfer.from_bank) {
+            error!(tx_no = %transfer.tx_no, from_bank = %transfer.from_bank, "transfer from an unknown bank set aside");
+            return false;
+        }
+        match self.runtime.block_on(self.store.credit_once(transfer)) {
             Ok(CreditOutcome::Credited) => {
                 crash_point(AFTER_CREDIT_COMMIT);
+                self.settled.notify_one();
                 info!(tx_no = %transfer.tx_no, to = %transfer.to, amount = %transfer.amount, "credited");
+                true
+            }
+            Ok(CreditOutcome::Refused(reason)) => {
+                self.settled.notify_one();
+                warn!(tx_no = %transfer.tx_no, to = %transfer.to, %reason, "refused; returning the money to its sender");
                 true
             }
             Ok(CreditOutcome::Duplicate) => {
@@ -94,9 +157,33 @@ impl CreditListener {
             }
         }
     }
+
+    fn settle(&self, tx_no: &TxNo, reporter: &BankId, settlement: &Settlement, msg: &MessageExt) -> bool {
+        match self
+            .runtime
+            .block_on(self.store.apply_settlement(tx_no, reporter, settlement))
+        {
+            Ok(SettlementOutcome::Applied) => {
+                info!(%tx_no, state = %settlement.final_state(), "settled");
+                true
+            }
+            Ok(SettlementOutcome::AlreadyApplied) => {
+                info!(%tx_no, "duplicate settlement absorbed");
+                true
+            }
+            Err(error) if error.is_transient() => {
+                warn!(%tx_no, reconsumed = msg.reconsume_times(), %error, "settlement failed; will be redelivered");
+                false
+            }
+            Err(error) => {
+                error!(%tx_no, %reporter, %error, "settlement report set aside");
+                false
+            }
+        }
+    }
 }
 
-impl MessageListenerConcurrently for CreditListener {
+impl MessageListenerConcurrently for InboundListener {
     fn consume_message(
         &self,
         msgs: &[&MessageExt],

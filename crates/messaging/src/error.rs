@@ -6,6 +6,9 @@ pub enum MessagingError {
     /// The RocketMQ client refused or failed an operation (broker unreachable, timeout...).
     #[error("RocketMQ {operation} failed: {message}")]
     Client { operation: &'static str, message: String },
+    /// No topic is configured for this bank.
+    #[error("no route to bank {0}: it is not among the configured banks")]
+    NoRoute(txbank_domain::BankId),
     /// The client runtime could not be built.
     #[error("RocketMQ client runtime: {0}")]
     Runtime(String),

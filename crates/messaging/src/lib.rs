@@ -3,7 +3,13 @@
 //! - [`TransferProducer`] sends a transfer as a transactional (half) message and runs the
 //!   local debit inside RocketMQ's local-transaction callback, then answers the broker's
 //!   check-back from the database.
-//! - [`CreditConsumer`] consumes transfers and credits each exactly once.
+//! - [`CreditConsumer`] consumes a bank's inbound topic: it credits each transfer exactly
+//!   once (or refuses it for good and queues its return), and applies settlement reports
+//!   about the transfers this bank sent.
+//! - [`SettlementRelay`] sends the settlement reports queued in the database's outbox.
+//! - [`Routes`] maps each bank to its inbound topic.
+//! - [`dead_letters`] lists a consumer group's dead-letter queue and replays from it.
+//! - [`signing`] signs every message with a key the banks share and checks it on receipt.
 //! - [`wire`] is the message body, wire-compatible with the seed's Java services.
 //!
 //! RocketMQ's callbacks are synchronous and run on the client's blocking lane; they hand
@@ -11,15 +17,22 @@
 
 mod client;
 mod consumer;
+pub mod dead_letters;
 mod error;
 mod producer;
 mod publish;
+mod relay;
+mod routes;
+pub mod signing;
 mod topics;
 pub mod wire;
 
 pub use client::{MqClient, MqSettings};
-pub use consumer::CreditConsumer;
+pub use consumer::{Acceptance, CreditConsumer};
 pub use error::MessagingError;
 pub use producer::{SendOutcome, TransferProducer};
 pub use publish::publish;
+pub use relay::SettlementRelay;
+pub use routes::Routes;
+pub use signing::MessageKey;
 pub use topics::ensure_topic;

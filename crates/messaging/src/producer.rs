@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 
 use rocketmq_client_rust::{LocalTransactionState, TransactionListener, TransactionMQProducer};
 use rocketmq_model::common::message::message_ext::MessageExt;
-use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
 use tracing::{error, info, warn};
-use txbank_domain::{AccountNo, IdempotencyKey, Transfer, TransferState};
+use txbank_domain::{IdempotencyKey, Transfer};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
-use crate::{wire, MessagingError, MqClient, MqSettings};
+use crate::wire::{Inbound, SeedDefaults};
+use crate::signing::{self, MessageKey};
+use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, ANSWERING_CHECK_BACK, BEFORE_LOCAL_TRANSACTION};
 
 /// How a transfer ended from the sender's point of view, once `send` returns.
@@ -28,35 +29,37 @@ pub enum SendOutcome {
     Pending,
 }
 
-/// Sends transfers as RocketMQ transactional messages and runs the debit as their local
-/// transaction (producer group `producer_group_txmsg_bank1` by default).
+/// Sends transfers as RocketMQ transactional messages to their destination bank's
+/// topic and runs the debit as their local transaction (producer group
+/// `producer_group_txmsg_bank1` for bank1 by default).
 pub struct TransferProducer {
     producer: TransactionMQProducer,
-    topic: String,
+    routes: Routes,
+    signer: Option<MessageKey>,
 }
 
 impl TransferProducer {
-    /// Starts a producer in `group` for `topic` whose local transactions and check-backs
-    /// use `store`. `default_to` is the destination assumed for a body without one.
+    /// Starts a producer in `group` sending along `routes`, whose local transactions and
+    /// check-backs use `store`. `seed` says what a body without our fields means.
     pub async fn start(
         client: &MqClient,
         settings: &MqSettings,
         group: &str,
-        topic: &str,
+        routes: Routes,
         store: Store,
-        default_to: AccountNo,
+        seed: SeedDefaults,
     ) -> Result<TransferProducer, MessagingError> {
         let listener = LocalTransaction {
             store,
             runtime: Handle::current(),
-            default_to,
+            seed,
         };
         let mut producer = TransactionMQProducer::builder(client.runtime())
             .client_config(settings.client_config())
             .producer_group(group.to_string())
             .name_server_addr(settings.namesrv_addr.clone())
             .send_msg_timeout(settings.send_timeout.as_millis() as u32)
-            .topics(vec![topic.to_string()])
+            .topics(routes.topics().map(str::to_string).collect())
             .transaction_listener(listener)
             .build();
         producer
@@ -65,19 +68,25 @@ impl TransferProducer {
             .map_err(|e| MessagingError::client("producer start", e))?;
         Ok(TransferProducer {
             producer,
-            topic: topic.to_string(),
+            routes,
+            signer: settings.signing_key.clone(),
         })
+    }
+
+    /// Where this producer can send.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     /// Sends `transfer`: half message first, then the local debit, then COMMIT or
     /// ROLLBACK. An error means the half message was not stored and nothing moved.
     pub async fn send(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> Result<SendOutcome, MessagingError> {
-        let message = Message::builder()
-            .topic(self.topic.as_str())
-            .key(transfer.tx_no.as_str())
-            .body(wire::encode(transfer))
-            .build()
-            .map_err(|e| MessagingError::client("build message", e))?;
+        let message = signing::message(
+            self.routes.topic(&transfer.to_bank)?,
+            transfer.tx_no.as_str(),
+            wire::encode(transfer),
+            self.signer.as_ref(),
+        )?;
         let request = Arc::new(LocalRequest {
             transfer: transfer.clone(),
             key: key.cloned(),
@@ -109,7 +118,7 @@ struct LocalRequest {
 struct LocalTransaction {
     store: Store,
     runtime: Handle,
-    default_to: AccountNo,
+    seed: SeedDefaults,
 }
 
 impl LocalTransaction {
@@ -120,8 +129,8 @@ impl LocalTransaction {
             .runtime
             .block_on(self.store.roll_back_unless_debited(transfer, reason))
         {
-            Ok(TransferState::Debited) => LocalTransactionState::CommitMessage,
-            Ok(TransferState::RolledBack) => LocalTransactionState::RollbackMessage,
+            Ok(state) if state.was_debited() => LocalTransactionState::CommitMessage,
+            Ok(_) => LocalTransactionState::RollbackMessage,
             Err(error) => {
                 warn!(tx_no = %transfer.tx_no, %error, "cannot settle transfer now; the broker will check back");
                 LocalTransactionState::Unknown
@@ -168,8 +177,12 @@ impl TransactionListener for LocalTransaction {
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
         let body = msg.get_body().map(|b| b.as_ref()).unwrap_or_default();
-        let transfer = match wire::decode(body, &self.default_to) {
-            Ok(transfer) => transfer,
+        let transfer = match wire::decode(body, &self.seed) {
+            Ok(Inbound::Transfer(transfer)) => transfer,
+            Ok(Inbound::Settlement { tx_no, .. }) => {
+                error!(%tx_no, "check-back for a settlement report, which is never sent as a half message; rolling back");
+                return LocalTransactionState::RollbackMessage;
+            }
             Err(error) => {
                 // Only this producer writes to its group, and it never debits for a body
                 // it cannot read back, so there is nothing to commit.

@@ -2,11 +2,11 @@
 //! commit, for interoperability checks and operators' replays.
 
 use rocketmq_client_rust::DefaultMQProducer;
-use rocketmq_model::common::message::message_single::Message;
 
-use crate::{MessagingError, MqClient, MqSettings};
+use crate::{signing, MessagingError, MqClient, MqSettings};
 
-/// Sends `body` to `topic` `times` times as one plain message each, keyed by `key`.
+/// Sends `body` to `topic` `times` times as one plain message each, keyed by `key`,
+/// signed when `settings` hold a key.
 pub async fn publish(
     client: &MqClient,
     settings: &MqSettings,
@@ -26,12 +26,7 @@ pub async fn publish(
         .map_err(|e| MessagingError::client("producer start", e))?;
     let mut result = Ok(());
     for _ in 0..times {
-        let message = Message::builder()
-            .topic(topic)
-            .key(key)
-            .body(body.to_vec())
-            .build()
-            .map_err(|e| MessagingError::client("build message", e))?;
+        let message = signing::message(topic, key, body.to_vec(), settings.signing_key.as_ref())?;
         if let Err(error) = producer.send(message).await {
             result = Err(MessagingError::client("send", error));
             break;

@@ -1,16 +1,25 @@
-//! The message body, wire-compatible with the seed's Java services:
+//! The message bodies. A transfer stays wire-compatible with the seed's Java services:
 //!
 //! ```json
-//! {"accountChange":{"accountNo":"1","amount":100.00,"txNo":"…"},"toAccountNo":"2","version":1}
+//! {"accountChange":{"accountNo":"1","amount":100.00,"txNo":"…"},
+//!  "fromBank":"bank1","toBank":"bank2","toAccountNo":"2","version":1}
 //! ```
-//! `accountChange` is the seed's event; `toAccountNo` and `version` are ours and sit
-//! beside it. A seed message has neither: it credits the receiving bank's default
-//! account, as the seed's bank2 does. The amount is read from its exact JSON text,
-//! never through a float.
+//! `accountChange` is the seed's event; the other fields are ours and sit beside it. A
+//! seed message has none of them: it comes from the configured seed sender and credits
+//! the receiving bank's default account, as the seed's bank2 does. The amount is read
+//! from its exact JSON text, never through a float.
+//!
+//! A settlement report goes back from the destination to the sender on the sender's
+//! inbound topic:
+//!
+//! ```json
+//! {"settlement":{"txNo":"…","outcome":"returned","reason":"account 9 does not exist"},
+//!  "fromBank":"bank2","version":1}
+//! ```
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use txbank_domain::{AccountNo, Amount, Transfer, TxNo};
+use txbank_domain::{AccountNo, Amount, BankId, Party, Settlement, Transfer, TxNo};
 
 /// The body format version this build writes and the highest it reads.
 pub const VERSION: u32 = 1;
@@ -19,7 +28,7 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     /// Not JSON of the expected shape.
-    #[error("message body is not a transfer: {0}")]
+    #[error("message body is not a transfer or settlement: {0}")]
     Malformed(String),
     /// A field holds a value the domain refuses.
     #[error("message field {field} is invalid: {reason}")]
@@ -29,11 +38,44 @@ pub enum WireError {
     UnknownVersion(u32),
 }
 
+/// What a message without our fields (one of the seed's Java bank1) means.
+#[derive(Debug, Clone)]
+pub struct SeedDefaults {
+    /// The bank that sent it.
+    pub sender: BankId,
+    /// The bank it is for.
+    pub receiver: BankId,
+    /// The account it credits.
+    pub account: AccountNo,
+}
+
+/// A message a bank receives on its inbound topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Money for one of this bank's accounts.
+    Transfer(Transfer),
+    /// What a destination did with a transfer this bank sent.
+    Settlement {
+        /// The transfer.
+        tx_no: TxNo,
+        /// The bank that reports.
+        from_bank: BankId,
+        /// What it did.
+        settlement: Settlement,
+    },
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
-    #[serde(borrow)]
-    account_change: AccountChange<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    account_change: Option<AccountChange<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settlement: Option<SettlementBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from_bank: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to_bank: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to_account_no: Option<String>,
     #[serde(default)]
@@ -49,70 +91,160 @@ struct AccountChange<'a> {
     tx_no: String,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SettlementBody {
+    tx_no: String,
+    outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// Encodes a transfer as a message body.
 pub fn encode(transfer: &Transfer) -> Vec<u8> {
     let amount = RawValue::from_string(transfer.amount.to_string()).expect("a decimal is valid JSON");
     let body = Body {
-        account_change: AccountChange {
+        account_change: Some(AccountChange {
             account_no: transfer.from.to_string(),
             amount: &amount,
             tx_no: transfer.tx_no.to_string(),
-        },
+        }),
+        settlement: None,
+        from_bank: Some(transfer.from_bank.to_string()),
+        to_bank: Some(transfer.to_bank.to_string()),
         to_account_no: Some(transfer.to.to_string()),
         version: Some(VERSION),
     };
     serde_json::to_vec(&body).expect("a transfer always serialises")
 }
 
-/// Decodes a message body; a body without a destination (the seed's) credits
-/// `default_to`.
-pub fn decode(bytes: &[u8], default_to: &AccountNo) -> Result<Transfer, WireError> {
+/// Encodes a settlement report from `from_bank` about transfer `tx_no`.
+pub fn encode_settlement(tx_no: &TxNo, from_bank: &BankId, settlement: &Settlement) -> Vec<u8> {
+    let (outcome, reason) = match settlement {
+        Settlement::Credited => ("credited", None),
+        Settlement::Returned { reason } => ("returned", Some(reason.clone())),
+    };
+    let body = Body {
+        account_change: None,
+        settlement: Some(SettlementBody {
+            tx_no: tx_no.to_string(),
+            outcome: outcome.into(),
+            reason,
+        }),
+        from_bank: Some(from_bank.to_string()),
+        to_bank: None,
+        to_account_no: None,
+        version: Some(VERSION),
+    };
+    serde_json::to_vec(&body).expect("a settlement always serialises")
+}
+
+/// Decodes a message body; the fields a seed message lacks are taken from `seed`.
+pub fn decode(bytes: &[u8], seed: &SeedDefaults) -> Result<Inbound, WireError> {
     let body: Body = serde_json::from_slice(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
     if let Some(version) = body.version.filter(|v| *v > VERSION) {
         return Err(WireError::UnknownVersion(version));
     }
-    let change = body.account_change;
-    let invalid = |field| {
-        move |e: txbank_domain::DomainError| WireError::Invalid {
-            field,
-            reason: e.to_string(),
+    let from_bank = match &body.from_bank {
+        Some(bank) => BankId::parse(bank).map_err(invalid("fromBank"))?,
+        None => seed.sender.clone(),
+    };
+    match (body.account_change, body.settlement) {
+        (Some(change), None) => {
+            let amount_text = change.amount.get();
+            if amount_text.starts_with('"') {
+                return Err(WireError::Invalid {
+                    field: "amount",
+                    reason: "must be a JSON number".into(),
+                });
+            }
+            let to = Party {
+                bank: match body.to_bank {
+                    Some(bank) => BankId::parse(&bank).map_err(invalid("toBank"))?,
+                    None => seed.receiver.clone(),
+                },
+                account: match body.to_account_no {
+                    Some(to) => AccountNo::parse(&to).map_err(invalid("toAccountNo"))?,
+                    None => seed.account.clone(),
+                },
+            };
+            let from = Party {
+                bank: from_bank,
+                account: AccountNo::parse(&change.account_no).map_err(invalid("accountNo"))?,
+            };
+            let transfer = Transfer::new(
+                TxNo::parse(&change.tx_no).map_err(invalid("txNo"))?,
+                from,
+                to,
+                Amount::parse(amount_text).map_err(invalid("amount"))?,
+            )
+            .map_err(invalid("toAccountNo"))?;
+            Ok(Inbound::Transfer(transfer))
         }
-    };
-    let amount_text = change.amount.get();
-    if amount_text.starts_with('"') {
-        return Err(WireError::Invalid {
-            field: "amount",
-            reason: "must be a JSON number".into(),
-        });
+        (None, Some(report)) => {
+            let settlement = match (report.outcome.as_str(), report.reason) {
+                ("credited", _) => Settlement::Credited,
+                ("returned", reason) => Settlement::Returned {
+                    reason: reason.unwrap_or_default(),
+                },
+                (other, _) => {
+                    return Err(WireError::Invalid {
+                        field: "outcome",
+                        reason: format!("{other:?} is neither credited nor returned"),
+                    })
+                }
+            };
+            Ok(Inbound::Settlement {
+                tx_no: TxNo::parse(&report.tx_no).map_err(invalid("txNo"))?,
+                from_bank,
+                settlement,
+            })
+        }
+        _ => Err(WireError::Malformed(
+            "expected exactly one of accountChange and settlement".into(),
+        )),
     }
-    let from = AccountNo::parse(&change.account_no).map_err(invalid("accountNo"))?;
-    let to = match body.to_account_no {
-        Some(to) => AccountNo::parse(&to).map_err(invalid("toAccountNo"))?,
-        None => default_to.clone(),
-    };
-    Transfer::new(
-        TxNo::parse(&change.tx_no).map_err(invalid("txNo"))?,
-        from,
-        to,
-        Amount::parse(amount_text).map_err(invalid("amount"))?,
-    )
-    .map_err(invalid("toAccountNo"))
+}
+
+fn invalid(field: &'static str) -> impl Fn(txbank_domain::DomainError) -> WireError {
+    move |e| WireError::Invalid {
+        field,
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn default_to() -> AccountNo {
-        AccountNo::parse("2").unwrap()
+    fn seed() -> SeedDefaults {
+        SeedDefaults {
+            sender: BankId::parse("bank1").unwrap(),
+            receiver: BankId::parse("bank2").unwrap(),
+            account: AccountNo::parse("2").unwrap(),
+        }
+    }
+
+    fn transfer_in(inbound: Inbound) -> Transfer {
+        match inbound {
+            Inbound::Transfer(transfer) => transfer,
+            other => panic!("not a transfer: {other:?}"),
+        }
+    }
+
+    fn party(bank: &str, account: &str) -> Party {
+        Party {
+            bank: BankId::parse(bank).unwrap(),
+            account: AccountNo::parse(account).unwrap(),
+        }
     }
 
     #[test]
     fn reads_the_seed_java_body_and_credits_the_default_account() {
         let body = br#"{"accountChange":{"accountNo":"1","amount":100.0,"txNo":"a1b2"}}"#;
-        let transfer = decode(body, &default_to()).unwrap();
-        assert_eq!(transfer.from.as_str(), "1");
-        assert_eq!(transfer.to.as_str(), "2");
+        let transfer = transfer_in(decode(body, &seed()).unwrap());
+        assert_eq!((transfer.from_bank.as_str(), transfer.from.as_str()), ("bank1", "1"));
+        assert_eq!((transfer.to_bank.as_str(), transfer.to.as_str()), ("bank2", "2"));
         assert_eq!(transfer.amount.cents(), 10_000);
         assert_eq!(transfer.tx_no.as_str(), "a1b2");
     }
@@ -121,8 +253,8 @@ mod tests {
     fn round_trips_our_own_body_keeping_the_seed_shape() {
         let transfer = Transfer::new(
             TxNo::generate(),
-            AccountNo::parse("1").unwrap(),
-            AccountNo::parse("7").unwrap(),
+            party("bank2", "1"),
+            party("bank3", "7"),
             Amount::parse("0.10").unwrap(),
         )
         .unwrap();
@@ -130,7 +262,27 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["accountChange"]["accountNo"], "1");
         assert!(json["accountChange"]["amount"].is_number());
-        assert_eq!(decode(&bytes, &default_to()).unwrap(), transfer);
+        assert_eq!(decode(&bytes, &seed()).unwrap(), Inbound::Transfer(transfer));
+    }
+
+    #[test]
+    fn round_trips_settlement_reports() {
+        let tx_no = TxNo::generate();
+        let bank2 = BankId::parse("bank2").unwrap();
+        for settlement in [
+            Settlement::Credited,
+            Settlement::Returned {
+                reason: "account 9 does not exist".into(),
+            },
+        ] {
+            let bytes = encode_settlement(&tx_no, &bank2, &settlement);
+            let expected = Inbound::Settlement {
+                tx_no: tx_no.clone(),
+                from_bank: bank2.clone(),
+                settlement,
+            };
+            assert_eq!(decode(&bytes, &seed()).unwrap(), expected);
+        }
     }
 
     #[test]
@@ -146,12 +298,15 @@ mod tests {
             br#"{"accountChange":{"accountNo":"1","amount":1e400,"txNo":"t"}}"#,
             br#"{"accountChange":{"accountNo":"","amount":1,"txNo":"t"}}"#,
             br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":""}}"#,
-            br#"{"accountChange":{"accountNo":"2","amount":1,"txNo":"t"}}"#,
             br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"version":99}"#,
+            br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"fromBank":"b a"}"#,
+            br#"{"settlement":{"txNo":"t","outcome":"lost"}}"#,
+            br#"{"settlement":{"txNo":"t","outcome":"credited"},"accountChange":{"accountNo":"1","amount":1,"txNo":"t"}}"#,
+            br#"{}"#,
         ];
         for body in cases {
             assert!(
-                decode(body, &default_to()).is_err(),
+                decode(body, &seed()).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );

@@ -1,6 +1,6 @@
 //! What can go wrong when reading or changing a bank's data.
 
-use txbank_domain::{AccountNo, Money, TxNo};
+use txbank_domain::{AccountNo, BankId, Money, TransferState, TxNo};
 
 /// A storage failure: either a business refusal decided inside a database transaction
 /// (nothing was changed) or a database problem (the caller may retry).
@@ -9,6 +9,25 @@ pub enum StorageError {
     /// No account with this number exists in this bank.
     #[error("account {0} does not exist")]
     UnknownAccount(AccountNo),
+    /// The account exists but is closed: it neither sends nor receives.
+    #[error("account {0} is closed")]
+    AccountClosed(AccountNo),
+    /// An account with this number already exists.
+    #[error("account {0} already exists")]
+    AccountExists(AccountNo),
+    /// No transfer with this transaction number was sent by this bank.
+    #[error("transfer {0} is unknown")]
+    UnknownTransfer(TxNo),
+    /// A settlement report from a bank that is not the transfer's destination.
+    #[error("bank {reporter} reported on transfer {tx_no}, which was not sent to it")]
+    ForeignSettlement { tx_no: TxNo, reporter: BankId },
+    /// A settlement report contradicts the transfer's final state.
+    #[error("transfer {tx_no} is already {state}; a report of {reported} cannot apply")]
+    SettlementConflict {
+        tx_no: TxNo,
+        state: TransferState,
+        reported: TransferState,
+    },
     /// The account's balance is lower than the amount to debit.
     #[error("account {account} has {balance}, less than the {requested} requested")]
     InsufficientFunds {

@@ -14,4 +14,6 @@ mod store;
 pub mod test_support;
 
 pub use error::StorageError;
-pub use store::{AccountRecord, CreditOutcome, DebitOutcome, Store, TransferRecord};
+pub use store::{
+    AccountRecord, CreditOutcome, DebitOutcome, PendingSettlement, SettlementOutcome, Store, TransferRecord,
+};

@@ -2,6 +2,11 @@
 //! `de_duplication` keep their names; balances are whole cents, times are Unix
 //! milliseconds, so that both engines read them through the same code. The opening
 //! balance is kept so the auditor knows how much money entered the system.
+//!
+//! - `transfer_out`: each transfer this bank sent, and where it stands;
+//! - `transfer_in`: each transfer this bank received, credited or refused;
+//! - `settlement_outbox`: reports owed to senders ("credited" / "returned"), written in
+//!   the same transaction as the credit or refusal and deleted once sent.
 
 /// Statements that create the schema on SQLite.
 pub(crate) const SQLITE: &[&str] = &[
@@ -9,10 +14,11 @@ pub(crate) const SQLITE: &[&str] = &[
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         account_name VARCHAR(100) NOT NULL,
         account_no VARCHAR(64) NOT NULL UNIQUE,
-        account_password VARCHAR(100) NOT NULL DEFAULT '',
+        account_password VARCHAR(255) NOT NULL DEFAULT '',
         account_balance_cents BIGINT NOT NULL
             CHECK (account_balance_cents BETWEEN 0 AND 9999999999),
-        opening_balance_cents BIGINT NOT NULL DEFAULT 0
+        opening_balance_cents BIGINT NOT NULL DEFAULT 0,
+        closed BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE TABLE IF NOT EXISTS de_duplication (
         tx_no VARCHAR(64) PRIMARY KEY,
@@ -22,6 +28,7 @@ pub(crate) const SQLITE: &[&str] = &[
         tx_no VARCHAR(64) PRIMARY KEY,
         idempotency_key VARCHAR(128) UNIQUE,
         from_account VARCHAR(64) NOT NULL,
+        to_bank VARCHAR(32) NOT NULL,
         to_account VARCHAR(64) NOT NULL,
         amount_cents BIGINT NOT NULL,
         state VARCHAR(16) NOT NULL,
@@ -30,9 +37,19 @@ pub(crate) const SQLITE: &[&str] = &[
     )",
     "CREATE TABLE IF NOT EXISTS transfer_in (
         tx_no VARCHAR(64) PRIMARY KEY,
+        from_bank VARCHAR(32) NOT NULL,
         from_account VARCHAR(64) NOT NULL,
         to_account VARCHAR(64) NOT NULL,
         amount_cents BIGINT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        reason VARCHAR(255),
+        create_time BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS settlement_outbox (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        to_bank VARCHAR(32) NOT NULL,
+        outcome VARCHAR(16) NOT NULL,
+        reason VARCHAR(255),
         create_time BIGINT NOT NULL
     )",
 ];
@@ -43,10 +60,11 @@ pub(crate) const MYSQL: &[&str] = &[
         id BIGINT AUTO_INCREMENT PRIMARY KEY,
         account_name VARCHAR(100) NOT NULL,
         account_no VARCHAR(64) NOT NULL UNIQUE,
-        account_password VARCHAR(100) NOT NULL DEFAULT '',
+        account_password VARCHAR(255) NOT NULL DEFAULT '',
         account_balance_cents BIGINT NOT NULL
             CHECK (account_balance_cents BETWEEN 0 AND 9999999999),
-        opening_balance_cents BIGINT NOT NULL DEFAULT 0
+        opening_balance_cents BIGINT NOT NULL DEFAULT 0,
+        closed BIGINT NOT NULL DEFAULT 0
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS de_duplication (
         tx_no VARCHAR(64) PRIMARY KEY,
@@ -56,6 +74,7 @@ pub(crate) const MYSQL: &[&str] = &[
         tx_no VARCHAR(64) PRIMARY KEY,
         idempotency_key VARCHAR(128) UNIQUE,
         from_account VARCHAR(64) NOT NULL,
+        to_bank VARCHAR(32) NOT NULL,
         to_account VARCHAR(64) NOT NULL,
         amount_cents BIGINT NOT NULL,
         state VARCHAR(16) NOT NULL,
@@ -64,9 +83,19 @@ pub(crate) const MYSQL: &[&str] = &[
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS transfer_in (
         tx_no VARCHAR(64) PRIMARY KEY,
+        from_bank VARCHAR(32) NOT NULL,
         from_account VARCHAR(64) NOT NULL,
         to_account VARCHAR(64) NOT NULL,
         amount_cents BIGINT NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        reason VARCHAR(255),
         create_time BIGINT NOT NULL
-    ) ENGINE=InnoDB",
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS settlement_outbox (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        to_bank VARCHAR(32) NOT NULL,
+        outcome VARCHAR(16) NOT NULL,
+        reason VARCHAR(255),
+        create_time BIGINT NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Executor};
 use txbank_domain::audit::{BankLedger, Incoming, Outgoing};
-use txbank_domain::{AccountName, AccountNo, Amount, IdempotencyKey, Money, Transfer, TransferState, TxNo};
+use txbank_domain::{
+    AccountName, AccountNo, Amount, BankId, IdempotencyKey, Money, Settlement, Transfer, TransferState, TxNo,
+};
 
 use crate::{faults, schema, StorageError};
 
@@ -25,6 +27,7 @@ enum Engine {
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    bank: BankId,
 }
 
 /// An account as stored.
@@ -36,6 +39,8 @@ pub struct AccountRecord {
     pub account_name: String,
     /// The current balance.
     pub balance: Money,
+    /// True once closed: it neither sends nor receives.
+    pub closed: bool,
 }
 
 /// An outgoing transfer as the sending bank recorded it.
@@ -63,21 +68,44 @@ pub enum DebitOutcome {
 }
 
 /// What [`Store::credit_once`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreditOutcome {
     /// The destination was credited now.
     Credited,
+    /// The destination cannot take it (unknown or closed account, balance at its
+    /// maximum): recorded as refused, and the money's return to the sender queued.
+    Refused(String),
     /// The transaction number was already applied; nothing changed.
     Duplicate,
+}
+
+/// What [`Store::apply_settlement`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementOutcome {
+    /// The transfer moved to its final state now (and a returned amount was credited back).
+    Applied,
+    /// The same report was applied before; nothing changed.
+    AlreadyApplied,
+}
+
+/// A settlement report owed to a sending bank, waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSettlement {
+    /// The transfer it concerns.
+    pub tx_no: TxNo,
+    /// The bank that sent the transfer, to which the report goes.
+    pub to_bank: BankId,
+    /// What happened to the transfer here.
+    pub settlement: Settlement,
 }
 
 type StorageResult<T> = Result<T, StorageError>;
 
 impl Store {
-    /// Connects to `url` (`sqlite://path?mode=rwc` or `mysql://user:pass@host/db`) with
-    /// at most `max_connections` connections. SQLite runs in WAL mode with
-    /// `synchronous=FULL`, so every commit is durable.
-    pub async fn connect(url: &str, max_connections: u32) -> StorageResult<Store> {
+    /// Connects to bank `bank`'s database at `url` (`sqlite://path?mode=rwc` or
+    /// `mysql://user:pass@host/db`) with at most `max_connections` connections. SQLite
+    /// runs in WAL mode with `synchronous=FULL`, so every commit is durable.
+    pub async fn connect(bank: BankId, url: &str, max_connections: u32) -> StorageResult<Store> {
         sqlx::any::install_default_drivers();
         let engine = if url.starts_with("sqlite:") {
             Engine::Sqlite
@@ -104,7 +132,7 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Store { pool, engine })
+        Ok(Store { pool, engine, bank })
     }
 
     /// Creates the tables that do not exist yet.
@@ -133,39 +161,84 @@ impl Store {
         name: &AccountName,
         opening: Money,
     ) -> StorageResult<bool> {
+        match self.open_account(no, name, opening, "").await {
+            Ok(()) => Ok(true),
+            Err(StorageError::AccountExists(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Opens an account with an opening balance (money entering the system, as the
+    /// auditor counts it) and a password hash (empty: no password login); refuses a
+    /// number that exists.
+    pub async fn open_account(
+        &self,
+        no: &AccountNo,
+        name: &AccountName,
+        opening: Money,
+        password_hash: &str,
+    ) -> StorageResult<()> {
         let inserted = sqlx::query(
             "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents, opening_balance_cents)
-             VALUES (?, ?, '', ?, ?)",
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(name.as_str())
         .bind(no.as_str())
+        .bind(password_hash)
         .bind(opening.cents())
         .bind(opening.cents())
         .execute(&self.pool)
         .await;
         match inserted {
-            Ok(_) => Ok(true),
-            Err(error) if is_unique_violation(&error) => Ok(false),
+            Ok(_) => Ok(()),
+            Err(error) if is_unique_violation(&error) => Err(StorageError::AccountExists(no.clone())),
             Err(error) => Err(error.into()),
         }
     }
 
+    /// The bank this database belongs to.
+    pub fn bank(&self) -> &BankId {
+        &self.bank
+    }
+
     /// The account with this number, if any.
     pub async fn account(&self, no: &AccountNo) -> StorageResult<Option<AccountRecord>> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT account_no, account_name, account_balance_cents FROM account_info WHERE account_no = ?",
-        )
-        .bind(no.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|(no, name, cents)| {
-            Ok(AccountRecord {
-                account_no: parse(AccountNo::parse(&no))?,
-                account_name: name,
-                balance: parse(Money::from_cents(cents))?,
-            })
-        })
-        .transpose()
+        let row: Option<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} WHERE account_no = ?"))
+            .bind(no.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(AccountRow::into_record).transpose()
+    }
+
+    /// The stored password hash of an account (empty when it has none), if the account
+    /// exists.
+    pub async fn password_hash(&self, no: &AccountNo) -> StorageResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT account_password FROM account_info WHERE account_no = ?")
+            .bind(no.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(hash,)| hash))
+    }
+
+    /// Every account, by number.
+    pub async fn accounts(&self) -> StorageResult<Vec<AccountRecord>> {
+        let rows: Vec<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} ORDER BY account_no"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(AccountRow::into_record).collect()
+    }
+
+    /// Closes an account: from now on it neither sends nor receives, and transfers to it
+    /// are returned to their senders. Its balance stays where it is.
+    pub async fn close_account(&self, no: &AccountNo) -> StorageResult<()> {
+        let closed = sqlx::query("UPDATE account_info SET closed = 1 WHERE account_no = ?")
+            .bind(no.as_str())
+            .execute(&self.pool)
+            .await?;
+        if rows(&closed) == 0 {
+            return Err(StorageError::UnknownAccount(no.clone()));
+        }
+        Ok(())
     }
 
     /// The bank1 side of a transfer, in one database transaction: record the transfer as
@@ -184,12 +257,13 @@ impl Store {
         // The insert goes first: it takes the write lock at once on SQLite, and its
         // primary key is what makes a concurrent check-back's rollback marker conflict.
         let recorded = sqlx::query(
-            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_account, amount_cents, state, reason, create_time)
-             VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
         )
         .bind(transfer.tx_no.as_str())
         .bind(key.map(|k| k.as_str().to_string()))
         .bind(transfer.from.as_str())
+        .bind(transfer.to_bank.as_str())
         .bind(transfer.to.as_str())
         .bind(transfer.amount.cents())
         .bind(TransferState::Debited.as_str())
@@ -203,25 +277,9 @@ impl Store {
             }
             return self.explain_conflict(transfer, key).await;
         }
-        let debited = sqlx::query(
-            "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
-             WHERE account_no = ? AND account_balance_cents >= ?",
-        )
-        .bind(transfer.amount.cents())
-        .bind(transfer.from.as_str())
-        .bind(transfer.amount.cents())
-        .execute(&mut *tx)
-        .await?;
-        if rows(&debited) == 0 {
+        if let Err(refusal) = debit(&mut tx, transfer).await {
             tx.rollback().await?;
-            return Err(match self.account(&transfer.from).await? {
-                None => StorageError::UnknownAccount(transfer.from.clone()),
-                Some(account) => StorageError::InsufficientFunds {
-                    account: account.account_no,
-                    balance: account.balance,
-                    requested: transfer.amount.money(),
-                },
-            });
+            return Err(refusal);
         }
         faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
@@ -239,13 +297,58 @@ impl Store {
         Ok(DebitOutcome::Debited)
     }
 
+    /// A transfer between two accounts of this bank (a book transfer), in one database
+    /// transaction: record it as credited, debit the source, credit the destination.
+    /// No message is involved. Refuses what [`Store::debit_and_record`] refuses, and an
+    /// unknown or closed destination, changing nothing.
+    pub async fn transfer_within(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+    ) -> StorageResult<DebitOutcome> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(key.map(|k| k.as_str().to_string()))
+        .bind(transfer.from.as_str())
+        .bind(transfer.to_bank.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(TransferState::Credited.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(error) = recorded {
+            tx.rollback().await?;
+            if !is_unique_violation(&error) {
+                return Err(error.into());
+            }
+            return self.explain_conflict(transfer, key).await;
+        }
+        let moved = match debit(&mut tx, transfer).await {
+            Ok(()) => credit(&mut tx, transfer).await,
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = moved {
+            tx.rollback().await?;
+            return Err(refusal);
+        }
+        record_incoming(&mut tx, transfer, None, now).await?;
+        tx.commit().await?;
+        Ok(DebitOutcome::Debited)
+    }
+
     /// Why recording a debit conflicted: the same transfer already exists, or its
     /// idempotency key belongs to another one.
     async fn explain_conflict(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> StorageResult<DebitOutcome> {
         if let Some(existing) = self.transfer_out(&transfer.tx_no).await? {
             return match existing.state {
-                TransferState::Debited => Ok(DebitOutcome::AlreadyDebited),
                 TransferState::RolledBack => Err(StorageError::RolledBack(transfer.tx_no.clone())),
+                _ => Ok(DebitOutcome::AlreadyDebited),
             };
         }
         if let Some(key) = key {
@@ -269,11 +372,12 @@ impl Store {
     pub async fn roll_back_unless_debited(&self, transfer: &Transfer, reason: &str) -> StorageResult<TransferState> {
         let reason: String = reason.chars().take(255).collect();
         let inserted = sqlx::query(
-            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_account, amount_cents, state, reason, create_time)
-             VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(transfer.tx_no.as_str())
         .bind(transfer.from.as_str())
+        .bind(transfer.to_bank.as_str())
         .bind(transfer.to.as_str())
         .bind(transfer.amount.cents())
         .bind(TransferState::RolledBack.as_str())
@@ -297,7 +401,7 @@ impl Store {
             .bind(tx_no.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(TransferRow::into_record).transpose()
+        row.map(|row| row.into_record(&self.bank)).transpose()
     }
 
     /// The outgoing transfer made with this idempotency key, if any.
@@ -306,12 +410,17 @@ impl Store {
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(TransferRow::into_record).transpose()
+        row.map(|row| row.into_record(&self.bank)).transpose()
     }
 
-    /// The bank2 side of a transfer, in one database transaction: insert the transaction
-    /// number into `de_duplication` (a duplicate stops here and changes nothing), credit
-    /// the destination, and record the incoming transfer.
+    /// The receiving side of a transfer, in one database transaction: insert the
+    /// transaction number into `de_duplication` (a duplicate stops here and changes
+    /// nothing), credit the destination, record the incoming transfer, and queue the
+    /// "credited" report to the sender in `settlement_outbox`.
+    ///
+    /// A destination that cannot take the money (unknown, closed, at its maximum) is
+    /// not retried: the transfer is recorded as refused and a "returned" report queued
+    /// instead, so the sender credits its source back.
     pub async fn credit_once(&self, transfer: &Transfer) -> StorageResult<CreditOutcome> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -328,42 +437,127 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         }
-        let credited = sqlx::query(
-            "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
-             WHERE account_no = ? AND account_balance_cents <= ?",
-        )
-        .bind(transfer.amount.cents())
-        .bind(transfer.to.as_str())
-        .bind(MAX_BALANCE_CENTS - transfer.amount.cents())
-        .execute(&mut *tx)
-        .await?;
-        if rows(&credited) == 0 {
-            tx.rollback().await?;
-            return Err(match self.account(&transfer.to).await? {
-                None => StorageError::UnknownAccount(transfer.to.clone()),
-                Some(_) => StorageError::BalanceOverflow {
-                    account: transfer.to.clone(),
-                    amount: transfer.amount.money(),
-                },
-            });
-        }
+        let (settlement, outcome) = match credit(&mut tx, transfer).await {
+            Ok(()) => (Settlement::Credited, CreditOutcome::Credited),
+            Err(refusal) if !refusal.is_transient() => {
+                let reason = refusal.to_string();
+                (Settlement::Returned { reason: reason.clone() }, CreditOutcome::Refused(reason))
+            }
+            Err(error) => return Err(error),
+        };
+        let reason = match &settlement {
+            Settlement::Credited => None,
+            Settlement::Returned { reason } => Some(reason.as_str()),
+        };
+        record_incoming(&mut tx, transfer, reason, now).await?;
         sqlx::query(
-            "INSERT INTO transfer_in (tx_no, from_account, to_account, amount_cents, create_time) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(transfer.tx_no.as_str())
-        .bind(transfer.from.as_str())
-        .bind(transfer.to.as_str())
-        .bind(transfer.amount.cents())
+        .bind(transfer.from_bank.as_str())
+        .bind(settlement.final_state().as_str())
+        .bind(reason)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(CreditOutcome::Credited)
+        Ok(outcome)
+    }
+
+    /// Settlement reports not yet sent, oldest first, at most `limit`.
+    pub async fn pending_settlements(&self, limit: u32) -> StorageResult<Vec<PendingSettlement>> {
+        let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(tx_no, to_bank, outcome, reason)| {
+                let settlement = match TransferState::from_str(&outcome).map_err(StorageError::Corrupt)? {
+                    TransferState::Credited => Settlement::Credited,
+                    TransferState::Returned => Settlement::Returned {
+                        reason: reason.unwrap_or_default(),
+                    },
+                    other => return Err(StorageError::Corrupt(format!("outbox holds a {other} report"))),
+                };
+                Ok(PendingSettlement {
+                    tx_no: parse(TxNo::parse(&tx_no))?,
+                    to_bank: parse(BankId::parse(&to_bank))?,
+                    settlement,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a settlement report from the outbox once the broker stored it.
+    pub async fn settlement_sent(&self, tx_no: &TxNo) -> StorageResult<()> {
+        sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
+            .bind(tx_no.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The sending side of a settlement report, in one database transaction: move the
+    /// debited transfer to credited, or to returned and credit its amount back to the
+    /// source. Applying the same report again changes nothing; a report from another bank
+    /// than the transfer's destination is refused.
+    pub async fn apply_settlement(
+        &self,
+        tx_no: &TxNo,
+        reporter: &BankId,
+        settlement: &Settlement,
+    ) -> StorageResult<SettlementOutcome> {
+        let reported = settlement.final_state();
+        let reason = match settlement {
+            Settlement::Credited => None,
+            Settlement::Returned { reason } => Some(reason.chars().take(255).collect::<String>()),
+        };
+        let mut tx = self.pool.begin().await?;
+        let moved =
+            sqlx::query("UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?")
+                .bind(reported.as_str())
+                .bind(reason)
+                .bind(tx_no.as_str())
+                .bind(reporter.as_str())
+                .bind(TransferState::Debited.as_str())
+                .execute(&mut *tx)
+                .await?;
+        if rows(&moved) == 0 {
+            tx.rollback().await?;
+            return match self.transfer_out(tx_no).await? {
+                None => Err(StorageError::UnknownTransfer(tx_no.clone())),
+                Some(existing) if existing.transfer.to_bank != *reporter => Err(StorageError::ForeignSettlement {
+                    tx_no: tx_no.clone(),
+                    reporter: reporter.clone(),
+                }),
+                Some(existing) if existing.state == reported => Ok(SettlementOutcome::AlreadyApplied),
+                Some(existing) => Err(StorageError::SettlementConflict {
+                    tx_no: tx_no.clone(),
+                    state: existing.state,
+                    reported,
+                }),
+            };
+        }
+        if reported == TransferState::Returned {
+            sqlx::query(
+                "UPDATE account_info SET account_balance_cents = account_balance_cents +
+                    (SELECT amount_cents FROM transfer_out WHERE tx_no = ?)
+                 WHERE account_no = (SELECT from_account FROM transfer_out WHERE tx_no = ?)",
+            )
+            .bind(tx_no.as_str())
+            .bind(tx_no.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(SettlementOutcome::Applied)
     }
 
     /// Everything the auditor needs from this bank, read in one transaction so that the
     /// balances and the transfer lists agree with each other.
-    pub async fn ledger(&self, bank: &str) -> StorageResult<BankLedger> {
+    pub async fn ledger(&self) -> StorageResult<BankLedger> {
         let mut tx = self.pool.begin().await?;
         let (opened_cents, balance_cents): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(opening_balance_cents), 0) AS SIGNED), CAST(COALESCE(SUM(account_balance_cents), 0) AS SIGNED)
@@ -372,18 +566,18 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let outgoing: Vec<TransferRow> = sqlx::query_as(SELECT_TRANSFER_OUT).fetch_all(&mut *tx).await?;
-        let incoming: Vec<(String, i64)> = sqlx::query_as("SELECT tx_no, amount_cents FROM transfer_in")
+        let incoming: Vec<(String, i64, String)> = sqlx::query_as("SELECT tx_no, amount_cents, state FROM transfer_in")
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(BankLedger {
-            bank: bank.to_string(),
+            bank: self.bank.to_string(),
             opened_cents,
             balance_cents,
             outgoing: outgoing
                 .into_iter()
                 .map(|row| {
-                    let record = row.into_record()?;
+                    let record = row.into_record(&self.bank)?;
                     Ok(Outgoing {
                         tx_no: record.transfer.tx_no,
                         state: record.state,
@@ -394,10 +588,11 @@ impl Store {
                 .collect::<StorageResult<_>>()?,
             incoming: incoming
                 .into_iter()
-                .map(|(tx_no, cents)| {
+                .map(|(tx_no, cents, state)| {
                     Ok(Incoming {
                         tx_no: parse(TxNo::parse(&tx_no))?,
                         amount: parse(Amount::from_cents(cents))?,
+                        credited: state == TransferState::Credited.as_str(),
                     })
                 })
                 .collect::<StorageResult<_>>()?,
@@ -411,12 +606,116 @@ impl Store {
 }
 
 const SELECT_TRANSFER_OUT: &str =
-    "SELECT tx_no, from_account, to_account, amount_cents, state, reason, idempotency_key, create_time FROM transfer_out";
+    "SELECT tx_no, from_account, to_bank, to_account, amount_cents, state, reason, idempotency_key, create_time FROM transfer_out";
+
+const SELECT_ACCOUNT: &str = "SELECT account_no, account_name, account_balance_cents, closed FROM account_info";
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    account_no: String,
+    account_name: String,
+    account_balance_cents: i64,
+    closed: i64,
+}
+
+impl AccountRow {
+    fn into_record(self) -> StorageResult<AccountRecord> {
+        Ok(AccountRecord {
+            account_no: parse(AccountNo::parse(&self.account_no))?,
+            account_name: self.account_name,
+            balance: parse(Money::from_cents(self.account_balance_cents))?,
+            closed: self.closed != 0,
+        })
+    }
+}
+
+type Transaction = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Debits the transfer's source inside `tx`, refusing an unknown or closed account and
+/// insufficient funds.
+async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
+    let debited = sqlx::query(
+        "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+         WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
+    )
+    .bind(transfer.amount.cents())
+    .bind(transfer.from.as_str())
+    .bind(transfer.amount.cents())
+    .execute(&mut **tx)
+    .await?;
+    if rows(&debited) == 1 {
+        return Ok(());
+    }
+    Err(match account_in(tx, &transfer.from).await? {
+        None => StorageError::UnknownAccount(transfer.from.clone()),
+        Some(account) if account.closed => StorageError::AccountClosed(account.account_no),
+        Some(account) => StorageError::InsufficientFunds {
+            account: account.account_no,
+            balance: account.balance,
+            requested: transfer.amount.money(),
+        },
+    })
+}
+
+/// Credits the transfer's destination inside `tx`, refusing an unknown or closed
+/// account and a balance that would pass its maximum.
+async fn credit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
+    let credited = sqlx::query(
+        "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
+         WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
+    )
+    .bind(transfer.amount.cents())
+    .bind(transfer.to.as_str())
+    .bind(MAX_BALANCE_CENTS - transfer.amount.cents())
+    .execute(&mut **tx)
+    .await?;
+    if rows(&credited) == 1 {
+        return Ok(());
+    }
+    Err(match account_in(tx, &transfer.to).await? {
+        None => StorageError::UnknownAccount(transfer.to.clone()),
+        Some(account) if account.closed => StorageError::AccountClosed(account.account_no),
+        Some(_) => StorageError::BalanceOverflow {
+            account: transfer.to.clone(),
+            amount: transfer.amount.money(),
+        },
+    })
+}
+
+/// Records a received transfer inside `tx`: credited, or refused for `refusal`.
+async fn record_incoming(tx: &mut Transaction, transfer: &Transfer, refusal: Option<&str>, now: i64) -> StorageResult<()> {
+    let state = if refusal.is_some() { "refused" } else { TransferState::Credited.as_str() };
+    sqlx::query(
+        "INSERT INTO transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(transfer.tx_no.as_str())
+    .bind(transfer.from_bank.as_str())
+    .bind(transfer.from.as_str())
+    .bind(transfer.to.as_str())
+    .bind(transfer.amount.cents())
+    .bind(state)
+    .bind(refusal.map(|r| r.chars().take(255).collect::<String>()))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The account as `tx` sees it.
+async fn account_in(tx: &mut Transaction, no: &AccountNo) -> StorageResult<Option<AccountRecord>> {
+    let row: Option<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} WHERE account_no = ?"))
+        .bind(no.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(AccountRow::into_record).transpose()
+}
 
 #[derive(sqlx::FromRow)]
 struct TransferRow {
     tx_no: String,
     from_account: String,
+    to_bank: String,
     to_account: String,
     amount_cents: i64,
     state: String,
@@ -426,10 +725,13 @@ struct TransferRow {
 }
 
 impl TransferRow {
-    fn into_record(self) -> StorageResult<TransferRecord> {
+    /// The record of a transfer sent by `bank`.
+    fn into_record(self, bank: &BankId) -> StorageResult<TransferRecord> {
         let transfer = Transfer {
             tx_no: parse(TxNo::parse(&self.tx_no))?,
+            from_bank: bank.clone(),
             from: parse(AccountNo::parse(&self.from_account))?,
+            to_bank: parse(BankId::parse(&self.to_bank))?,
             to: parse(AccountNo::parse(&self.to_account))?,
             amount: parse(Amount::from_cents(self.amount_cents))?,
         };

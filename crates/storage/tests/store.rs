@@ -1,20 +1,27 @@
 //! The storage guarantees, each checked on SQLite and on MySQL/MariaDB
 //! (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`).
 
-use txbank_domain::{AccountName, AccountNo, Amount, IdempotencyKey, Money, Transfer, TransferState, TxNo};
+use txbank_domain::{
+    AccountName, AccountNo, Amount, BankId, IdempotencyKey, Money, Party, Settlement, Transfer, TransferState, TxNo,
+};
 use txbank_storage::test_support::fresh_mysql_database;
-use txbank_storage::{CreditOutcome, DebitOutcome, StorageError, Store};
+use txbank_storage::{CreditOutcome, DebitOutcome, SettlementOutcome, StorageError, Store};
 
-/// A fresh, empty database of each engine, with Zhang San (10000.00) and Li Si (0.00).
+/// A fresh, empty database of each engine, each bank1's, with Zhang San (1, 10000.00)
+/// and Li Si (2, 0.00). A test may play bank2's side of a transfer on the same database:
+/// the store itself does not check which bank a transfer is for.
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::connect(
+        bank("bank1"),
         &format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display()),
         4,
     )
     .await
     .unwrap();
-    let mysql = Store::connect(&fresh_mysql_database().await, 4).await.unwrap();
+    let mysql = Store::connect(bank("bank1"), &fresh_mysql_database().await, 4)
+        .await
+        .unwrap();
     let mut all = vec![("sqlite", sqlite, Some(dir)), ("mysql", mysql, None)];
     for (_, store, _) in &mut all {
         store.migrate().await.unwrap();
@@ -38,8 +45,31 @@ fn money(text: &str) -> Money {
     Money::parse(text).unwrap()
 }
 
+fn bank(id: &str) -> BankId {
+    BankId::parse(id).unwrap()
+}
+
+fn party(bank_id: &str, account: &str) -> Party {
+    Party {
+        bank: bank(bank_id),
+        account: no(account),
+    }
+}
+
+/// A transfer from account 1 in bank1 to `to` in bank2.
+fn transfer_to(to: &str, amount: &str) -> Transfer {
+    Transfer::new(
+        TxNo::generate(),
+        party("bank1", "1"),
+        party("bank2", to),
+        Amount::parse(amount).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A transfer from Zhang San (1 in bank1) to Li Si (2 in bank2).
 fn transfer(amount: &str) -> Transfer {
-    Transfer::new(TxNo::generate(), no("1"), no("2"), Amount::parse(amount).unwrap()).unwrap()
+    transfer_to("2", amount)
 }
 
 async fn balance(store: &Store, account: &str) -> String {
@@ -80,7 +110,13 @@ async fn overdraft_and_unknown_accounts_are_refused_and_change_nothing() {
     for (engine, store, _dir) in stores().await {
         let err = store.debit_and_record(&transfer("10000.01"), None).await.unwrap_err();
         assert!(matches!(err, StorageError::InsufficientFunds { .. }), "{engine}: {err}");
-        let ghost = Transfer::new(TxNo::generate(), no("404"), no("2"), Amount::parse("1").unwrap()).unwrap();
+        let ghost = Transfer::new(
+            TxNo::generate(),
+            party("bank1", "404"),
+            party("bank2", "2"),
+            Amount::parse("1").unwrap(),
+        )
+        .unwrap();
         let err = store.debit_and_record(&ghost, None).await.unwrap_err();
         assert!(matches!(err, StorageError::UnknownAccount(_)), "{engine}: {err}");
         assert_eq!(balance(&store, "1").await, "10000.00", "{engine}");
@@ -158,20 +194,118 @@ async fn credit_applies_once_when_message_is_delivered_twice() {
 }
 
 #[tokio::test]
-async fn a_credit_to_a_missing_account_changes_nothing_and_can_be_retried() {
+async fn a_credit_to_a_missing_or_closed_account_is_refused_for_good_and_its_return_queued() {
     for (engine, store, _dir) in stores().await {
-        let t = Transfer::new(TxNo::generate(), no("1"), no("missing"), Amount::parse("3").unwrap()).unwrap();
-        let err = store.credit_once(&t).await.unwrap_err();
-        assert!(matches!(err, StorageError::UnknownAccount(_)), "{engine}: {err}");
-        store
-            .open_account_if_absent(&no("missing"), &AccountName::parse("late").unwrap(), money("0"))
-            .await
-            .unwrap();
+        store.close_account(&no("2")).await.unwrap();
+        for t in [transfer_to("missing", "3"), transfer("4")] {
+            let outcome = store.credit_once(&t).await.unwrap();
+            assert!(matches!(outcome, CreditOutcome::Refused(_)), "{engine}: {outcome:?}");
+            assert_eq!(
+                store.credit_once(&t).await.unwrap(),
+                CreditOutcome::Duplicate,
+                "{engine}: a refusal is final"
+            );
+        }
+        assert_eq!(balance(&store, "2").await, "0.00", "{engine}");
+        let queued = store.pending_settlements(10).await.unwrap();
+        assert_eq!(queued.len(), 2, "{engine}");
+        assert!(queued.iter().all(|report| report.to_bank == bank("bank1")
+            && matches!(report.settlement, Settlement::Returned { .. })));
+        store.settlement_sent(&queued[0].tx_no).await.unwrap();
+        assert_eq!(store.pending_settlements(10).await.unwrap().len(), 1, "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn a_credit_queues_its_credited_report_in_the_same_transaction() {
+    for (engine, store, _dir) in stores().await {
+        let t = transfer("7");
+        store.credit_once(&t).await.unwrap();
+        let queued = store.pending_settlements(10).await.unwrap();
+        assert_eq!(queued.len(), 1, "{engine}");
         assert_eq!(
-            store.credit_once(&t).await.unwrap(),
-            CreditOutcome::Credited,
-            "{engine}: not marked as applied before"
+            (&queued[0].tx_no, &queued[0].settlement),
+            (&t.tx_no, &Settlement::Credited),
+            "{engine}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_returned_transfer_credits_the_source_back_exactly_once() {
+    for (engine, store, _dir) in stores().await {
+        let t = transfer("250");
+        store.debit_and_record(&t, None).await.unwrap();
+        let returned = Settlement::Returned {
+            reason: "account 2 is closed".into(),
+        };
+        let bank2 = bank("bank2");
+        let apply = || store.apply_settlement(&t.tx_no, &bank2, &returned);
+        assert_eq!(apply().await.unwrap(), SettlementOutcome::Applied, "{engine}");
+        assert_eq!(apply().await.unwrap(), SettlementOutcome::AlreadyApplied, "{engine}");
+        assert_eq!(balance(&store, "1").await, "10000.00", "{engine}");
+        let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
+        assert_eq!(record.state, TransferState::Returned, "{engine}");
+        assert_eq!(record.reason.as_deref(), Some("account 2 is closed"), "{engine}");
+
+        let err = store
+            .apply_settlement(&t.tx_no, &bank("bank2"), &Settlement::Credited)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::SettlementConflict { .. }), "{engine}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn only_the_destination_bank_can_settle_a_transfer() {
+    for (engine, store, _dir) in stores().await {
+        let t = transfer("1");
+        store.debit_and_record(&t, None).await.unwrap();
+        let err = store
+            .apply_settlement(&t.tx_no, &bank("bank3"), &Settlement::Credited)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::ForeignSettlement { .. }), "{engine}: {err}");
+        let err = store
+            .apply_settlement(&TxNo::generate(), &bank("bank2"), &Settlement::Credited)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::UnknownTransfer(_)), "{engine}: {err}");
+        assert_eq!(
+            store.apply_settlement(&t.tx_no, &bank("bank2"), &Settlement::Credited).await.unwrap(),
+            SettlementOutcome::Applied,
+            "{engine}"
+        );
+        assert_eq!(
+            store.transfer_out(&t.tx_no).await.unwrap().unwrap().state,
+            TransferState::Credited,
+            "{engine}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_within_one_bank_moves_money_in_one_transaction() {
+    for (engine, store, _dir) in stores().await {
+        let (from, to) = (party("bank1", "1"), party("bank1", "2"));
+        let t = Transfer::new(TxNo::generate(), from.clone(), to.clone(), Amount::parse("12.34").unwrap()).unwrap();
+        store.transfer_within(&t, None).await.unwrap();
+        assert_eq!(balance(&store, "1").await, "9987.66", "{engine}");
+        assert_eq!(balance(&store, "2").await, "12.34", "{engine}");
+        assert_eq!(
+            store.transfer_out(&t.tx_no).await.unwrap().unwrap().state,
+            TransferState::Credited,
+            "{engine}"
+        );
+
+        store.close_account(&no("2")).await.unwrap();
+        let refused = Transfer::new(TxNo::generate(), from, to, Amount::parse("1").unwrap()).unwrap();
+        let err = store.transfer_within(&refused, None).await.unwrap_err();
+        assert!(matches!(err, StorageError::AccountClosed(_)), "{engine}: {err}");
+        assert_eq!(balance(&store, "1").await, "9987.66", "{engine}: nothing moved");
+        assert!(store.transfer_out(&refused.tx_no).await.unwrap().is_none(), "{engine}");
+        let ledger = store.ledger().await.unwrap();
+        assert!(txbank_domain::audit::audit(&[ledger], 0).is_clean(), "{engine}");
     }
 }
 
@@ -210,8 +344,8 @@ async fn the_ledgers_of_a_sqlite_bank_and_a_mysql_bank_account_for_every_cent() 
         .unwrap();
     let in_flight = txbank_domain::audit::audit(
         &[
-            bank2.ledger("bank2").await.unwrap(),
-            bank1.ledger("bank1").await.unwrap(),
+            bank2.ledger().await.unwrap(),
+            bank1.ledger().await.unwrap(),
         ],
         0,
     );
@@ -220,8 +354,8 @@ async fn the_ledgers_of_a_sqlite_bank_and_a_mysql_bank_account_for_every_cent() 
 
     bank2.credit_once(&sent).await.unwrap();
     let ledgers = [
-        bank2.ledger("bank2").await.unwrap(),
-        bank1.ledger("bank1").await.unwrap(),
+        bank2.ledger().await.unwrap(),
+        bank1.ledger().await.unwrap(),
     ];
     assert_eq!(
         (ledgers[1].opened_cents, ledgers[1].balance_cents),

@@ -118,6 +118,8 @@ impl Cluster {
         if keep {
             eprintln!("test folder: {}", dir.path().display());
         }
+        std::fs::write(dir.path().join("message-key"), "k".repeat(32) + "-shared-by-the-test-banks").unwrap();
+        std::fs::write(dir.path().join("api-token"), "test-operator-token").unwrap();
         let namesrv_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let namesrv = Process::spawn(
             &args(&[
@@ -196,11 +198,20 @@ impl Cluster {
             database_url,
             listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             namesrv_addr: self.namesrv_addr.clone(),
+            dir: self.dir.path().to_path_buf(),
             log: self.dir.path().join(format!("{preset}.log")),
             process: None,
         }
     }
+
+    /// The file with the message key every bank of this cluster shares.
+    pub fn message_key_file(&self) -> PathBuf {
+        self.dir.path().join("message-key")
+    }
 }
+
+/// The operators' API token of every test bank.
+pub const API_TOKEN: &str = "test-operator-token";
 
 /// One bank service.
 pub struct Bank {
@@ -208,6 +219,7 @@ pub struct Bank {
     pub database_url: String,
     pub listen: SocketAddr,
     namesrv_addr: String,
+    dir: PathBuf,
     log: PathBuf,
     pub process: Option<Process>,
 }
@@ -215,7 +227,13 @@ pub struct Bank {
 impl Bank {
     /// Starts the bank with extra environment (such as an armed fault point) and waits
     /// until its API answers.
-    pub async fn start_with(&mut self, env: &[(&str, &str)]) {
+    pub async fn start_with(&mut self, extra_env: &[(&str, &str)]) {
+        let (key_file, token_file) = (path(&self.dir.join("message-key")), path(&self.dir.join("api-token")));
+        let mut env = vec![
+            ("TXBANK_MESSAGE_KEY_FILE", key_file.as_str()),
+            ("TXBANK_API_TOKEN_FILE", token_file.as_str()),
+        ];
+        env.extend_from_slice(extra_env);
         let process = Process::spawn(
             &args(&[
                 "bank",
@@ -228,7 +246,7 @@ impl Bank {
                 "--namesrv-addr",
                 &self.namesrv_addr,
             ]),
-            env,
+            &env,
             self.log.clone(),
         );
         self.process = Some(process);
@@ -268,23 +286,32 @@ impl Bank {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `GET path`, returning status and JSON body.
+    /// `GET path` as an operator, returning status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = reqwest::get(format!("{}{path}", self.url()))
-            .await
-            .expect("bank answers");
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+        send(reqwest::Client::new().get(format!("{}{path}", self.url())).bearer_auth(API_TOKEN)).await
+    }
+
+    /// `POST path` with a JSON body as an operator, returning status and JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let request = reqwest::Client::new().post(format!("{}{path}", self.url())).json(&body);
+        send(request.bearer_auth(API_TOKEN)).await
     }
 
     /// `POST /transfers` with a JSON body.
     pub async fn post_transfer(&self, body: Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/transfers", self.url()))
-            .json(&body)
-            .send()
-            .await
-            .expect("bank answers");
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+        self.post("/transfers", body).await
+    }
+
+    /// Waits until the transfer `tx_no` this bank sent is in `state`; its last view
+    /// either way.
+    pub async fn transfer_becomes(&self, tx_no: &str, state: &str) -> Value {
+        let path = format!("/transfers/{tx_no}");
+        eventually(|| {
+            let path = path.clone();
+            async move { self.get(&path).await.1["state"] == state }
+        })
+        .await;
+        self.get(&path).await.1
     }
 
     /// Transfers `amount` from 1 to 2 where an armed crash point kills the bank
@@ -292,6 +319,7 @@ impl Bank {
     pub async fn pay_and_die(&mut self, amount: &str) {
         let sent = reqwest::Client::new()
             .post(format!("{}/transfers", self.url()))
+            .bearer_auth(API_TOKEN)
             .json(&json!({"from": "1", "to": "2", "amount": amount}))
             .send()
             .await;
@@ -331,6 +359,12 @@ impl Bank {
         pool.close().await;
         rows
     }
+}
+
+/// Sends `request`, returning status and JSON body.
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("bank answers");
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
 }
 
 /// Runs `txbank audit` over the banks (receivers first) and returns its JSON report,

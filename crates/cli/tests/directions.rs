@@ -1,0 +1,102 @@
+//! Beyond the seed: every bank sends and receives, the sender sees the end of each
+//! transfer, a credit that cannot apply comes back as `returned`, and accounts are
+//! opened, listed, closed and paid within one bank.
+
+mod support;
+
+use serde_json::json;
+use support::{audit_is_clean, counts, Cluster, Db};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bank2_pays_bank1_with_the_same_guarantees_and_each_sender_sees_credited() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1.start().await;
+    bank2.start().await;
+
+    let (status, back) = bank2
+        .post_transfer(json!({"from": "4", "to": "1", "amount": "50.25"}))
+        .await;
+    assert_eq!(status, 201, "{back}");
+    assert_eq!(back["to_bank"], "bank1");
+    let forth = bank1.pay("0.25").await;
+
+    assert!(bank1.balance_becomes("1", "10050.00").await, "bank2 → bank1 never arrived");
+    assert!(bank2.balance_becomes("2", "0.25").await);
+    assert_eq!(bank2.balance("4").await, "4949.75");
+    for (sender, tx_no) in [(&bank2, back["tx_no"].as_str().unwrap()), (&bank1, forth.as_str())] {
+        let view = sender.transfer_becomes(tx_no, "credited").await;
+        assert_eq!(view["state"], "credited", "{view}");
+    }
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [2, 2, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_to_a_missing_or_closed_account_is_returned_to_its_source() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::MySql).await;
+    bank1.start().await;
+    bank2.start().await;
+    let (status, closed) = bank2.post("/accounts/4/close", json!({})).await;
+    assert_eq!((status, closed["closed"].clone()), (200, json!(true)), "{closed}");
+
+    let (status, to_missing) = bank1
+        .post_transfer(json!({"from": "1", "to": "404", "amount": "30"}))
+        .await;
+    assert_eq!(status, 201, "{to_missing}");
+    let (status, to_closed) = bank1
+        .post_transfer(json!({"from": "3", "to": "4", "amount": "20"}))
+        .await;
+    assert_eq!(status, 201, "{to_closed}");
+
+    for (tx, reason) in [(&to_missing, "does not exist"), (&to_closed, "is closed")] {
+        let view = bank1.transfer_becomes(tx["tx_no"].as_str().unwrap(), "returned").await;
+        assert_eq!(view["state"], "returned", "{view}");
+        assert!(view["reason"].as_str().unwrap_or("").contains(reason), "{view}");
+    }
+    assert_eq!(bank1.balance("1").await, "10000.00", "the money came back");
+    assert_eq!(bank1.balance("3").await, "5000.00", "the money came back");
+    assert_eq!(bank2.balance("4").await, "5000.00", "a closed account takes nothing");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(
+        counts(&report, &["debited", "refused", "returned", "credited", "in_flight"]),
+        [2, 2, 2, 0, 0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_are_opened_listed_and_paid_within_one_bank() {
+    let cluster = Cluster::start().await;
+    let mut bank1 = cluster.bank("bank1", Db::Sqlite).await;
+    bank1.start().await;
+
+    let (status, opened) = bank1
+        .post("/accounts", json!({"no": "5", "name": "孙七的账户", "opening_balance": "10.00"}))
+        .await;
+    assert_eq!(status, 201, "{opened}");
+    assert_eq!(opened["balance"], "10.00");
+    let (status, again) = bank1.post("/accounts", json!({"no": "5", "name": "again"})).await;
+    assert_eq!((status, again["error"]["code"].clone()), (409, json!("already_exists")));
+    for bad in [
+        json!({"no": "a b", "name": "x"}),
+        json!({"no": "6", "name": ""}),
+        json!({"no": "6", "name": "x", "opening_balance": "-1"}),
+        json!({"no": "6", "name": "x", "opening_balance": "0.001"}),
+    ] {
+        let (status, refused) = bank1.post("/accounts", bad.clone()).await;
+        assert_eq!(status, 400, "{bad} → {refused}");
+    }
+    let (_, accounts) = bank1.get("/accounts").await;
+    let numbers: Vec<_> = accounts.as_array().unwrap().iter().map(|a| a["account_no"].clone()).collect();
+    assert_eq!(numbers, [json!("1"), json!("3"), json!("5")]);
+
+    let (status, within) = bank1
+        .post_transfer(json!({"from": "1", "to": "5", "to_bank": "bank1", "amount": "0.99"}))
+        .await;
+    assert_eq!((status, within["state"].clone()), (201, json!("credited")), "{within}");
+    assert_eq!(bank1.balance("5").await, "10.99");
+    assert_eq!(bank1.balance("1").await, "9999.01");
+    let (status, unknown) = bank1
+        .post_transfer(json!({"from": "1", "to": "5", "to_bank": "bank9", "amount": "1"}))
+        .await;
+    assert_eq!((status, unknown["error"]["code"].clone()), (400, json!("unknown_bank")));
+}

@@ -1,0 +1,113 @@
+//! Security: callers log in (operators with the API token, holders with their account's
+//! password), wrong credentials learn nothing and are rate-limited, and only messages
+//! signed with the banks' shared key are ever applied.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use support::{eventually, send, Cluster, Db};
+
+fn publish(cluster: &Cluster, body: &str, key_file: Option<&Path>, times: u32) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+    command
+        .args(["publish", "--namesrv-addr", &cluster.namesrv_addr, "--body", body, "--times"])
+        .arg(times.to_string())
+        .env_remove("TXBANK_MESSAGE_KEY_FILE");
+    if let Some(key_file) = key_file {
+        command.arg("--key-file").arg(key_file);
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credits_once() {
+    let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    let wrong_key = cluster.dir.path().join("wrong-key");
+    std::fs::write(&wrong_key, "w".repeat(40)).unwrap();
+    let body = |tx: &str, amount: &str| {
+        format!(r#"{{"accountChange":{{"accountNo":"1","amount":{amount},"txNo":"{tx}"}},"fromBank":"bank1","toBank":"bank2","toAccountNo":"2","version":1}}"#)
+    };
+
+    publish(&cluster, &body("unsigned", "1000"), None, 1);
+    publish(&cluster, &body("forged", "2000"), Some(&wrong_key), 1);
+    publish(&cluster, &body("genuine", "3"), Some(&cluster.message_key_file()), 3);
+
+    assert!(bank2.balance_becomes("2", "3.00").await, "the signed message was not credited");
+    let set_aside = eventually(|| async {
+        let log = bank2.log_text();
+        log.contains("Unsigned") && log.contains("Forged") && log.matches("duplicate delivery absorbed").count() >= 2
+    })
+    .await;
+    assert!(set_aside, "not every message was seen:\n{}", bank2.log_text());
+    assert_eq!(bank2.balance("2").await, "3.00", "forged, unsigned and replayed messages moved nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holders_log_in_with_their_password_and_wrong_credentials_are_refused_then_rate_limited() {
+    let cluster = Cluster::start().await;
+    let mut bank1 = cluster.bank("bank1", Db::Sqlite).await;
+    bank1.start().await;
+    let (status, opened) = bank1
+        .post(
+            "/accounts",
+            json!({"no": "7", "name": "周八的账户", "opening_balance": "50", "password": "correct horse"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{opened}");
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", bank1.url());
+    let as_holder = |path: &str, password: &str| client.get(url(path)).basic_auth("7", Some(password));
+
+    let (status, own) = send(as_holder("/accounts/7", "correct horse")).await;
+    assert_eq!((status, own["balance"].clone()), (200, json!("50.00")), "{own}");
+    let (status, paid) = send(
+        client
+            .post(url("/transfers"))
+            .basic_auth("7", Some("correct horse"))
+            .json(&json!({"from": "7", "to": "1", "to_bank": "bank1", "amount": "5"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{paid}");
+    let (status, other) = send(as_holder("/accounts/1", "correct horse")).await;
+    assert_eq!((status, other["error"]["code"].clone()), (403, json!("forbidden")));
+    let (status, _) = send(as_holder("/accounts", "correct horse")).await;
+    assert_eq!(status, 403, "listing accounts is for operators");
+    let (status, _) = send(
+        client
+            .post(url("/transfers"))
+            .basic_auth("7", Some("correct horse"))
+            .json(&json!({"from": "1", "to": "2", "amount": "5"})),
+    )
+    .await;
+    assert_eq!(status, 403, "a holder cannot pay from another account");
+
+    // Every failure answers the same, whatever was wrong.
+    let wrong = [
+        client.get(url("/accounts/7")),
+        client.get(url("/accounts/7")).basic_auth("7", Some("wrong horse")),
+        client.get(url("/accounts/7")).basic_auth("404", Some("correct horse")),
+        client.get(url("/accounts/7")).bearer_auth("not-the-token"),
+    ];
+    let mut answers = Vec::new();
+    for request in wrong {
+        answers.push(send(request).await);
+    }
+    assert!(answers.iter().all(|answer| *answer == answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[0].1["error"]["code"], "unauthorized");
+
+    for _ in 0..3 {
+        send(as_holder("/accounts/7", "still wrong")).await;
+    }
+    let (status, limited) = send(as_holder("/accounts/7", "correct horse")).await;
+    assert_eq!(
+        (status, limited["error"]["code"].clone()),
+        (429, json!("too_many_attempts")),
+        "after 5 failures from one address even the right password waits"
+    );
+}

@@ -1,0 +1,138 @@
+//! The settlement relay: sends the reports a bank's credits and refusals queued in its
+//! outbox to the sending banks, and removes each once the broker stored it. A crash
+//! between the send and the removal sends a report twice; its receiver absorbs that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocketmq_client_rust::DefaultMQProducer;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use txbank_storage::{PendingSettlement, Store};
+
+use crate::signing::{self, MessageKey};
+use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
+
+/// Most reports read from the outbox at once.
+const BATCH: u32 = 64;
+/// How long the relay sleeps when nothing told it about new reports.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The running relay of one bank.
+pub struct SettlementRelay {
+    queued: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl SettlementRelay {
+    /// Starts relaying `store`'s outbox along `routes`.
+    pub async fn start(
+        client: &MqClient,
+        settings: &MqSettings,
+        routes: Routes,
+        store: Store,
+    ) -> Result<SettlementRelay, MessagingError> {
+        let mut producer = DefaultMQProducer::builder(client.runtime())
+            .client_config(settings.client_config())
+            .producer_group(format!("txbank_settlements_{}", store.bank()))
+            .name_server_addr(settings.namesrv_addr.clone())
+            .send_msg_timeout(settings.send_timeout.as_millis() as u32)
+            .build();
+        producer
+            .start()
+            .await
+            .map_err(|e| MessagingError::client("producer start", e))?;
+        let queued = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let relay = Relay {
+            producer,
+            routes,
+            store,
+            signer: settings.signing_key.clone(),
+        };
+        let task = tokio::spawn(relay.run(Arc::clone(&queued), stopped));
+        Ok(SettlementRelay { queued, stop, task })
+    }
+
+    /// What to notify when a report was queued, so the relay sends it at once.
+    pub fn queued(&self) -> Arc<Notify> {
+        Arc::clone(&self.queued)
+    }
+
+    /// Stops the relay after the report it is sending; the rest stay queued.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Relay {
+    producer: DefaultMQProducer,
+    routes: Routes,
+    store: Store,
+    signer: Option<MessageKey>,
+}
+
+impl Relay {
+    async fn run(mut self, queued: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+        loop {
+            let full_batch_sent = self.send_batch().await;
+            if *stopped.borrow() {
+                break;
+            }
+            if full_batch_sent {
+                continue;
+            }
+            tokio::select! {
+                _ = queued.notified() => {}
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = stopped.changed() => break,
+            }
+        }
+        self.producer.shutdown().await;
+    }
+
+    /// Sends the oldest reports; true when a whole batch went out (more may wait).
+    async fn send_batch(&self) -> bool {
+        let pending = match self.store.pending_settlements(BATCH).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                warn!(%error, "cannot read the settlement outbox; will retry");
+                return false;
+            }
+        };
+        let mut all_sent = true;
+        for report in &pending {
+            if let Err(error) = self.send(report).await {
+                warn!(tx_no = %report.tx_no, to_bank = %report.to_bank, %error, "settlement report not sent; will retry");
+                all_sent = false;
+            }
+        }
+        all_sent && pending.len() == BATCH as usize
+    }
+
+    async fn send(&self, report: &PendingSettlement) -> Result<(), MessagingError> {
+        let body = wire::encode_settlement(&report.tx_no, self.store.bank(), &report.settlement);
+        let message = signing::message(
+            self.routes.topic(&report.to_bank)?,
+            report.tx_no.as_str(),
+            body,
+            self.signer.as_ref(),
+        )?;
+        self.producer
+            .send(message)
+            .await
+            .map_err(|e| MessagingError::client("send", e))?;
+        self.store
+            .settlement_sent(&report.tx_no)
+            .await
+            .map_err(|e| MessagingError::Client {
+                operation: "outbox removal",
+                message: e.to_string(),
+            })?;
+        info!(tx_no = %report.tx_no, to_bank = %report.to_bank, state = %report.settlement.final_state(), "settlement reported");
+        Ok(())
+    }
+}

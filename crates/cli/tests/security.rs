@@ -10,10 +10,21 @@ use std::process::Command;
 use serde_json::json;
 use support::{eventually, send, Cluster, Db};
 
+/// Runs `txbank dlq ARGS`: success, and what it printed on standard output.
+fn dlq(cluster: &Cluster, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .arg("dlq")
+        .args(args)
+        .args(["--namesrv-addr", &cluster.namesrv_addr])
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 fn publish(cluster: &Cluster, body: &str, key_file: Option<&Path>, times: u32) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
     command
-        .args(["publish", "--namesrv-addr", &cluster.namesrv_addr, "--body", body, "--times"])
+        .args(["publish", "--namesrv-addr", &cluster.namesrv_addr, "--body", body, "--key", "dead-1", "--times"])
         .arg(times.to_string())
         .env_remove("TXBANK_MESSAGE_KEY_FILE");
     if let Some(key_file) = key_file {
@@ -110,4 +121,38 @@ async fn holders_log_in_with_their_password_and_wrong_credentials_are_refused_th
         (429, json!("too_many_attempts")),
         "after 5 failures from one address even the right password waits"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_lettered_message_is_listed_and_after_a_fix_replayed_exactly_once() {
+    let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start_with(&[("TXBANK_MAX_REDELIVERIES", "1")]).await;
+    let (listed, nothing) = dlq(&cluster, &["list"]);
+    assert!(listed && nothing.trim().is_empty(), "{nothing}");
+
+    // The seed's Java bank1 signs nothing: refused, redelivered once, then dead-lettered.
+    publish(
+        &cluster,
+        r#"{"accountChange":{"accountNo":"1","amount":7,"txNo":"dead-1"}}"#,
+        None,
+        1,
+    );
+    let dead = eventually(|| async { dlq(&cluster, &["list"]).1.contains(r#""key":"dead-1""#) }).await;
+    assert!(dead, "never dead-lettered:\n{}", bank2.log_text());
+    assert_eq!(bank2.balance("2").await, "0.00");
+
+    // The fix: bank2 now interoperates with unsigned seed messages.
+    bank2.kill();
+    bank2
+        .start_with(&[("TXBANK_ACCEPT_UNSIGNED_MESSAGES", "true")])
+        .await;
+    let (replayed, printed) = dlq(&cluster, &["replay", "dead-1"]);
+    assert!(replayed, "{printed}");
+    assert!(bank2.balance_becomes("2", "7.00").await, "the replay was not applied");
+    assert!(dlq(&cluster, &["replay", "dead-1"]).0);
+    let absorbed = eventually(|| async { bank2.log_text().contains("duplicate delivery absorbed") }).await;
+    assert!(absorbed, "the second replay was never seen");
+    assert_eq!(bank2.balance("2").await, "7.00", "replays apply at most once");
+    let (found, missing) = dlq(&cluster, &["replay", "no-such-tx"]);
+    assert!(!found, "{missing}");
 }

@@ -5,7 +5,42 @@
 mod support;
 
 use serde_json::json;
-use support::{audit_is_clean, counts, Cluster, Db};
+use support::{audit_all_clean, audit_is_clean, counts, Cluster, Db};
+
+/// The configuration file of bank `name` in a three-bank system: its inbound topic is
+/// `topic_<name>`, and it routes to the two others.
+fn three_bank_config(name: &str, peers: [&str; 2], account: &str, balance: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+listen = "127.0.0.1:1"
+database_url = "sqlite://unused"
+namesrv_addr = "unused:9876"
+
+[messaging]
+producer_group = "producer_group_{name}"
+consumer_group = "consumer_group_{name}"
+inbound_topic = "topic_{name}"
+
+[routes]
+{p0} = "topic_{p0}"
+{p1} = "topic_{p1}"
+
+[seed]
+destination_bank = "{p0}"
+destination_account = "1"
+sender_bank = "{p0}"
+default_account = "{account}"
+
+[[accounts]]
+no = "{account}"
+name = "{name} holder"
+balance = "{balance}"
+"#,
+        p0 = peers[0],
+        p1 = peers[1],
+    )
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bank2_pays_bank1_with_the_same_guarantees_and_each_sender_sees_credited() {
@@ -99,4 +134,39 @@ async fn accounts_are_opened_listed_and_paid_within_one_bank() {
         .post_transfer(json!({"from": "1", "to": "5", "to_bank": "bank9", "amount": "1"}))
         .await;
     assert_eq!((status, unknown["error"]["code"].clone()), (400, json!("unknown_bank")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_third_bank_is_just_a_third_configuration_file() {
+    let cluster = Cluster::start().await;
+    let mut banks = Vec::new();
+    for (name, peers, account, balance) in [
+        ("bank1", ["bank2", "bank3"], "1", "100.00"),
+        ("bank2", ["bank3", "bank1"], "2", "0.00"),
+        ("bank3", ["bank1", "bank2"], "3", "0.00"),
+    ] {
+        let config = three_bank_config(name, peers, account, balance);
+        let mut bank = cluster.bank_from_config(name, &config, Db::Sqlite).await;
+        bank.start().await;
+        banks.push(bank);
+    }
+    let [bank1, bank2, bank3] = &banks[..] else { unreachable!() };
+
+    let (status, to_bank3) = bank1
+        .post_transfer(json!({"from": "1", "to": "3", "to_bank": "bank3", "amount": "60"}))
+        .await;
+    assert_eq!(status, 201, "{to_bank3}");
+    assert!(bank3.balance_becomes("3", "60.00").await, "bank1 → bank3 never arrived");
+    let (status, onward) = bank3
+        .post_transfer(json!({"from": "3", "to": "2", "to_bank": "bank2", "amount": "25.50"}))
+        .await;
+    assert_eq!(status, 201, "{onward}");
+    assert!(bank2.balance_becomes("2", "25.50").await, "bank3 → bank2 never arrived");
+
+    for (sender, transfer) in [(bank1, &to_bank3), (bank3, &onward)] {
+        let view = sender.transfer_becomes(transfer["tx_no"].as_str().unwrap(), "credited").await;
+        assert_eq!(view["state"], "credited", "{view}");
+    }
+    let report = audit_all_clean(&[bank2, bank3, bank1]);
+    assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [2, 2, 0]);
 }

@@ -186,6 +186,18 @@ impl Cluster {
 
     /// A bank process (`bank1` sends, `bank2` receives) on `db`, not started yet.
     pub async fn bank(&self, preset: &'static str, db: Db) -> Bank {
+        self.bank_with(preset, None, db).await
+    }
+
+    /// A bank configured by the TOML `config` (its listen address, database and name
+    /// server are given on the command line), not started yet.
+    pub async fn bank_from_config(&self, name: &'static str, config: &str, db: Db) -> Bank {
+        let file = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&file, config).unwrap();
+        self.bank_with(name, Some(file), db).await
+    }
+
+    async fn bank_with(&self, preset: &'static str, config: Option<PathBuf>, db: Db) -> Bank {
         let database_url = match db {
             Db::Sqlite => format!(
                 "sqlite://{}?mode=rwc",
@@ -195,6 +207,7 @@ impl Cluster {
         };
         Bank {
             preset,
+            config,
             database_url,
             listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             namesrv_addr: self.namesrv_addr.clone(),
@@ -216,6 +229,7 @@ pub const API_TOKEN: &str = "test-operator-token";
 /// One bank service.
 pub struct Bank {
     pub preset: &'static str,
+    config: Option<PathBuf>,
     pub database_url: String,
     pub listen: SocketAddr,
     namesrv_addr: String,
@@ -234,11 +248,16 @@ impl Bank {
             ("TXBANK_API_TOKEN_FILE", token_file.as_str()),
         ];
         env.extend_from_slice(extra_env);
+        let config = self.config.as_deref().map(path);
+        let (how, what) = match &config {
+            Some(file) => ("--config", file.as_str()),
+            None => ("--preset", self.preset),
+        };
         let process = Process::spawn(
             &args(&[
                 "bank",
-                "--preset",
-                self.preset,
+                how,
+                what,
                 "--listen",
                 &self.listen.to_string(),
                 "--database-url",
@@ -370,13 +389,18 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 /// Runs `txbank audit` over the banks (receivers first) and returns its JSON report,
 /// failing the test when the books do not balance.
 pub fn audit_is_clean(receiver: &Bank, sender: &Bank) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
-        .args(["audit", "--json", "--bank"])
-        .arg(format!("bank2={}", receiver.database_url))
-        .arg("--bank")
-        .arg(format!("bank1={}", sender.database_url))
-        .output()
-        .expect("run txbank audit");
+    audit_all_clean(&[receiver, sender])
+}
+
+/// Runs `txbank audit` over `banks` (each named by its preset or configuration name)
+/// and returns its JSON report, failing the test when the books do not balance.
+pub fn audit_all_clean(banks: &[&Bank]) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+    command.args(["audit", "--json"]);
+    for bank in banks {
+        command.arg("--bank").arg(format!("{}={}", bank.preset, bank.database_url));
+    }
+    let out = command.output().expect("run txbank audit");
     let report: Value = serde_json::from_slice(&out.stdout).expect("audit prints JSON");
     assert!(out.status.success(), "audit found violations: {report:#}");
     report

@@ -77,7 +77,10 @@ pub(crate) async fn open(
     match state.store.open_account(&no, &name, opening, &password_hash).await {
         Ok(()) => {}
         Err(StorageError::AccountExists(no)) => {
-            return Err(ApiError::Conflict(format!("account {no} already exists in {}", state.bank)))
+            return Err(ApiError::Conflict(format!(
+                "account {no} already exists in {}",
+                state.bank
+            )))
         }
         Err(error) => return Err(error.into()),
     }

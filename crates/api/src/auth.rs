@@ -262,7 +262,10 @@ mod tests {
         assert!(hash.starts_with("$argon2id$"), "{hash}");
         assert!(verify_password(Some(hash.clone()), "s3cret-pass".into()).await);
         assert!(!verify_password(Some(hash), "s3cret-pasS".into()).await);
-        assert!(!verify_password(Some(String::new()), "".into()).await, "no password set");
+        assert!(
+            !verify_password(Some(String::new()), "".into()).await,
+            "no password set"
+        );
         assert!(!verify_password(None, "anything".into()).await, "unknown account");
         assert!(hash_password("short".into()).await.is_err());
     }

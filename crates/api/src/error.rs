@@ -184,9 +184,10 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::TooManyAttempts => {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("60"),
+                );
             }
             _ => {}
         }

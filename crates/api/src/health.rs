@@ -1,10 +1,13 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
 
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::{ApiError, AppState};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::{ApiError, AppState, Caller};
 
 /// Always answers while the process serves HTTP.
 pub(crate) async fn live() -> Json<Value> {
@@ -16,4 +19,21 @@ pub(crate) async fn live() -> Json<Value> {
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
     Ok(Json(json!({ "status": "ready", "bank": state.bank.as_str() })))
+}
+
+/// Prometheus metrics (operators only): the messaging counters and the database's
+/// view of transfers in flight.
+pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.must_be_operator()?;
+    let mut text = state.counters.render(state.bank.as_str());
+    let (in_flight, oldest_ms) = state.store.in_flight().await?;
+    let bank = state.bank.as_str();
+    text.push_str(&format!(
+        "# HELP txbank_transfers_in_flight Transfers sent and debited, not yet credited or returned.\n\
+         # TYPE txbank_transfers_in_flight gauge\ntxbank_transfers_in_flight{{bank=\"{bank}\"}} {in_flight}\n\
+         # HELP txbank_oldest_in_flight_seconds Age of the oldest transfer in flight.\n\
+         # TYPE txbank_oldest_in_flight_seconds gauge\ntxbank_oldest_in_flight_seconds{{bank=\"{bank}\"}} {:.3}\n",
+        oldest_ms as f64 / 1000.0
+    ));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

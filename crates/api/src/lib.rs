@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/accounts/{account_no}/close", post(accounts::close))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

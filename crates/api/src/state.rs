@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use txbank_domain::{BankId, Party};
+use txbank_messaging::metrics::Counters;
 use txbank_messaging::TransferProducer;
 use txbank_storage::Store;
 
@@ -22,4 +23,6 @@ pub struct AppState {
     pub seed_destination: Party,
     /// Who may call, and the memory of failed logins.
     pub auth: Arc<Auth>,
+    /// What the producer and consumer did, for `GET /metrics`.
+    pub counters: Arc<Counters>,
 }

@@ -153,15 +153,11 @@ async fn submit(state: &AppState, transfer: Transfer, key: Option<IdempotencyKey
     }
     if transfer.is_within_one_bank() {
         return match state.store.transfer_within(&transfer, key.as_ref()).await {
-            Ok(_) => Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "credited", None)))),
-            Err(StorageError::IdempotencyKeyTaken { existing }) => {
-                let existing = state
-                    .store
-                    .transfer_out(&existing)
-                    .await?
-                    .ok_or(ApiError::KeyReused { existing })?;
-                replay(existing, &transfer)
-            }
+            Ok(_) => Ok((
+                StatusCode::CREATED,
+                Json(TransferView::new(&transfer, "credited", None)),
+            )),
+            Err(StorageError::IdempotencyKeyTaken { existing }) => replay_key(state, existing, &transfer).await,
             Err(error) => Err(ApiError::refused(transfer.tx_no, error)),
         };
     }
@@ -181,15 +177,21 @@ async fn submit(state: &AppState, transfer: Transfer, key: Option<IdempotencyKey
             Json(TransferView::new(&transfer, "pending", None)),
         )),
         SendOutcome::RolledBack(StorageError::IdempotencyKeyTaken { existing }) => {
-            let existing = state
-                .store
-                .transfer_out(&existing)
-                .await?
-                .ok_or(ApiError::KeyReused { existing })?;
-            replay(existing, &transfer)
+            replay_key(state, existing, &transfer).await
         }
         SendOutcome::RolledBack(error) => Err(ApiError::refused(transfer.tx_no, error)),
     }
+}
+
+/// The answer to a request whose idempotency key names the transfer `existing`, which a
+/// concurrent request with the same key recorded first.
+async fn replay_key(state: &AppState, existing: TxNo, requested: &Transfer) -> Result<Created, ApiError> {
+    let record = state
+        .store
+        .transfer_out(&existing)
+        .await?
+        .ok_or(ApiError::KeyReused { existing })?;
+    replay(record, requested)
 }
 
 /// The answer to a retried request: the first transfer, if the parameters match.

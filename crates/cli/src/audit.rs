@@ -71,6 +71,12 @@ fn print_report(report: &AuditReport) {
         "debited {}, rolled back {}, credited {}, refused {}, returned {}",
         report.debited, report.rolled_back, report.credited, report.refused, report.returned
     );
+    if report.set_aside > 0 {
+        println!(
+            "set aside        {} received message(s) never applied (see the banks' logs and txbank dlq list)",
+            report.set_aside
+        );
+    }
     if report.is_clean() {
         println!("conservation: OK, no violations");
     }

@@ -8,8 +8,11 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use txbank_api::{AppState, Auth};
 use txbank_domain::{AccountNo, BankId, Party};
+use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
-use txbank_messaging::{ensure_topic, Acceptance, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay, TransferProducer};
+use txbank_messaging::{
+    ensure_topic, Acceptance, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay, TransferProducer,
+};
 use txbank_storage::Store;
 
 use crate::config::BankConfig;
@@ -59,6 +62,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         receiver: bank.clone(),
         account: AccountNo::parse(&config.seed.default_account)?,
     };
+    let counters = Arc::new(Counters::default());
     let producer = TransferProducer::start(
         mq,
         &settings,
@@ -66,6 +70,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         routes.clone(),
         store.clone(),
         seed.clone(),
+        Arc::clone(&counters),
     )
     .await?;
     let relay = SettlementRelay::start(mq, &settings, routes.clone(), store.clone()).await?;
@@ -83,6 +88,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         store.clone(),
         acceptance,
         relay.queued(),
+        Arc::clone(&counters),
     )
     .await?;
 
@@ -95,6 +101,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
             account: AccountNo::parse(&config.seed.destination_account)?,
         },
         auth: Arc::new(Auth::new(secrets.api_token)),
+        counters,
     };
     let listener = TcpListener::bind(config.listen)
         .await

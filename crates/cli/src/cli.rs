@@ -146,6 +146,9 @@ pub enum Command {
         #[arg(long, global = true, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
         namesrv_addr: String,
     },
+    /// Run the system as separate processes, transfer in both directions while killing
+    /// random parts, then check that no money was lost or duplicated.
+    Chaos(crate::chaos::ChaosArgs),
     /// Check that every cent is accounted for and every transfer ended correctly; exits
     /// non-zero on any violation.
     Audit {

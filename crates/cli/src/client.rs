@@ -73,7 +73,8 @@ fn base_url(bank: &str, url: Option<&str>) -> Result<String> {
 /// operators' token (TXBANK_API_TOKEN, else the token file).
 fn authenticate(request: reqwest::RequestBuilder, login: &Login) -> Result<reqwest::RequestBuilder> {
     if let Some(account) = &login.as_account {
-        let password = std::env::var("TXBANK_PASSWORD").context("--as ACCOUNT needs the password in TXBANK_PASSWORD")?;
+        let password =
+            std::env::var("TXBANK_PASSWORD").context("--as ACCOUNT needs the password in TXBANK_PASSWORD")?;
         return Ok(request.basic_auth(account, Some(password)));
     }
     let token = match std::env::var("TXBANK_API_TOKEN") {

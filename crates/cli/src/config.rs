@@ -285,7 +285,10 @@ impl BankConfig {
     pub fn routes(&self) -> Result<Vec<(BankId, String)>> {
         let mut routes = vec![(self.bank_id()?, self.messaging.inbound_topic.clone())];
         for (bank, topic) in &self.routes {
-            routes.push((BankId::parse(bank).with_context(|| format!("routes.{bank}"))?, topic.clone()));
+            routes.push((
+                BankId::parse(bank).with_context(|| format!("routes.{bank}"))?,
+                topic.clone(),
+            ));
         }
         Ok(routes)
     }

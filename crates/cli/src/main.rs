@@ -5,6 +5,7 @@
 
 mod audit;
 mod bank;
+mod chaos;
 mod cli;
 mod client;
 mod config;
@@ -111,6 +112,7 @@ fn main() -> Result<()> {
             namesrv_addr,
         } => dlq(&action, &group, &topic, namesrv_addr),
         Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
+        Command::Chaos(args) => chaos::run(&args),
     }
 }
 

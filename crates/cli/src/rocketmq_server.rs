@@ -91,6 +91,9 @@ pub fn run_broker(settings: &BrokerSettings) -> Result<()> {
     broker.transaction_timeout = settings.transaction_timeout.as_millis() as u64;
     broker.transaction_check_interval = settings.transaction_check_interval.as_millis() as u64;
     broker.transaction_check_max = settings.transaction_check_max;
+    // A restarted name server learns of the broker within 10 s instead of 30 s, so banks
+    // starting meanwhile find it sooner.
+    broker.register_name_server_period = 10_000;
     let raw = RawBrokerConfig::from_parts(broker, raw.store().clone());
     let validated = ValidatedBrokerConfig::try_from(raw).context("broker configuration invalid")?;
     let owner = RuntimeOwner::plan(RuntimeConfig::broker_default())?

@@ -98,7 +98,7 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
 /// This binary again, with its output going to `logs/NAME.log`, in its own process
 /// group (so Ctrl-C reaches only `up`, which stops the parts in order), and killed if
 /// `up` dies.
-fn part_command(logs: &Path, name: &str) -> Result<Command> {
+pub(crate) fn part_command(logs: &Path, name: &str) -> Result<Command> {
     let log_path = logs.join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut command = Command::new(std::env::current_exe()?);

@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::Method;
-use support::{API_TOKEN, audit_is_clean, counts, Cluster, Db};
+use support::{audit_is_clean, counts, Cluster, Db, API_TOKEN};
 
 /// One bad request and the answer it must get.
 struct Case {
@@ -77,9 +77,21 @@ fn corpus() -> Vec<Case> {
         transfer(r#"{"value":1}"#, 400, "invalid_amount"),
         transfer(r#""99999999999999999999999999999""#, 400, "invalid_amount"),
         // Accounts.
-        post(r#"{"from":"1","to":"1","to_bank":"bank1","amount":"5"}"#, 400, "same_account"),
-        post(r#"{"from":"1","to":"2","to_bank":"bank 2","amount":"5"}"#, 400, "invalid_bank"),
-        post(r#"{"from":"1","to":"2","to_bank":"bank9","amount":"5"}"#, 400, "unknown_bank"),
+        post(
+            r#"{"from":"1","to":"1","to_bank":"bank1","amount":"5"}"#,
+            400,
+            "same_account",
+        ),
+        post(
+            r#"{"from":"1","to":"2","to_bank":"bank 2","amount":"5"}"#,
+            400,
+            "invalid_bank",
+        ),
+        post(
+            r#"{"from":"1","to":"2","to_bank":"bank9","amount":"5"}"#,
+            400,
+            "unknown_bank",
+        ),
         post(r#"{"from":"1","to":"2","to_bank":2,"amount":"5"}"#, 400, "invalid_json"),
         post(r#"{"from":"","to":"2","amount":"5"}"#, 400, "invalid_account"),
         post(r#"{"from":"1","to":"","amount":"5"}"#, 400, "invalid_account"),

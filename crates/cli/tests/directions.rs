@@ -55,7 +55,10 @@ async fn bank2_pays_bank1_with_the_same_guarantees_and_each_sender_sees_credited
     assert_eq!(back["to_bank"], "bank1");
     let forth = bank1.pay("0.25").await;
 
-    assert!(bank1.balance_becomes("1", "10050.00").await, "bank2 → bank1 never arrived");
+    assert!(
+        bank1.balance_becomes("1", "10050.00").await,
+        "bank2 → bank1 never arrived"
+    );
     assert!(bank2.balance_becomes("2", "0.25").await);
     assert_eq!(bank2.balance("4").await, "4949.75");
     for (sender, tx_no) in [(&bank2, back["tx_no"].as_str().unwrap()), (&bank1, forth.as_str())] {
@@ -105,7 +108,10 @@ async fn accounts_are_opened_listed_and_paid_within_one_bank() {
     bank1.start().await;
 
     let (status, opened) = bank1
-        .post("/accounts", json!({"no": "5", "name": "孙七的账户", "opening_balance": "10.00"}))
+        .post(
+            "/accounts",
+            json!({"no": "5", "name": "孙七的账户", "opening_balance": "10.00"}),
+        )
         .await;
     assert_eq!(status, 201, "{opened}");
     assert_eq!(opened["balance"], "10.00");
@@ -121,7 +127,12 @@ async fn accounts_are_opened_listed_and_paid_within_one_bank() {
         assert_eq!(status, 400, "{bad} → {refused}");
     }
     let (_, accounts) = bank1.get("/accounts").await;
-    let numbers: Vec<_> = accounts.as_array().unwrap().iter().map(|a| a["account_no"].clone()).collect();
+    let numbers: Vec<_> = accounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["account_no"].clone())
+        .collect();
     assert_eq!(numbers, [json!("1"), json!("3"), json!("5")]);
 
     let (status, within) = bank1
@@ -150,7 +161,9 @@ async fn a_third_bank_is_just_a_third_configuration_file() {
         bank.start().await;
         banks.push(bank);
     }
-    let [bank1, bank2, bank3] = &banks[..] else { unreachable!() };
+    let [bank1, bank2, bank3] = &banks[..] else {
+        unreachable!()
+    };
 
     let (status, to_bank3) = bank1
         .post_transfer(json!({"from": "1", "to": "3", "to_bank": "bank3", "amount": "60"}))
@@ -164,7 +177,9 @@ async fn a_third_bank_is_just_a_third_configuration_file() {
     assert!(bank2.balance_becomes("2", "25.50").await, "bank3 → bank2 never arrived");
 
     for (sender, transfer) in [(bank1, &to_bank3), (bank3, &onward)] {
-        let view = sender.transfer_becomes(transfer["tx_no"].as_str().unwrap(), "credited").await;
+        let view = sender
+            .transfer_becomes(transfer["tx_no"].as_str().unwrap(), "credited")
+            .await;
         assert_eq!(view["state"], "credited", "{view}");
     }
     let report = audit_all_clean(&[bank2, bank3, bank1]);

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{API_TOKEN, audit_is_clean, counts, eventually, Cluster, Db};
+use support::{audit_is_clean, counts, eventually, Cluster, Db, API_TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {

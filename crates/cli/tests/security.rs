@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
-use support::{eventually, send, Cluster, Db};
+use support::{audit_report, eventually, send, Cluster, Db};
 
 /// Runs `txbank dlq ARGS`: success, and what it printed on standard output.
 fn dlq(cluster: &Cluster, args: &[&str]) -> (bool, String) {
@@ -24,7 +24,16 @@ fn dlq(cluster: &Cluster, args: &[&str]) -> (bool, String) {
 fn publish(cluster: &Cluster, body: &str, key_file: Option<&Path>, times: u32) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
     command
-        .args(["publish", "--namesrv-addr", &cluster.namesrv_addr, "--body", body, "--key", "dead-1", "--times"])
+        .args([
+            "publish",
+            "--namesrv-addr",
+            &cluster.namesrv_addr,
+            "--body",
+            body,
+            "--key",
+            "dead-1",
+            "--times",
+        ])
         .arg(times.to_string())
         .env_remove("TXBANK_MESSAGE_KEY_FILE");
     if let Some(key_file) = key_file {
@@ -36,26 +45,61 @@ fn publish(cluster: &Cluster, body: &str, key_file: Option<&Path>, times: u32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credits_once() {
-    let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    let (cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1.start().await;
     bank2.start().await;
     let wrong_key = cluster.dir.path().join("wrong-key");
     std::fs::write(&wrong_key, "w".repeat(40)).unwrap();
     let body = |tx: &str, amount: &str| {
-        format!(r#"{{"accountChange":{{"accountNo":"1","amount":{amount},"txNo":"{tx}"}},"fromBank":"bank1","toBank":"bank2","toAccountNo":"2","version":1}}"#)
+        format!(
+            r#"{{"accountChange":{{"accountNo":"1","amount":{amount},"txNo":"{tx}"}},"fromBank":"bank1","toBank":"bank2","toAccountNo":"2","version":1}}"#
+        )
     };
 
     publish(&cluster, &body("unsigned", "1000"), None, 1);
     publish(&cluster, &body("forged", "2000"), Some(&wrong_key), 1);
     publish(&cluster, &body("genuine", "3"), Some(&cluster.message_key_file()), 3);
 
-    assert!(bank2.balance_becomes("2", "3.00").await, "the signed message was not credited");
+    assert!(
+        bank2.balance_becomes("2", "3.00").await,
+        "the signed message was not credited"
+    );
     let set_aside = eventually(|| async {
         let log = bank2.log_text();
         log.contains("Unsigned") && log.contains("Forged") && log.matches("duplicate delivery absorbed").count() >= 2
     })
     .await;
     assert!(set_aside, "not every message was seen:\n{}", bank2.log_text());
-    assert_eq!(bank2.balance("2").await, "3.00", "forged, unsigned and replayed messages moved nothing");
+    assert_eq!(
+        bank2.balance("2").await,
+        "3.00",
+        "forged, unsigned and replayed messages moved nothing"
+    );
+
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", bank2.url()))
+        .bearer_auth(support::API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let set_aside = metrics
+        .lines()
+        .find(|line| line.starts_with("txbank_messages_set_aside_total{bank=\"bank2\",reason=\"unauthenticated\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(set_aside >= Some(2), "the alert metric did not count them:\n{metrics}");
+    assert!(
+        metrics.contains("txbank_duplicates_absorbed_total{bank=\"bank2\"} 2"),
+        "{metrics}"
+    );
+    // The genuine message was made up by this test (no bank debited it), so the books do
+    // not balance; what matters here is what the auditor counts as set aside: bank2's
+    // unsigned and forged messages, and bank1's settlement report about a transfer it
+    // never sent.
+    let counted = eventually(|| async { audit_report(&[&bank2, &bank1]).1["set_aside"] == 3 }).await;
+    assert!(counted, "{}", audit_report(&[&bank2, &bank1]).1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,9 +187,7 @@ async fn a_dead_lettered_message_is_listed_and_after_a_fix_replayed_exactly_once
 
     // The fix: bank2 now interoperates with unsigned seed messages.
     bank2.kill();
-    bank2
-        .start_with(&[("TXBANK_ACCEPT_UNSIGNED_MESSAGES", "true")])
-        .await;
+    bank2.start_with(&[("TXBANK_ACCEPT_UNSIGNED_MESSAGES", "true")]).await;
     let (replayed, printed) = dlq(&cluster, &["replay", "dead-1"]);
     assert!(replayed, "{printed}");
     assert!(bank2.balance_becomes("2", "7.00").await, "the replay was not applied");

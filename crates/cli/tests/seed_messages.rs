@@ -70,14 +70,8 @@ async fn unreadable_messages_are_set_aside_and_good_ones_behind_them_keep_flowin
         bank2.balance_becomes("2", "5.50").await,
         "a good message behind bad ones was not credited"
     );
-    let set_aside = eventually(|| async {
-        bank2
-            .log_text()
-            .matches("unreadable message set aside")
-            .count()
-            >= 4
-    })
-    .await;
+    let set_aside =
+        eventually(|| async { bank2.log_text().matches("unreadable message set aside").count() >= 4 }).await;
     assert!(set_aside, "bad messages were not reported:\n{}", bank2.log_text());
     assert!(
         bank2.process.as_mut().unwrap().is_running(),

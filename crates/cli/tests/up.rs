@@ -89,18 +89,32 @@ async fn up_runs_everything_stops_cleanly_and_resumes_from_its_data() {
     let data = dir.path().join("data");
     let up = Up::start(&args, dir.path().join("up1.out")).await;
     let unauthenticated = Command::new(env!("CARGO_BIN_EXE_txbank"))
-        .args(["balance", "--account", "1", "--url", &bank1_url, "--token-file", "/nonexistent"])
+        .args([
+            "balance",
+            "--account",
+            "1",
+            "--url",
+            &bank1_url,
+            "--token-file",
+            "/nonexistent",
+        ])
         .output()
         .unwrap();
     assert!(!unauthenticated.status.success(), "no token, no balance");
-    let paid = txbank(&data, &[
-        "transfer", "--from", "1", "--to", "2", "--amount", "100", "--url", &bank1_url,
-    ]);
+    let paid = txbank(
+        &data,
+        &[
+            "transfer", "--from", "1", "--to", "2", "--amount", "100", "--url", &bank1_url,
+        ],
+    );
     assert!(paid.status.success(), "{}", String::from_utf8_lossy(&paid.stdout));
     assert!(String::from_utf8_lossy(&paid.stdout).contains("\"debited\""));
-    let refused = txbank(&data, &[
-        "transfer", "--from", "1", "--to", "2", "--amount", "0", "--url", &bank1_url,
-    ]);
+    let refused = txbank(
+        &data,
+        &[
+            "transfer", "--from", "1", "--to", "2", "--amount", "0", "--url", &bank1_url,
+        ],
+    );
     assert!(!refused.status.success(), "a refused transfer must fail the command");
     assert!(eventually(|| async { balance(&data, &bank2_url, "2").contains("\"100.00\"") }).await);
 

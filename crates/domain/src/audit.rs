@@ -20,6 +20,9 @@ pub struct BankLedger {
     pub outgoing: Vec<Outgoing>,
     /// Every transfer this bank received, credited or refused.
     pub incoming: Vec<Incoming>,
+    /// Received messages this bank never applied (unreadable, unauthenticated,
+    /// misrouted); not a violation, but something for an operator to look at.
+    pub set_aside: usize,
 }
 
 /// A transfer as its sender recorded it.
@@ -93,6 +96,8 @@ pub struct AuditReport {
     pub refused: usize,
     /// Transfers whose money went back to the source.
     pub returned: usize,
+    /// Received messages never applied, over all banks (see `txbank dlq list`).
+    pub set_aside: usize,
     /// Everything that must never happen; empty when the books balance.
     pub violations: Vec<Violation>,
 }
@@ -114,6 +119,7 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
     for ledger in ledgers {
         report.opened_cents += ledger.opened_cents;
         report.balance_cents += ledger.balance_cents;
+        report.set_aside += ledger.set_aside;
         for out in &ledger.outgoing {
             sent.insert(&out.tx_no, out);
             match out.state {
@@ -221,6 +227,7 @@ mod tests {
                 balance_cents: bank1_balance,
                 outgoing,
                 incoming: vec![],
+                set_aside: 0,
             },
             BankLedger {
                 bank: "bank2".into(),
@@ -228,8 +235,16 @@ mod tests {
                 balance_cents: bank2_balance,
                 outgoing: vec![],
                 incoming,
+                set_aside: 1,
             },
         ]
+    }
+
+    #[test]
+    fn set_aside_messages_are_reported_but_are_no_violation() {
+        let report = audit(&books(10_000, vec![], 0, vec![]), 0);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(report.set_aside, 1);
     }
 
     #[test]
@@ -262,12 +277,22 @@ mod tests {
 
     #[test]
     fn a_refused_transfer_is_in_flight_until_its_money_is_back() {
-        let refused_only = books(9_000, vec![out("r", TransferState::Debited, 1_000, 0)], 0, vec![refused("r", 1_000)]);
+        let refused_only = books(
+            9_000,
+            vec![out("r", TransferState::Debited, 1_000, 0)],
+            0,
+            vec![refused("r", 1_000)],
+        );
         let report = audit(&refused_only, 0);
         assert!(report.is_clean(), "{report:?}");
         assert_eq!((report.in_flight, report.refused), (1, 1));
 
-        let returned = books(10_000, vec![out("r", TransferState::Returned, 1_000, 0)], 0, vec![refused("r", 1_000)]);
+        let returned = books(
+            10_000,
+            vec![out("r", TransferState::Returned, 1_000, 0)],
+            0,
+            vec![refused("r", 1_000)],
+        );
         let report = audit(&returned, 0);
         assert!(report.is_clean(), "{report:?}");
         assert_eq!((report.in_flight, report.returned, report.debited), (0, 1, 1));

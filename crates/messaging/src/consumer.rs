@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use cheetah_string::CheetahString;
 use rocketmq_client_rust::{
     ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
     MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
-use cheetah_string::CheetahString;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, SettlementOutcome, Store};
 
+use crate::metrics::{Counters, Event, SetAside};
 use crate::signing::{Verdict, SIGNATURE_PROPERTY};
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessageKey, MessagingError, MqClient, MqSettings, Routes};
@@ -50,8 +51,8 @@ pub struct Acceptance {
 
 impl CreditConsumer {
     /// Starts consuming `topic` in `group` through `store`, applying what `acceptance`
-    /// lets through. `settled` is notified whenever a settlement report was queued, so
-    /// the relay sends it at once.
+    /// lets through, counting what happens in `counters`. `settled` is notified whenever
+    /// a settlement report was queued, so the relay sends it at once.
     pub async fn start(
         client: &MqClient,
         settings: &MqSettings,
@@ -59,6 +60,7 @@ impl CreditConsumer {
         store: Store,
         acceptance: Acceptance,
         settled: Arc<Notify>,
+        counters: Arc<Counters>,
     ) -> Result<CreditConsumer, MessagingError> {
         let mut consumer = DefaultMQPushConsumer::builder(client.runtime())
             .client_config(settings.client_config())
@@ -76,6 +78,7 @@ impl CreditConsumer {
             runtime: Handle::current(),
             acceptance,
             settled,
+            counters,
         });
         consumer
             .start()
@@ -95,6 +98,7 @@ struct InboundListener {
     runtime: Handle,
     acceptance: Acceptance,
     settled: Arc<Notify>,
+    counters: Arc<Counters>,
 }
 
 impl InboundListener {
@@ -106,11 +110,7 @@ impl InboundListener {
         match self.acceptance.key.verify(&body, signature.as_deref()) {
             Verdict::Authentic => {}
             Verdict::Unsigned if self.acceptance.accept_unsigned => {}
-            verdict => {
-                // Never applied; RocketMQ's retry path takes it to the dead-letter queue.
-                error!(msg_id = %msg.msg_id(), reconsumed = msg.reconsume_times(), ?verdict, "unauthenticated message set aside");
-                return false;
-            }
+            verdict => return self.set_aside(msg, SetAside::Unauthenticated, &format!("{verdict:?}")),
         }
         match wire::decode(&body, &self.acceptance.seed) {
             Ok(Inbound::Transfer(transfer)) => self.credit(&transfer, msg),
@@ -119,39 +119,46 @@ impl InboundListener {
                 from_bank,
                 settlement,
             }) => self.settle(&tx_no, &from_bank, &settlement, msg),
-            Err(error) => {
-                error!(msg_id = %msg.msg_id(), reconsumed = msg.reconsume_times(), %error, "unreadable message set aside");
-                false
-            }
+            Err(error) => self.set_aside(msg, SetAside::Unreadable, &error.to_string()),
         }
     }
 
     fn credit(&self, transfer: &Transfer, msg: &MessageExt) -> bool {
         if transfer.to_bank != *self.store.bank() {
-            error!(tx_no = %transfer.tx_no, to_bank = %transfer.to_bank, "transfer for another bank set aside");
-            return false;
+            return self.set_aside(
+                msg,
+                SetAside::Misrouted,
+                &format!("transfer {} is for bank {}", transfer.tx_no, transfer.to_bank),
+            );
         }
         if !self.acceptance.routes.reaches(&transfer.from_bank) {
-            error!(tx_no = %transfer.tx_no, from_bank = %transfer.from_bank, "transfer from an unknown bank set aside");
-            return false;
+            let detail = format!(
+                "transfer {} comes from bank {}, which has no route",
+                transfer.tx_no, transfer.from_bank
+            );
+            return self.set_aside(msg, SetAside::Misrouted, &detail);
         }
         match self.runtime.block_on(self.store.credit_once(transfer)) {
             Ok(CreditOutcome::Credited) => {
                 crash_point(AFTER_CREDIT_COMMIT);
                 self.settled.notify_one();
+                self.counters.record(Event::Credited);
                 info!(tx_no = %transfer.tx_no, to = %transfer.to, amount = %transfer.amount, "credited");
                 true
             }
             Ok(CreditOutcome::Refused(reason)) => {
                 self.settled.notify_one();
+                self.counters.record(Event::Refused);
                 warn!(tx_no = %transfer.tx_no, to = %transfer.to, %reason, "refused; returning the money to its sender");
                 true
             }
             Ok(CreditOutcome::Duplicate) => {
+                self.counters.record(Event::Duplicate);
                 info!(tx_no = %transfer.tx_no, "duplicate delivery absorbed");
                 true
             }
             Err(error) => {
+                self.counters.record(Event::RedeliveryRequested);
                 warn!(tx_no = %transfer.tx_no, reconsumed = msg.reconsume_times(), %error, "credit failed; will be redelivered");
                 false
             }
@@ -164,22 +171,44 @@ impl InboundListener {
             .block_on(self.store.apply_settlement(tx_no, reporter, settlement))
         {
             Ok(SettlementOutcome::Applied) => {
+                self.counters.record(Event::Settled);
                 info!(%tx_no, state = %settlement.final_state(), "settled");
                 true
             }
             Ok(SettlementOutcome::AlreadyApplied) => {
+                self.counters.record(Event::Duplicate);
                 info!(%tx_no, "duplicate settlement absorbed");
                 true
             }
             Err(error) if error.is_transient() => {
+                self.counters.record(Event::RedeliveryRequested);
                 warn!(%tx_no, reconsumed = msg.reconsume_times(), %error, "settlement failed; will be redelivered");
                 false
             }
-            Err(error) => {
-                error!(%tx_no, %reporter, %error, "settlement report set aside");
-                false
-            }
+            Err(error) => self.set_aside(msg, SetAside::BadSettlement, &format!("from {reporter}: {error}")),
         }
+    }
+
+    /// Refuses to apply `msg`: logs it, counts it, and records it in the database for
+    /// the auditor (best effort: the log line and RocketMQ's dead-letter queue remain
+    /// if that fails). RocketMQ's retry path takes it to the dead-letter queue.
+    fn set_aside(&self, msg: &MessageExt, reason: SetAside, detail: &str) -> bool {
+        self.counters.record(Event::SetAside(reason));
+        let key = msg
+            .property(&CheetahString::from_static_str("KEYS"))
+            .unwrap_or_default();
+        // The producer's unique id survives redeliveries; the broker's ids do not.
+        let id = msg
+            .property(&CheetahString::from_static_str("UNIQ_KEY"))
+            .unwrap_or_else(|| msg.msg_id().clone());
+        error!(msg_id = %id, key = %key, reconsumed = msg.reconsume_times(), %detail, "{} message set aside", reason.as_str());
+        let recorded = self
+            .runtime
+            .block_on(self.store.record_set_aside(&id, &key, reason.as_str(), detail));
+        if let Err(error) = recorded {
+            warn!(msg_id = %id, %error, "cannot record the set-aside message");
+        }
+        false
     }
 }
 

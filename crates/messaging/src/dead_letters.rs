@@ -9,11 +9,12 @@
 // what inspecting a dead-letter queue needs; the lite pull consumer would subscribe.
 #![allow(deprecated)]
 
-use rocketmq_client_rust::{DefaultMQProducer, DefaultMQPullConsumer, PullStatus};
+use rocketmq_client_rust::{DefaultMQPullConsumer, PullStatus};
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use serde::Serialize;
 
+use crate::publish::start_plain_producer;
 use crate::signing::SIGNATURE_PROPERTY;
 use crate::{MessagingError, MqClient, MqSettings};
 
@@ -106,15 +107,8 @@ pub async fn replay(
     if letters.is_empty() {
         return Ok(0);
     }
-    let mut producer = DefaultMQProducer::builder(client.runtime())
-        .client_config(settings.client_config())
-        .producer_group(format!("txbank_dlq_replay_{}", std::process::id()))
-        .name_server_addr(settings.namesrv_addr.clone())
-        .build();
-    producer
-        .start()
-        .await
-        .map_err(|e| MessagingError::client("producer start", e))?;
+    let mut producer =
+        start_plain_producer(client, settings, &format!("txbank_dlq_replay_{}", std::process::id())).await?;
     let mut sent = Ok(0);
     for letter in &letters {
         let mut builder = rocketmq_model::common::message::message_single::Message::builder()
@@ -126,7 +120,9 @@ pub async fn replay(
                 .raw_property(SIGNATURE_PROPERTY, signature.as_str())
                 .map_err(|e| MessagingError::client("replay message", e))?;
         }
-        let message = builder.build().map_err(|e| MessagingError::client("replay message", e))?;
+        let message = builder
+            .build()
+            .map_err(|e| MessagingError::client("replay message", e))?;
         if let Err(error) = producer.send(message).await {
             sent = Err(MessagingError::client("send", error));
             break;

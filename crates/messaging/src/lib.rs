@@ -8,6 +8,7 @@
 //!   about the transfers this bank sent.
 //! - [`SettlementRelay`] sends the settlement reports queued in the database's outbox.
 //! - [`Routes`] maps each bank to its inbound topic.
+//! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
 //! - [`dead_letters`] lists a consumer group's dead-letter queue and replays from it.
 //! - [`signing`] signs every message with a key the banks share and checks it on receipt.
 //! - [`wire`] is the message body, wire-compatible with the seed's Java services.
@@ -19,6 +20,7 @@ mod client;
 mod consumer;
 pub mod dead_letters;
 mod error;
+pub mod metrics;
 mod producer;
 mod publish;
 mod relay;

@@ -12,8 +12,9 @@ use tracing::{error, info, warn};
 use txbank_domain::{IdempotencyKey, Transfer};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
-use crate::wire::{Inbound, SeedDefaults};
+use crate::metrics::{Counters, Event};
 use crate::signing::{self, MessageKey};
+use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, ANSWERING_CHECK_BACK, BEFORE_LOCAL_TRANSACTION};
 
@@ -48,11 +49,13 @@ impl TransferProducer {
         routes: Routes,
         store: Store,
         seed: SeedDefaults,
+        counters: Arc<Counters>,
     ) -> Result<TransferProducer, MessagingError> {
         let listener = LocalTransaction {
             store,
             runtime: Handle::current(),
             seed,
+            counters,
         };
         let mut producer = TransactionMQProducer::builder(client.runtime())
             .client_config(settings.client_config())
@@ -119,6 +122,7 @@ struct LocalTransaction {
     store: Store,
     runtime: Handle,
     seed: SeedDefaults,
+    counters: Arc<Counters>,
 }
 
 impl LocalTransaction {
@@ -157,11 +161,15 @@ impl TransactionListener for LocalTransaction {
         {
             Ok(debit) => {
                 crash_point(AFTER_LOCAL_COMMIT);
+                self.counters.record(Event::Debited);
                 info!(tx_no = %transfer.tx_no, from = %transfer.from, to = %transfer.to, amount = %transfer.amount, "debited");
                 (LocalTransactionState::CommitMessage, SendOutcome::Debited(debit))
             }
             Err(refusal) => {
                 let state = self.settle(transfer, &refusal.to_string());
+                if state == LocalTransactionState::RollbackMessage {
+                    self.counters.record(Event::RolledBack);
+                }
                 info!(tx_no = %transfer.tx_no, verdict = ?state, reason = %refusal, "local transaction did not debit");
                 let outcome = match state {
                     LocalTransactionState::RollbackMessage => SendOutcome::RolledBack(refusal),
@@ -191,6 +199,11 @@ impl TransactionListener for LocalTransaction {
             }
         };
         let state = self.settle(&transfer, "no local commit when the broker checked back");
+        self.counters.record(Event::CheckBack(match state {
+            LocalTransactionState::CommitMessage => Some(true),
+            LocalTransactionState::RollbackMessage => Some(false),
+            LocalTransactionState::Unknown => None,
+        }));
         crash_point(ANSWERING_CHECK_BACK);
         info!(tx_no = %transfer.tx_no, verdict = ?state, "answered check-back");
         state

@@ -15,15 +15,8 @@ pub async fn publish(
     body: &[u8],
     times: u32,
 ) -> Result<(), MessagingError> {
-    let mut producer = DefaultMQProducer::builder(client.runtime())
-        .client_config(settings.client_config())
-        .producer_group(format!("txbank_publish_{}", std::process::id()))
-        .name_server_addr(settings.namesrv_addr.clone())
-        .build();
-    producer
-        .start()
-        .await
-        .map_err(|e| MessagingError::client("producer start", e))?;
+    let mut producer =
+        start_plain_producer(client, settings, &format!("txbank_publish_{}", std::process::id())).await?;
     let mut result = Ok(());
     for _ in 0..times {
         let message = signing::message(topic, key, body.to_vec(), settings.signing_key.as_ref())?;
@@ -34,4 +27,23 @@ pub async fn publish(
     }
     producer.shutdown().await;
     result
+}
+
+/// Starts a producer of plain (non-transactional) messages in `group`.
+pub(crate) async fn start_plain_producer(
+    client: &MqClient,
+    settings: &MqSettings,
+    group: &str,
+) -> Result<DefaultMQProducer, MessagingError> {
+    let mut producer = DefaultMQProducer::builder(client.runtime())
+        .client_config(settings.client_config())
+        .producer_group(group.to_string())
+        .name_server_addr(settings.namesrv_addr.clone())
+        .send_msg_timeout(settings.send_timeout.as_millis() as u32)
+        .build();
+    producer
+        .start()
+        .await
+        .map_err(|e| MessagingError::client("producer start", e))?;
+    Ok(producer)
 }

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use txbank_storage::{PendingSettlement, Store};
 
+use crate::publish::start_plain_producer;
 use crate::signing::{self, MessageKey};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 
@@ -34,16 +35,7 @@ impl SettlementRelay {
         routes: Routes,
         store: Store,
     ) -> Result<SettlementRelay, MessagingError> {
-        let mut producer = DefaultMQProducer::builder(client.runtime())
-            .client_config(settings.client_config())
-            .producer_group(format!("txbank_settlements_{}", store.bank()))
-            .name_server_addr(settings.namesrv_addr.clone())
-            .send_msg_timeout(settings.send_timeout.as_millis() as u32)
-            .build();
-        producer
-            .start()
-            .await
-            .map_err(|e| MessagingError::client("producer start", e))?;
+        let producer = start_plain_producer(client, settings, &format!("txbank_settlements_{}", store.bank())).await?;
         let queued = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let relay = Relay {

@@ -75,7 +75,12 @@ impl MessageKey {
 
 /// A message to `topic`, keyed by `key` (the transfer's `tx_no`), carrying `body`, and
 /// signed when `signer` is given.
-pub(crate) fn message(topic: &str, key: &str, body: Vec<u8>, signer: Option<&MessageKey>) -> Result<Message, MessagingError> {
+pub(crate) fn message(
+    topic: &str,
+    key: &str,
+    body: Vec<u8>,
+    signer: Option<&MessageKey>,
+) -> Result<Message, MessagingError> {
     let mut builder = Message::builder().topic(topic).key(key);
     if let Some(signer) = signer {
         builder = builder

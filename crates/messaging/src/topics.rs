@@ -11,8 +11,9 @@ use crate::{MessagingError, MqClient, MqSettings};
 
 /// Queues a topic gets when txbank creates it.
 const QUEUES: u32 = 8;
-/// How long to wait for at least one broker to register with the name server.
-const BROKER_WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for at least one broker to register with the name server (a
+/// restarted name server learns of a broker only at its next registration).
+const BROKER_WAIT: Duration = Duration::from_secs(90);
 
 /// Creates `topic` on every master broker of the cluster, or updates it to the same
 /// settings when it exists. Waits for a broker to register first.

@@ -305,11 +305,7 @@ mod tests {
             br#"{}"#,
         ];
         for body in cases {
-            assert!(
-                decode(body, &seed()).is_err(),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert!(decode(body, &seed()).is_err(), "{}", String::from_utf8_lossy(body));
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - `transfer_out`: each transfer this bank sent, and where it stands;
 //! - `transfer_in`: each transfer this bank received, credited or refused;
 //! - `settlement_outbox`: reports owed to senders ("credited" / "returned"), written in
-//!   the same transaction as the credit or refusal and deleted once sent.
+//!   the same transaction as the credit or refusal and deleted once sent;
+//! - `set_aside`: received messages that were never applied (unreadable, unauthenticated,
+//!   misrouted), one row per message however often it was delivered.
 
 /// Statements that create the schema on SQLite.
 pub(crate) const SQLITE: &[&str] = &[
@@ -51,6 +53,15 @@ pub(crate) const SQLITE: &[&str] = &[
         outcome VARCHAR(16) NOT NULL,
         reason VARCHAR(255),
         create_time BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS set_aside (
+        message_id VARCHAR(64) PRIMARY KEY,
+        message_key VARCHAR(128) NOT NULL,
+        reason VARCHAR(32) NOT NULL,
+        detail VARCHAR(255) NOT NULL,
+        deliveries BIGINT NOT NULL,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL
     )",
 ];
 
@@ -97,5 +108,14 @@ pub(crate) const MYSQL: &[&str] = &[
         outcome VARCHAR(16) NOT NULL,
         reason VARCHAR(255),
         create_time BIGINT NOT NULL
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS set_aside (
+        message_id VARCHAR(64) PRIMARY KEY,
+        message_key VARCHAR(128) NOT NULL,
+        reason VARCHAR(32) NOT NULL,
+        detail VARCHAR(255) NOT NULL,
+        deliveries BIGINT NOT NULL,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
 ];

@@ -253,30 +253,10 @@ impl Store {
         key: Option<&IdempotencyKey>,
     ) -> StorageResult<DebitOutcome> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // The insert goes first: it takes the write lock at once on SQLite, and its
-        // primary key is what makes a concurrent check-back's rollback marker conflict.
-        let recorded = sqlx::query(
-            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-        )
-        .bind(transfer.tx_no.as_str())
-        .bind(key.map(|k| k.as_str().to_string()))
-        .bind(transfer.from.as_str())
-        .bind(transfer.to_bank.as_str())
-        .bind(transfer.to.as_str())
-        .bind(transfer.amount.cents())
-        .bind(TransferState::Debited.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        if let Err(error) = recorded {
-            tx.rollback().await?;
-            if !is_unique_violation(&error) {
-                return Err(error.into());
-            }
-            return self.explain_conflict(transfer, key).await;
-        }
+        let mut tx = match self.begin_recording(transfer, key, TransferState::Debited, now).await? {
+            Ok(tx) => tx,
+            Err(existing) => return Ok(existing),
+        };
         if let Err(refusal) = debit(&mut tx, transfer).await {
             tx.rollback().await?;
             return Err(refusal);
@@ -307,28 +287,13 @@ impl Store {
         key: Option<&IdempotencyKey>,
     ) -> StorageResult<DebitOutcome> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let recorded = sqlx::query(
-            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
-             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-        )
-        .bind(transfer.tx_no.as_str())
-        .bind(key.map(|k| k.as_str().to_string()))
-        .bind(transfer.from.as_str())
-        .bind(transfer.to_bank.as_str())
-        .bind(transfer.to.as_str())
-        .bind(transfer.amount.cents())
-        .bind(TransferState::Credited.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        if let Err(error) = recorded {
-            tx.rollback().await?;
-            if !is_unique_violation(&error) {
-                return Err(error.into());
-            }
-            return self.explain_conflict(transfer, key).await;
-        }
+        let mut tx = match self
+            .begin_recording(transfer, key, TransferState::Credited, now)
+            .await?
+        {
+            Ok(tx) => tx,
+            Err(existing) => return Ok(existing),
+        };
         let moved = match debit(&mut tx, transfer).await {
             Ok(()) => credit(&mut tx, transfer).await,
             Err(refusal) => Err(refusal),
@@ -340,6 +305,44 @@ impl Store {
         record_incoming(&mut tx, transfer, None, now).await?;
         tx.commit().await?;
         Ok(DebitOutcome::Debited)
+    }
+
+    /// Opens a transaction whose first statement records `transfer` in `transfer_out` as
+    /// `state`: the insert takes SQLite's write lock at once, and its primary key is what
+    /// makes a concurrent check-back's rollback marker conflict. When the transfer or its
+    /// idempotency key is recorded already, says what became of it instead (`Ok(Err(_))`).
+    async fn begin_recording(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+        state: TransferState,
+        now: i64,
+    ) -> StorageResult<Result<Transaction, DebitOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(key.map(|k| k.as_str().to_string()))
+        .bind(transfer.from.as_str())
+        .bind(transfer.to_bank.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(state.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match recorded {
+            Ok(_) => Ok(Ok(tx)),
+            Err(error) => {
+                tx.rollback().await?;
+                if !is_unique_violation(&error) {
+                    return Err(error.into());
+                }
+                self.explain_conflict(transfer, key).await.map(Err)
+            }
+        }
     }
 
     /// Why recording a debit conflicted: the same transfer already exists, or its
@@ -441,7 +444,10 @@ impl Store {
             Ok(()) => (Settlement::Credited, CreditOutcome::Credited),
             Err(refusal) if !refusal.is_transient() => {
                 let reason = refusal.to_string();
-                (Settlement::Returned { reason: reason.clone() }, CreditOutcome::Refused(reason))
+                (
+                    Settlement::Returned { reason: reason.clone() },
+                    CreditOutcome::Refused(reason),
+                )
             }
             Err(error) => return Err(error),
         };
@@ -462,6 +468,54 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// How many sent transfers are debited but not yet settled, and the oldest one's age
+    /// in milliseconds (0 when none).
+    pub async fn in_flight(&self) -> StorageResult<(i64, i64)> {
+        let (count, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(create_time) FROM transfer_out WHERE state = ?")
+                .bind(TransferState::Debited.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((count, oldest.map_or(0, |oldest| (now_ms() - oldest).max(0))))
+    }
+
+    /// Records a received message that was set aside (never applied): once per message
+    /// id, counting its deliveries.
+    pub async fn record_set_aside(&self, message_id: &str, key: &str, reason: &str, detail: &str) -> StorageResult<()> {
+        let now = now_ms();
+        let detail: String = detail.chars().take(255).collect();
+        let key: String = key.chars().take(128).collect();
+        let counted = sqlx::query(
+            "UPDATE set_aside SET deliveries = deliveries + 1, last_seen = ?, reason = ?, detail = ? WHERE message_id = ?",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(detail.as_str())
+        .bind(message_id)
+        .execute(&self.pool)
+        .await?;
+        if rows(&counted) == 1 {
+            return Ok(());
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO set_aside (message_id, message_key, reason, detail, deliveries, first_seen, last_seen)
+             VALUES (?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(message_id)
+        .bind(key)
+        .bind(reason)
+        .bind(detail)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            // A concurrent delivery of the same message inserted it first.
+            Err(error) if is_unique_violation(&error) => Ok(()),
+            other => other.map(|_| ()).map_err(Into::into),
+        }
     }
 
     /// Settlement reports not yet sent, oldest first, at most `limit`.
@@ -569,11 +623,15 @@ impl Store {
         let incoming: Vec<(String, i64, String)> = sqlx::query_as("SELECT tx_no, amount_cents, state FROM transfer_in")
             .fetch_all(&mut *tx)
             .await?;
+        let (set_aside,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM set_aside")
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(BankLedger {
             bank: self.bank.to_string(),
             opened_cents,
             balance_cents,
+            set_aside: set_aside as usize,
             outgoing: outgoing
                 .into_iter()
                 .map(|row| {
@@ -683,8 +741,17 @@ async fn credit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> 
 }
 
 /// Records a received transfer inside `tx`: credited, or refused for `refusal`.
-async fn record_incoming(tx: &mut Transaction, transfer: &Transfer, refusal: Option<&str>, now: i64) -> StorageResult<()> {
-    let state = if refusal.is_some() { "refused" } else { TransferState::Credited.as_str() };
+async fn record_incoming(
+    tx: &mut Transaction,
+    transfer: &Transfer,
+    refusal: Option<&str>,
+    now: i64,
+) -> StorageResult<()> {
+    let state = if refusal.is_some() {
+        "refused"
+    } else {
+        TransferState::Credited.as_str()
+    };
     sqlx::query(
         "INSERT INTO transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

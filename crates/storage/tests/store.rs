@@ -209,8 +209,9 @@ async fn a_credit_to_a_missing_or_closed_account_is_refused_for_good_and_its_ret
         assert_eq!(balance(&store, "2").await, "0.00", "{engine}");
         let queued = store.pending_settlements(10).await.unwrap();
         assert_eq!(queued.len(), 2, "{engine}");
-        assert!(queued.iter().all(|report| report.to_bank == bank("bank1")
-            && matches!(report.settlement, Settlement::Returned { .. })));
+        assert!(queued
+            .iter()
+            .all(|report| report.to_bank == bank("bank1") && matches!(report.settlement, Settlement::Returned { .. })));
         store.settlement_sent(&queued[0].tx_no).await.unwrap();
         assert_eq!(store.pending_settlements(10).await.unwrap().len(), 1, "{engine}");
     }
@@ -252,7 +253,10 @@ async fn a_returned_transfer_credits_the_source_back_exactly_once() {
             .apply_settlement(&t.tx_no, &bank("bank2"), &Settlement::Credited)
             .await
             .unwrap_err();
-        assert!(matches!(err, StorageError::SettlementConflict { .. }), "{engine}: {err}");
+        assert!(
+            matches!(err, StorageError::SettlementConflict { .. }),
+            "{engine}: {err}"
+        );
     }
 }
 
@@ -272,7 +276,10 @@ async fn only_the_destination_bank_can_settle_a_transfer() {
             .unwrap_err();
         assert!(matches!(err, StorageError::UnknownTransfer(_)), "{engine}: {err}");
         assert_eq!(
-            store.apply_settlement(&t.tx_no, &bank("bank2"), &Settlement::Credited).await.unwrap(),
+            store
+                .apply_settlement(&t.tx_no, &bank("bank2"), &Settlement::Credited)
+                .await
+                .unwrap(),
             SettlementOutcome::Applied,
             "{engine}"
         );
@@ -288,7 +295,13 @@ async fn only_the_destination_bank_can_settle_a_transfer() {
 async fn a_transfer_within_one_bank_moves_money_in_one_transaction() {
     for (engine, store, _dir) in stores().await {
         let (from, to) = (party("bank1", "1"), party("bank1", "2"));
-        let t = Transfer::new(TxNo::generate(), from.clone(), to.clone(), Amount::parse("12.34").unwrap()).unwrap();
+        let t = Transfer::new(
+            TxNo::generate(),
+            from.clone(),
+            to.clone(),
+            Amount::parse("12.34").unwrap(),
+        )
+        .unwrap();
         store.transfer_within(&t, None).await.unwrap();
         assert_eq!(balance(&store, "1").await, "9987.66", "{engine}");
         assert_eq!(balance(&store, "2").await, "12.34", "{engine}");
@@ -342,21 +355,12 @@ async fn the_ledgers_of_a_sqlite_bank_and_a_mysql_bank_account_for_every_cent() 
         .roll_back_unless_debited(&refused, "insufficient funds")
         .await
         .unwrap();
-    let in_flight = txbank_domain::audit::audit(
-        &[
-            bank2.ledger().await.unwrap(),
-            bank1.ledger().await.unwrap(),
-        ],
-        0,
-    );
+    let in_flight = txbank_domain::audit::audit(&[bank2.ledger().await.unwrap(), bank1.ledger().await.unwrap()], 0);
     assert!(in_flight.is_clean(), "{in_flight:?}");
     assert_eq!((in_flight.in_flight, in_flight.in_flight_cents), (1, 10_000));
 
     bank2.credit_once(&sent).await.unwrap();
-    let ledgers = [
-        bank2.ledger().await.unwrap(),
-        bank1.ledger().await.unwrap(),
-    ];
+    let ledgers = [bank2.ledger().await.unwrap(), bank1.ledger().await.unwrap()];
     assert_eq!(
         (ledgers[1].opened_cents, ledgers[1].balance_cents),
         (1_000_000, 990_000)

@@ -118,7 +118,11 @@ impl Cluster {
         if keep {
             eprintln!("test folder: {}", dir.path().display());
         }
-        std::fs::write(dir.path().join("message-key"), "k".repeat(32) + "-shared-by-the-test-banks").unwrap();
+        std::fs::write(
+            dir.path().join("message-key"),
+            "k".repeat(32) + "-shared-by-the-test-banks",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("api-token"), "test-operator-token").unwrap();
         let namesrv_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let namesrv = Process::spawn(
@@ -307,7 +311,12 @@ impl Bank {
 
     /// `GET path` as an operator, returning status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        send(reqwest::Client::new().get(format!("{}{path}", self.url())).bearer_auth(API_TOKEN)).await
+        send(
+            reqwest::Client::new()
+                .get(format!("{}{path}", self.url()))
+                .bearer_auth(API_TOKEN),
+        )
+        .await
     }
 
     /// `POST path` with a JSON body as an operator, returning status and JSON body.
@@ -395,15 +404,23 @@ pub fn audit_is_clean(receiver: &Bank, sender: &Bank) -> Value {
 /// Runs `txbank audit` over `banks` (each named by its preset or configuration name)
 /// and returns its JSON report, failing the test when the books do not balance.
 pub fn audit_all_clean(banks: &[&Bank]) -> Value {
+    let (clean, report) = audit_report(banks);
+    assert!(clean, "audit found violations: {report:#}");
+    report
+}
+
+/// Runs `txbank audit` over `banks`: whether it found the books clean, and its report.
+pub fn audit_report(banks: &[&Bank]) -> (bool, Value) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
     command.args(["audit", "--json"]);
     for bank in banks {
-        command.arg("--bank").arg(format!("{}={}", bank.preset, bank.database_url));
+        command
+            .arg("--bank")
+            .arg(format!("{}={}", bank.preset, bank.database_url));
     }
     let out = command.output().expect("run txbank audit");
     let report: Value = serde_json::from_slice(&out.stdout).expect("audit prints JSON");
-    assert!(out.status.success(), "audit found violations: {report:#}");
-    report
+    (out.status.success(), report)
 }
 
 /// The audit report's counters named by `keys`.

@@ -1,18 +1,18 @@
 //! The HTTP API of one bank, on axum: the seed's `GET /transfer`, the JSON transfer API,
-//! accounts and health. Every route but health asks who calls ([`Caller`]). Handlers
-//! parse input into domain types, call storage or the
-//! producer, and map every failure to one status and one stable error code
-//! ([`ApiError`]).
+//! accounts, health and metrics, described by an OpenAPI document at `/openapi.json`.
+//! Every route but health and the document asks who calls ([`Caller`]). Handlers parse
+//! input into domain types, call storage or the producer, and map every failure to one
+//! status and one stable error code ([`ApiError`]).
 
 mod accounts;
 mod auth;
 mod error;
 mod health;
+mod openapi;
 mod state;
 mod transfers;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::Router;
 
 pub use auth::{ApiToken, Auth, Caller};
@@ -22,18 +22,36 @@ pub use state::AppState;
 /// Request bodies larger than this are refused with 413 before they are read whole.
 const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// Declares every route once: the router is built from this list, and
+/// [`ROUTES`] lists the same routes for the test that holds the OpenAPI document to them.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:path,)*) => {
+        /// Every route as `(method, path)`, in axum's path syntax.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path),)*];
+
+        fn routes() -> Router<AppState> {
+            Router::new()$(.route($path, axum::routing::$method($handler)))*
+        }
+    };
+}
+
+routes! {
+    get "/transfer" => transfers::seed_transfer,
+    post "/transfers" => transfers::create,
+    get "/transfers/{tx_no}" => transfers::show,
+    get "/accounts" => accounts::list,
+    post "/accounts" => accounts::open,
+    get "/accounts/{account_no}" => accounts::show,
+    post "/accounts/{account_no}/close" => accounts::close,
+    get "/healthz" => health::live,
+    get "/readyz" => health::ready,
+    get "/metrics" => health::metrics,
+    get "/openapi.json" => openapi::document,
+}
+
 /// The bank's routes, ready to serve.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/transfer", get(transfers::seed_transfer))
-        .route("/transfers", post(transfers::create))
-        .route("/transfers/{tx_no}", get(transfers::show))
-        .route("/accounts", get(accounts::list).post(accounts::open))
-        .route("/accounts/{account_no}", get(accounts::show))
-        .route("/accounts/{account_no}/close", post(accounts::close))
-        .route("/healthz", get(health::live))
-        .route("/readyz", get(health::ready))
-        .route("/metrics", get(health::metrics))
+    routes()
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

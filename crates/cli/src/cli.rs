@@ -58,6 +58,24 @@ pub enum Command {
         #[command(flatten)]
         overrides: BankOverrides,
     },
+    /// Show a bank's effective configuration (file, then environment, then flags), with
+    /// secrets hidden.
+    Config {
+        /// Print it as TOML (the only action for now).
+        #[arg(long)]
+        print: bool,
+        /// A TOML configuration file.
+        #[arg(long, conflicts_with = "preset")]
+        config: Option<PathBuf>,
+        /// An embedded configuration: bank1 or bank2.
+        #[arg(long)]
+        preset: Option<String>,
+        /// Folder for the presets' SQLite files.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        overrides: BankOverrides,
+    },
     /// Transfer money (asks the sending bank's API).
     Transfer {
         /// Source account.

@@ -276,6 +276,29 @@ impl BankConfig {
         Ok(Secrets { message_key, api_token })
     }
 
+    /// The configuration as TOML with the database password hidden, followed by where
+    /// each secret comes from (never the secret itself).
+    pub fn printable(&self) -> Result<String> {
+        let shown = BankConfig {
+            database_url: txbank_storage::redact(&self.database_url),
+            ..self.clone()
+        };
+        let mut text = toml::to_string(&shown)?;
+        for (what, var, file) in [
+            ("message key", "TXBANK_MESSAGE_KEY", &self.message_key_file),
+            ("API token", "TXBANK_API_TOKEN", &self.api_token_file),
+        ] {
+            let source = match (std::env::var_os(var), file) {
+                (Some(_), _) => format!("environment variable {var}"),
+                (None, Some(file)) if file.exists() => format!("file {}", file.display()),
+                (None, Some(file)) => format!("file {} (missing)", file.display()),
+                (None, None) => "none".to_string(),
+            };
+            text.push_str(&format!("# {what}: {source}\n"));
+        }
+        Ok(text)
+    }
+
     /// This bank's identifier.
     pub fn bank_id(&self) -> Result<BankId> {
         BankId::parse(&self.name).context("name")
@@ -387,6 +410,19 @@ mod tests {
         let bank2 = BankConfig::load(None, Some("bank2"), Path::new("d"), &BankOverrides::default()).unwrap();
         assert_eq!(bank2.messaging.consumer_group, "consumer_group_txmsg_bank2");
         assert_eq!(bank2.messaging.inbound_topic, "topic_txmsg");
+    }
+
+    #[test]
+    fn the_printed_configuration_hides_the_database_password() {
+        let overrides = BankOverrides {
+            database_url: Some("mysql://bank1:s3cret@db:3306/bank1".into()),
+            ..Default::default()
+        };
+        let config = BankConfig::load(None, Some("bank1"), Path::new("d"), &overrides).unwrap();
+        let printed = config.printable().unwrap();
+        assert!(printed.contains("mysql://bank1:***@db:3306/bank1"), "{printed}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("# message key: "), "{printed}");
     }
 
     #[test]

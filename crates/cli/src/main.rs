@@ -46,6 +46,20 @@ fn main() -> Result<()> {
             &data_dir,
             &overrides,
         )?),
+        Command::Config {
+            print,
+            config,
+            preset,
+            data_dir,
+            overrides,
+        } => {
+            if !print {
+                anyhow::bail!("say what to do: txbank config --print");
+            }
+            let config = BankConfig::load(config.as_deref(), preset.as_deref(), &data_dir, &overrides)?;
+            print!("{}", config.printable()?);
+            Ok(())
+        }
         Command::Transfer {
             from,
             to,

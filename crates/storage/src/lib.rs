@@ -15,5 +15,5 @@ pub mod test_support;
 
 pub use error::StorageError;
 pub use store::{
-    AccountRecord, CreditOutcome, DebitOutcome, PendingSettlement, SettlementOutcome, Store, TransferRecord,
+    redact, AccountRecord, CreditOutcome, DebitOutcome, PendingSettlement, SettlementOutcome, Store, TransferRecord,
 };

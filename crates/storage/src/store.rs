@@ -826,7 +826,8 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 /// The URL with any password replaced, for error messages.
-fn redact(url: &str) -> String {
+/// `url` with its password, if any, replaced by `***`, fit for logs and printouts.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
             Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use txbank_domain::audit::{books, BankBooks};
 
 use crate::{ApiError, AppState, Caller};
 
@@ -36,4 +37,15 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
         oldest_ms as f64 / 1000.0
     ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /audit` (operators): this bank's own books, checked alone. The checks across
+/// banks are `txbank audit`'s, which reads every bank.
+pub(crate) async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Json<BankBooks>, ApiError> {
+    caller.must_be_operator()?;
+    let ledger = state.store.ledger().await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(Json(books(&ledger, now_ms)))
 }

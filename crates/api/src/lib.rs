@@ -46,6 +46,7 @@ routes! {
     get "/healthz" => health::live,
     get "/readyz" => health::ready,
     get "/metrics" => health::metrics,
+    get "/audit" => health::audit,
     get "/openapi.json" => openapi::document,
 }
 

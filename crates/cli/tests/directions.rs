@@ -67,6 +67,11 @@ async fn bank2_pays_bank1_with_the_same_guarantees_and_each_sender_sees_credited
     }
     let report = audit_is_clean(&bank2, &bank1);
     assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [2, 2, 0]);
+    for bank in [&bank1, &bank2] {
+        let (status, books) = bank.get("/audit").await;
+        assert_eq!((status, books["balanced"].clone()), (200, json!(true)), "{books}");
+        assert_eq!(books["awaiting_report"], 0, "{books}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -109,6 +109,64 @@ impl AuditReport {
     }
 }
 
+/// One bank's own books, which that bank can check alone: the money that came in
+/// (opening balances and credits received) equals the money on its accounts plus the money
+/// that went out (debits of transfers not returned). Each bank serves this at `GET /audit`;
+/// the cross-bank checks need every bank's ledger ([`audit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BankBooks {
+    /// The bank.
+    pub bank: String,
+    /// Opening balances, in cents.
+    pub opened_cents: i64,
+    /// Credits received (from other banks and from this bank's own book transfers).
+    pub received_cents: i64,
+    /// Money on accounts now, in cents.
+    pub balance_cents: i64,
+    /// Debits of transfers sent and not returned, in cents.
+    pub sent_cents: i64,
+    /// True when came in = on accounts + went out.
+    pub balanced: bool,
+    /// Transfers sent and debited whose destination has not reported yet.
+    pub awaiting_report: usize,
+    /// Age of the oldest of those, in milliseconds.
+    pub oldest_awaiting_report_ms: Option<i64>,
+    /// Received messages never applied.
+    pub set_aside: usize,
+}
+
+/// The books of the bank whose ledger this is, at time `now_ms`.
+pub fn books(ledger: &BankLedger, now_ms: i64) -> BankBooks {
+    let received_cents = ledger
+        .incoming
+        .iter()
+        .filter(|incoming| incoming.credited)
+        .map(|incoming| incoming.amount.cents())
+        .sum();
+    let sent_cents = ledger
+        .outgoing
+        .iter()
+        .filter(|out| matches!(out.state, TransferState::Debited | TransferState::Credited))
+        .map(|out| out.amount.cents())
+        .sum();
+    let awaiting: Vec<&Outgoing> = ledger
+        .outgoing
+        .iter()
+        .filter(|out| out.state == TransferState::Debited)
+        .collect();
+    BankBooks {
+        bank: ledger.bank.clone(),
+        opened_cents: ledger.opened_cents,
+        received_cents,
+        balance_cents: ledger.balance_cents,
+        sent_cents,
+        balanced: ledger.opened_cents + received_cents == ledger.balance_cents + sent_cents,
+        awaiting_report: awaiting.len(),
+        oldest_awaiting_report_ms: awaiting.iter().map(|out| now_ms - out.created_at_ms).max(),
+        set_aside: ledger.set_aside,
+    }
+}
+
 /// Audits the banks' ledgers at time `now_ms`.
 ///
 /// Read receiving banks before sending banks (or audit at rest): a credit read before
@@ -238,6 +296,37 @@ mod tests {
                 set_aside: 1,
             },
         ]
+    }
+
+    #[test]
+    fn each_bank_checks_its_own_books_alone() {
+        let [bank1, bank2] = books(
+            9_000,
+            vec![
+                out("c", TransferState::Credited, 600, 0),
+                out("d", TransferState::Debited, 400, 5),
+                out("r", TransferState::Returned, 300, 1),
+            ],
+            600,
+            vec![inc("c", 600)],
+        )
+        .try_into()
+        .unwrap();
+        let sender = super::books(&bank1, 10);
+        assert!(sender.balanced, "{sender:?}");
+        assert_eq!(
+            (
+                sender.sent_cents,
+                sender.awaiting_report,
+                sender.oldest_awaiting_report_ms
+            ),
+            (1_000, 1, Some(5))
+        );
+        let receiver = super::books(&bank2, 10);
+        assert!(receiver.balanced, "{receiver:?}");
+        let mut skimmed = bank2.clone();
+        skimmed.balance_cents -= 1;
+        assert!(!super::books(&skimmed, 10).balanced);
     }
 
     #[test]

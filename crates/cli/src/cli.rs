@@ -45,36 +45,15 @@ pub enum Command {
     /// Run a RocketMQ broker.
     Broker(BrokerArgs),
     /// Run one bank service.
-    Bank {
-        /// A TOML configuration file.
-        #[arg(long, conflicts_with = "preset")]
-        config: Option<PathBuf>,
-        /// An embedded configuration: bank1 or bank2.
-        #[arg(long)]
-        preset: Option<String>,
-        /// Folder for the presets' SQLite files.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        #[command(flatten)]
-        overrides: BankOverrides,
-    },
+    Bank(BankSource),
     /// Show a bank's effective configuration (file, then environment, then flags), with
     /// secrets hidden.
     Config {
         /// Print it as TOML (the only action for now).
         #[arg(long)]
         print: bool,
-        /// A TOML configuration file.
-        #[arg(long, conflicts_with = "preset")]
-        config: Option<PathBuf>,
-        /// An embedded configuration: bank1 or bank2.
-        #[arg(long)]
-        preset: Option<String>,
-        /// Folder for the presets' SQLite files.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
         #[command(flatten)]
-        overrides: BankOverrides,
+        source: BankSource,
     },
     /// Transfer money (asks the sending bank's API).
     Transfer {
@@ -230,6 +209,35 @@ pub struct Login {
     /// Log in as this account's holder instead, with the password in TXBANK_PASSWORD.
     #[arg(long = "as", global = true, value_name = "ACCOUNT")]
     pub as_account: Option<String>,
+}
+
+/// Where a bank's configuration comes from: a file or a preset, then the environment
+/// and flags.
+#[derive(Debug, clap::Args)]
+pub struct BankSource {
+    /// A TOML configuration file.
+    #[arg(long, conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// An embedded configuration: bank1 or bank2.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Folder for the presets' SQLite files and secrets.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub overrides: BankOverrides,
+}
+
+impl BankSource {
+    /// Loads the configuration it names.
+    pub fn load(&self) -> anyhow::Result<crate::config::BankConfig> {
+        crate::config::BankConfig::load(
+            self.config.as_deref(),
+            self.preset.as_deref(),
+            &self.data_dir,
+            &self.overrides,
+        )
+    }
 }
 
 /// Options of `up`.

@@ -18,7 +18,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
-use config::BankConfig;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -35,29 +34,12 @@ fn main() -> Result<()> {
             transaction_check_max: args.transaction_check_max,
             flush_disk_type: if args.sync_flush { "SYNC_FLUSH" } else { "ASYNC_FLUSH" }.into(),
         }),
-        Command::Bank {
-            config,
-            preset,
-            data_dir,
-            overrides,
-        } => bank::run(BankConfig::load(
-            config.as_deref(),
-            preset.as_deref(),
-            &data_dir,
-            &overrides,
-        )?),
-        Command::Config {
-            print,
-            config,
-            preset,
-            data_dir,
-            overrides,
-        } => {
+        Command::Bank(source) => bank::run(source.load()?),
+        Command::Config { print, source } => {
             if !print {
                 anyhow::bail!("say what to do: txbank config --print");
             }
-            let config = BankConfig::load(config.as_deref(), preset.as_deref(), &data_dir, &overrides)?;
-            print!("{}", config.printable()?);
+            print!("{}", source.load()?.printable()?);
             Ok(())
         }
         Command::Transfer {

@@ -90,7 +90,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let mut system = System::start(&dir).await?;
+        let mut system = System::start(&dir, 2).await?;
         let outcome = drive(&mut system, args).await;
         system.stop_all().await;
         outcome
@@ -294,7 +294,7 @@ impl Client {
 }
 
 /// The running processes, each restartable on the same address and data.
-struct System {
+pub(crate) struct System {
     dir: PathBuf,
     token: String,
     namesrv: SocketAddr,
@@ -304,7 +304,8 @@ struct System {
 }
 
 impl System {
-    async fn start(dir: &Path) -> Result<System> {
+    /// Starts a name server, a broker, and `instances` (1 or 2) of each bank in `dir`.
+    pub(crate) async fn start(dir: &Path, instances: usize) -> Result<System> {
         for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
             create_secret_file(&dir.join(secret))?;
         }
@@ -314,18 +315,50 @@ impl System {
             token,
             namesrv: free_address(false)?,
             broker: free_address(true)?,
-            banks: vec![
-                ("bank1a", "bank1", free_address(false)?),
-                ("bank1b", "bank1", free_address(false)?),
-                ("bank2a", "bank2", free_address(false)?),
-                ("bank2b", "bank2", free_address(false)?),
-            ],
+            banks: Vec::new(),
             children: Vec::new(),
         };
-        for part in ["namesrv", "broker", "bank1a", "bank1b", "bank2a", "bank2b"] {
+        for (instance, preset) in [
+            ("bank1a", "bank1"),
+            ("bank1b", "bank1"),
+            ("bank2a", "bank2"),
+            ("bank2b", "bank2"),
+        ] {
+            if instances > 1 || instance.ends_with('a') {
+                system.banks.push((instance, preset, free_address(false)?));
+            }
+        }
+        let parts: Vec<&'static str> = system.banks.iter().map(|(name, _, _)| *name).collect();
+        for part in ["namesrv", "broker"].into_iter().chain(parts) {
             system.restart(part).await?;
         }
         Ok(system)
+    }
+
+    /// The operators' API token.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The URL of `instance` (`bank1a`...).
+    pub(crate) fn url(&self, instance: &str) -> Option<String> {
+        self.banks
+            .iter()
+            .find(|(name, _, _)| *name == instance)
+            .map(|(_, _, listen)| format!("http://{listen}"))
+    }
+
+    /// Peak resident memory (VmHWM) of each running part, in KiB.
+    pub(crate) fn peak_memory_kib(&self) -> Vec<(&'static str, u64)> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
+                let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+                let kib = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some((*name, kib))
+            })
+            .collect()
     }
 
     /// Each bank's two instances' URLs, bank1's first.
@@ -405,12 +438,17 @@ impl System {
         Ok(())
     }
 
+    /// The database of `bank` (`bank1`, `bank2`).
+    pub(crate) async fn store(&self, bank: &str) -> Result<Store> {
+        let url = format!("sqlite://{}", self.dir.join(format!("{bank}.db")).display());
+        Ok(Store::connect(BankId::parse(bank)?, &url, 1).await?)
+    }
+
     /// The auditor over both banks' databases.
-    async fn audit(&self) -> Result<AuditReport> {
+    pub(crate) async fn audit(&self) -> Result<AuditReport> {
         let mut ledgers = Vec::new();
         for bank in ["bank2", "bank1"] {
-            let url = format!("sqlite://{}", self.dir.join(format!("{bank}.db")).display());
-            let store = Store::connect(BankId::parse(bank)?, &url, 1).await?;
+            let store = self.store(bank).await?;
             ledgers.push(store.ledger().await?);
             store.close().await;
         }
@@ -420,7 +458,7 @@ impl System {
         Ok(audit(&ledgers, now_ms))
     }
 
-    async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for (_, child) in &mut self.children {
             let _ = child.kill().await;
         }

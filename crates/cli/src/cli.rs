@@ -146,6 +146,8 @@ pub enum Command {
     /// Run the system as separate processes, transfer in both directions while killing
     /// random parts, then check that no money was lost or duplicated.
     Chaos(crate::chaos::ChaosArgs),
+    /// Measure the real system under load: throughput credited, latencies, memory.
+    Bench(crate::bench::BenchArgs),
     /// Check that every cent is accounted for and every transfer ended correctly; exits
     /// non-zero on any violation.
     Audit {

@@ -5,6 +5,7 @@
 
 mod audit;
 mod bank;
+mod bench;
 mod chaos;
 mod cli;
 mod client;
@@ -109,6 +110,7 @@ fn main() -> Result<()> {
         } => dlq(&action, &group, &topic, namesrv_addr),
         Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
         Command::Chaos(args) => chaos::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

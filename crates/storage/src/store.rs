@@ -481,6 +481,16 @@ impl Store {
         Ok((count, oldest.map_or(0, |oldest| (now_ms() - oldest).max(0))))
     }
 
+    /// When each transfer was recorded, Unix milliseconds by `tx_no`: the sent ones
+    /// (`transfer_out`) or the received ones (`transfer_in`). For the benchmark's
+    /// debit-to-credit latencies.
+    pub async fn recorded_times(&self, sent: bool) -> StorageResult<Vec<(String, i64)>> {
+        let table = if sent { "transfer_out" } else { "transfer_in" };
+        Ok(sqlx::query_as(&format!("SELECT tx_no, create_time FROM {table}"))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     /// Records a received message that was set aside (never applied): once per message
     /// id, counting its deliveries.
     pub async fn record_set_aside(&self, message_id: &str, key: &str, reason: &str, detail: &str) -> StorageResult<()> {

@@ -85,7 +85,12 @@ pub(crate) async fn open(
         Err(error) => return Err(error.into()),
     }
     tracing::info!(bank = %state.bank, account = %no, balance = %opening, "opened account");
-    let account = state.store.account(&no).await?.ok_or_else(|| missing(&state, &no))?;
+    let account = AccountRecord {
+        account_no: no,
+        account_name: name.as_str().to_string(),
+        balance: opening,
+        closed: false,
+    };
     Ok((StatusCode::CREATED, Json(account.into())))
 }
 

@@ -13,10 +13,7 @@ use txbank_storage::Store;
 /// `data_dir` when none are given. Fails when a rule is broken.
 pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
     let banks = if banks.is_empty() {
-        ["bank2", "bank1"]
-            .iter()
-            .map(|name| format!("{name}=sqlite://{}", data_dir.join(format!("{name}.db")).display()))
-            .collect()
+        up_banks(data_dir)
     } else {
         banks.to_vec()
     };
@@ -33,7 +30,16 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn read_and_audit(banks: &[String]) -> Result<AuditReport> {
+/// `up`'s banks as `NAME=URL`, receiving bank first: their SQLite files under `data_dir`.
+pub(crate) fn up_banks(data_dir: &Path) -> Vec<String> {
+    ["bank2", "bank1"]
+        .iter()
+        .map(|name| format!("{name}=sqlite://{}", data_dir.join(format!("{name}.db")).display()))
+        .collect()
+}
+
+/// Reads each bank (`NAME=URL`) in its own snapshot and audits them together.
+pub(crate) async fn read_and_audit(banks: &[String]) -> Result<AuditReport> {
     let mut ledgers = Vec::new();
     for bank in banks {
         let (name, url) = bank

@@ -48,11 +48,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
             tracing::info!(%bank, account = %no, %balance, "opened account");
         }
     }
-    let settings = MqSettings {
-        namesrv_addr: config.namesrv_addr.clone(),
-        send_timeout: std::time::Duration::from_secs(3),
-        signing_key: Some(secrets.message_key.clone()),
-    };
+    let settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
     let routes = Routes::new(config.routes()?);
     for topic in routes.topics() {
         ensure_topic(mq, &settings, topic).await?;

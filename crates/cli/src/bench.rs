@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::chaos::System;
+use crate::chaos::{run_folder, System};
 
 /// Options of `bench`.
 #[derive(Debug, clap::Args)]
@@ -78,11 +78,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.duration == 0 || args.concurrency == 0 {
         bail!("--duration and --concurrency must be at least 1");
     }
-    let dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("txbank-bench-{}", std::process::id())),
-    };
-    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = run_folder(args.data_dir.as_deref(), "bench")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         let mut system = System::start(&dir, 1).await?;

@@ -14,10 +14,11 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::process::Child;
-use txbank_domain::audit::{audit, AuditReport, Violation};
+use txbank_domain::audit::{AuditReport, Violation};
 use txbank_domain::BankId;
 use txbank_storage::Store;
 
+use crate::audit::{read_and_audit, up_banks};
 use crate::config::{create_secret_file, API_TOKEN_FILE, MESSAGE_KEY_FILE};
 use crate::up::part_command;
 
@@ -83,11 +84,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     if args.transfers == 0 || args.concurrency == 0 {
         bail!("--transfers and --concurrency must be at least 1");
     }
-    let dir = match &args.data_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("txbank-chaos-{}-{}", std::process::id(), args.seed)),
-    };
-    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = run_folder(args.data_dir.as_deref(), &format!("chaos-{}", args.seed))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         let mut system = System::start(&dir, 2).await?;
@@ -173,6 +170,17 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
         kills: schedule,
         audit: report,
     })
+}
+
+/// The folder of a run with its `logs` folder: `data_dir`, or a new one named after
+/// `what` under the temp folder.
+pub(crate) fn run_folder(data_dir: Option<&Path>, what: &str) -> Result<PathBuf> {
+    let dir = match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::temp_dir().join(format!("txbank-{what}-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The kills of a run: the same seed always gives the same schedule. A kill comes 0.3 to
@@ -446,16 +454,7 @@ impl System {
 
     /// The auditor over both banks' databases.
     pub(crate) async fn audit(&self) -> Result<AuditReport> {
-        let mut ledgers = Vec::new();
-        for bank in ["bank2", "bank1"] {
-            let store = self.store(bank).await?;
-            ledgers.push(store.ledger().await?);
-            store.close().await;
-        }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis() as i64;
-        Ok(audit(&ledgers, now_ms))
+        read_and_audit(&up_banks(&self.dir)).await
     }
 
     pub(crate) async fn stop_all(&mut self) {

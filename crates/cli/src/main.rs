@@ -85,11 +85,7 @@ fn main() -> Result<()> {
                 }
                 None => None,
             };
-            let settings = txbank_messaging::MqSettings {
-                namesrv_addr,
-                send_timeout: Duration::from_secs(3),
-                signing_key,
-            };
+            let settings = txbank_messaging::MqSettings::new(namesrv_addr, signing_key);
             let mq = txbank_messaging::MqClient::build(1, 8)?;
             let sent = mq.block_on(txbank_messaging::publish(
                 &mq,
@@ -117,11 +113,7 @@ fn main() -> Result<()> {
 /// `txbank dlq list|replay`.
 fn dlq(action: &cli::DlqAction, group: &str, topic: &str, namesrv_addr: String) -> Result<()> {
     use txbank_messaging::dead_letters;
-    let settings = txbank_messaging::MqSettings {
-        namesrv_addr,
-        send_timeout: Duration::from_secs(3),
-        signing_key: None,
-    };
+    let settings = txbank_messaging::MqSettings::new(namesrv_addr, None);
     let mq = txbank_messaging::MqClient::build(1, 8)?;
     let outcome = mq.block_on(async {
         match action {

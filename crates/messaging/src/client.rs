@@ -23,6 +23,16 @@ pub struct MqSettings {
 }
 
 impl MqSettings {
+    /// Settings for the name-server list `namesrv_addr`, signing with `signing_key`, and
+    /// a send timeout of 3 s.
+    pub fn new(namesrv_addr: String, signing_key: Option<MessageKey>) -> MqSettings {
+        MqSettings {
+            namesrv_addr,
+            send_timeout: Duration::from_secs(3),
+            signing_key,
+        }
+    }
+
     /// The client configuration every producer and consumer starts from: this name
     /// server list, with routes refreshed and heartbeats sent every 10 s (the client's
     /// minimum).

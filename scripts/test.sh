@@ -2,7 +2,8 @@
 # Runs every test of txbank: unit, storage (SQLite and MariaDB) and system tests that
 # start real RocketMQ name servers, brokers and bank processes.
 # Makes sure MariaDB runs on 127.0.0.1:3306 (root, empty password) first, installing
-# and starting it when it is missing; fails if it cannot.
+# and starting it when it is missing, and installs Chromium and ChromeDriver for the
+# dashboard's browser test; fails if it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/txbank-target}"
@@ -27,6 +28,13 @@ if ! mariadb_answers; then
   # A fresh install lets root in only through the socket: allow TCP with no password.
   mariadb_answers || mariadb -uroot -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;" || true
   mariadb_answers || { echo "MariaDB does not answer on 127.0.0.1:3306 as root with an empty password" >&2; exit 1; }
+fi
+
+# The dashboard's end-to-end test drives Debian's headless Chromium through ChromeDriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "installing Chromium and ChromeDriver..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # Each run's tests create their own txbank_t_* databases; drop those of earlier runs.

@@ -15,10 +15,15 @@ pub(crate) async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Answers only while the database answers; the broker clients were started before the
-/// server began to listen.
+/// Answers 200 only while both the database and the broker answer; 503 names the one
+/// that does not.
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.store.ping().await?;
+    state.broker.check().await.map_err(|error| ApiError::Unavailable {
+        code: "broker_unavailable",
+        message: error.to_string(),
+        tx_no: None,
+    })?;
     Ok(Json(json!({ "status": "ready", "bank": state.bank.as_str() })))
 }
 

@@ -38,6 +38,7 @@ macro_rules! routes {
 routes! {
     get "/transfer" => transfers::seed_transfer,
     post "/transfers" => transfers::create,
+    get "/transfers" => transfers::list,
     get "/transfers/{tx_no}" => transfers::show,
     get "/accounts" => accounts::list,
     post "/accounts" => accounts::open,

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use txbank_domain::{BankId, Party};
 use txbank_messaging::metrics::Counters;
-use txbank_messaging::TransferProducer;
+use txbank_messaging::{BrokerProbe, TransferProducer};
 use txbank_storage::Store;
 
 use crate::Auth;
 
-/// The bank's database and producer, and the seed's default destination.
+/// The bank's database, producer and broker probe, and the seed's default destination.
 #[derive(Clone)]
 pub struct AppState {
     /// This bank's identifier, shown in responses and logs.
@@ -25,4 +25,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// What the producer and consumer did, for `GET /metrics`.
     pub counters: Arc<Counters>,
+    /// Whether the broker answers, for `GET /readyz`.
+    pub broker: Arc<BrokerProbe>,
 }

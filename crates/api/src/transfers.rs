@@ -1,4 +1,5 @@
-//! Transfers: the seed's `GET /transfer`, `POST /transfers` and `GET /transfers/{tx_no}`.
+//! Transfers: the seed's `GET /transfer`, `POST /transfers`, `GET /transfers` and
+//! `GET /transfers/{tx_no}`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use txbank_domain::{AccountNo, Amount, BankId, IdempotencyKey, Party, Transfer, TxNo};
+use txbank_domain::{AccountNo, Amount, BankId, IdempotencyKey, Party, Transfer, TransferState, TxNo};
 use txbank_messaging::SendOutcome;
 use txbank_storage::{StorageError, TransferRecord};
 
@@ -26,6 +27,9 @@ pub(crate) struct TransferView {
     amount: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// When the sender recorded it, Unix milliseconds (known once it is stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at_ms: Option<i64>,
 }
 
 impl TransferView {
@@ -38,11 +42,15 @@ impl TransferView {
             to: transfer.to.to_string(),
             amount: transfer.amount.to_string(),
             reason,
+            created_at_ms: None,
         }
     }
 
     fn of(record: &TransferRecord) -> Self {
-        TransferView::new(&record.transfer, record.state.as_str(), record.reason.clone())
+        TransferView {
+            created_at_ms: Some(record.created_at_ms),
+            ..TransferView::new(&record.transfer, record.state.as_str(), record.reason.clone())
+        }
     }
 }
 
@@ -123,6 +131,50 @@ pub(crate) async fn seed_transfer(
         Amount::parse(param("amount")?)?,
     )?;
     submit(&state, transfer, None).await
+}
+
+/// Most transfers `GET /transfers` lists at once.
+const MAX_LISTED: u32 = 100;
+
+/// The query of `GET /transfers`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The answer of `GET /transfers`.
+#[derive(Serialize)]
+pub(crate) struct TransferList {
+    transfers: Vec<TransferView>,
+}
+
+/// `GET /transfers?state=debited&limit=20` (operators): the latest transfers this bank
+/// sent, newest first, optionally only those in one state (`debited` = in flight).
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<TransferList>, ApiError> {
+    caller.must_be_operator()?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+    let wanted = query
+        .state
+        .map(|text| text.parse::<TransferState>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("invalid_state", e))?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_LISTED).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {MAX_LISTED}"),
+        ));
+    }
+    let records = state.store.recent_transfers_out(wanted, limit).await?;
+    Ok(Json(TransferList {
+        transfers: records.iter().map(TransferView::of).collect(),
+    }))
 }
 
 /// `GET /transfers/{tx_no}`: where a transfer this bank sent stands.

@@ -18,7 +18,10 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
         banks.to_vec()
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = runtime.block_on(read_and_audit(&banks))?;
+    let reading = crate::progress::spinner(format!("reading {} banks' ledgers", banks.len()));
+    let report = runtime.block_on(read_and_audit(&banks));
+    reading.finish_and_clear();
+    let report = report?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -11,7 +11,7 @@ use txbank_domain::{AccountNo, BankId, Party};
 use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
-    ensure_topic, Acceptance, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay, TransferProducer,
+    ensure_topic, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay, TransferProducer,
 };
 use txbank_storage::Store;
 
@@ -69,7 +69,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         Arc::clone(&counters),
     )
     .await?;
-    let relay = SettlementRelay::start(mq, &settings, routes.clone(), store.clone()).await?;
+    let relay = SettlementRelay::start(mq, &settings, routes.clone(), store.clone(), Arc::clone(&counters)).await?;
     let acceptance = Acceptance {
         routes,
         seed,
@@ -87,6 +87,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         Arc::clone(&counters),
     )
     .await?;
+    let probe = BrokerProbe::start(mq, &settings, bank.as_str(), &config.messaging.inbound_topic).await?;
 
     let state = AppState {
         bank: bank.clone(),
@@ -98,6 +99,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         },
         auth: Arc::new(Auth::new(secrets.api_token)),
         counters,
+        broker: Arc::new(probe),
     };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -113,6 +115,9 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     relay.shutdown().await;
     if let Ok(producer) = Arc::try_unwrap(state.producer) {
         producer.shutdown().await;
+    }
+    if let Ok(probe) = Arc::try_unwrap(state.broker) {
+        probe.shutdown().await;
     }
     store.close().await;
     Ok(())

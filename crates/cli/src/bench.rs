@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -104,9 +106,12 @@ async fn measure(system: &System, args: &BenchArgs) -> Result<BenchReport> {
     let url = format!("{}/transfers", system.url("bank1a").context("no bank1")?);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let progress = crate::progress::bar(args.duration, "s");
+    let debited_so_far = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (http, url, token) = (http.clone(), url.clone(), system.token().to_string());
+            let debited_so_far = Arc::clone(&debited_so_far);
             tokio::spawn(async move {
                 let (mut latencies, mut failed) = (Vec::new(), 0usize);
                 while Instant::now() < deadline {
@@ -119,7 +124,8 @@ async fn measure(system: &System, args: &BenchArgs) -> Result<BenchReport> {
                         .await;
                     match sent {
                         Ok(response) if response.status().as_u16() == 201 => {
-                            latencies.push(started.elapsed().as_secs_f64() * 1000.0)
+                            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                            debited_so_far.fetch_add(1, Ordering::Relaxed);
                         }
                         _ => failed += 1,
                     }
@@ -128,6 +134,13 @@ async fn measure(system: &System, args: &BenchArgs) -> Result<BenchReport> {
             })
         })
         .collect();
+    let load_started = Instant::now();
+    while Instant::now() < deadline {
+        progress.set_position(load_started.elapsed().as_secs());
+        progress.set_message(format!("{} debited", debited_so_far.load(Ordering::Relaxed)));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress.finish_and_clear();
     let (mut http_latencies, mut failed) = (Vec::new(), 0);
     for client in clients {
         let (latencies, failures) = client.await?;
@@ -138,11 +151,14 @@ async fn measure(system: &System, args: &BenchArgs) -> Result<BenchReport> {
 
     // Wait until bank2 credited everything bank1 debited.
     let settle_deadline = Instant::now() + Duration::from_secs(120);
+    let waiting = crate::progress::spinner("waiting for bank2 to credit everything");
     let mut audit = system.audit().await?;
     while audit.in_flight > 0 && Instant::now() < settle_deadline {
+        waiting.set_message(format!("waiting for bank2: {} transfers in flight", audit.in_flight));
         tokio::time::sleep(Duration::from_millis(250)).await;
         audit = system.audit().await?;
     }
+    waiting.finish_and_clear();
     let (bank1, bank2) = (system.store("bank1").await?, system.store("bank2").await?);
     let sent: HashMap<String, i64> = bank1.recorded_times(true).await?.into_iter().collect();
     let received = bank2.recorded_times(false).await?;

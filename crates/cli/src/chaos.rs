@@ -127,8 +127,19 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
             Ok(tokio::spawn(client.run()))
         })
         .collect::<Result<_>>()?;
-    for kill in &schedule {
+    let progress = crate::progress::bar(args.transfers as u64, "transfers");
+    let watch = {
+        let (progress, counts) = (progress.clone(), Arc::clone(&counts));
+        tokio::spawn(async move {
+            loop {
+                progress.set_position(counts.requested.load(Ordering::Relaxed) as u64);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for (done, kill) in schedule.iter().enumerate() {
         tokio::time::sleep_until((started + Duration::from_millis(kill.at_ms)).into()).await;
+        progress.set_message(format!("kill {}/{}: {}", done + 1, schedule.len(), kill.part));
         system.kill(kill.part).await?;
         tokio::time::sleep(Duration::from_millis(kill.down_ms)).await;
         system.restart(kill.part).await?;
@@ -136,14 +147,19 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
     for client in clients {
         client.await?;
     }
+    watch.abort();
+    progress.finish_and_clear();
 
     let converging = Instant::now();
     let deadline = converging + Duration::from_secs(args.converge_timeout);
+    let waiting = crate::progress::spinner("converging");
     let mut report = system.audit().await?;
     while (report.in_flight > 0 || !report.is_clean()) && Instant::now() < deadline {
+        waiting.set_message(format!("converging: {} transfers in flight", report.in_flight));
         tokio::time::sleep(Duration::from_millis(500)).await;
         report = system.audit().await?;
     }
+    waiting.finish_and_clear();
     let duplicated = report
         .violations
         .iter()

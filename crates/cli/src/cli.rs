@@ -31,7 +31,7 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start everything on loopback: name server, broker, bank1 and bank2.
+    /// Start everything on loopback: name server, broker, bank1, bank2 and the dashboard.
     Up(UpArgs),
     /// Run a RocketMQ name server.
     Namesrv {
@@ -46,6 +46,8 @@ pub enum Command {
     Broker(BrokerArgs),
     /// Run one bank service.
     Bank(BankSource),
+    /// Serve the live dashboard of any banks, read through their APIs.
+    Dashboard(DashboardArgs),
     /// Show a bank's effective configuration (file, then environment, then flags), with
     /// secrets hidden.
     Config {
@@ -260,6 +262,26 @@ pub struct UpArgs {
     /// bank2's API address.
     #[arg(long, default_value = defaults::BANK2)]
     pub bank2: SocketAddr,
+    /// The dashboard's address.
+    #[arg(long, default_value = defaults::DASHBOARD)]
+    pub dashboard: SocketAddr,
+}
+
+/// Options of `dashboard`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DashboardArgs {
+    /// Listen address.
+    #[arg(long, default_value = defaults::DASHBOARD)]
+    pub listen: SocketAddr,
+    /// A bank to show, as NAME=URL; repeat for each bank.
+    #[arg(long = "bank", value_name = "NAME=URL", required = true, value_parser = txbank_dashboard::BankEndpoint::parse)]
+    pub banks: Vec<txbank_dashboard::BankEndpoint>,
+    /// File holding the operators' API token (TXBANK_API_TOKEN gives the token itself).
+    #[arg(long, default_value = "data/api-token", env = "TXBANK_API_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Milliseconds between two readings of the banks.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub poll_ms: u64,
 }
 
 /// Options of `broker`.

@@ -154,6 +154,8 @@ pub mod defaults {
     pub const BANK1: &str = "127.0.0.1:56081";
     /// bank2's HTTP API.
     pub const BANK2: &str = "127.0.0.1:56082";
+    /// The dashboard.
+    pub const DASHBOARD: &str = "127.0.0.1:56080";
 }
 
 impl BankConfig {
@@ -350,7 +352,7 @@ pub const API_TOKEN_FILE: &str = "api-token";
 
 /// The secret in environment variable `var`, else in `file`; `None` when neither is
 /// given. A named file that cannot be read is an error.
-fn read_secret(var: &str, file: Option<&Path>) -> Result<Option<String>> {
+pub fn read_secret(var: &str, file: Option<&Path>) -> Result<Option<String>> {
     if let Ok(value) = std::env::var(var) {
         return Ok(Some(value.trim().to_string()));
     }

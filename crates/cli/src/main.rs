@@ -10,6 +10,7 @@ mod chaos;
 mod cli;
 mod client;
 mod config;
+mod progress;
 mod rocketmq_server;
 mod up;
 
@@ -36,6 +37,7 @@ fn main() -> Result<()> {
             flush_disk_type: if args.sync_flush { "SYNC_FLUSH" } else { "ASYNC_FLUSH" }.into(),
         }),
         Command::Bank(source) => bank::run(source.load()?),
+        Command::Dashboard(args) => dashboard(&args),
         Command::Config { print, source } => {
             if !print {
                 anyhow::bail!("say what to do: txbank config --print");
@@ -108,6 +110,27 @@ fn main() -> Result<()> {
         Command::Chaos(args) => chaos::run(&args),
         Command::Bench(args) => bench::run(&args),
     }
+}
+
+/// `txbank dashboard`: serves the page until SIGINT/SIGTERM.
+fn dashboard(args: &cli::DashboardArgs) -> Result<()> {
+    let api_token = config::read_secret("TXBANK_API_TOKEN", Some(&args.token_file))?
+        .filter(|token| !token.is_empty())
+        .context("the dashboard needs the operators' API token")?;
+    let settings = txbank_dashboard::DashboardSettings {
+        banks: args.banks.clone(),
+        api_token,
+        poll_every: Duration::from_millis(args.poll_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        println!("dashboard on http://{}", listener.local_addr()?);
+        txbank_dashboard::serve(listener, settings, bank::shutdown_signal()).await?;
+        Ok(())
+    })
 }
 
 /// `txbank dlq list|replay`.

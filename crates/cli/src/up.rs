@@ -1,4 +1,4 @@
-//! `txbank up`: the whole system on loopback, each part its own process (this binary
+//! `txbank up`: the whole system on loopback and its dashboard, each part its own process (this binary
 //! again), started in order, watched, and stopped in reverse order on Ctrl-C.
 
 use std::net::SocketAddr;
@@ -24,8 +24,8 @@ struct Part {
     child: Child,
 }
 
-/// Starts the name server, the broker, bank1 and bank2; runs until Ctrl-C or until a
-/// part dies, then stops the rest.
+/// Starts the name server, the broker, bank1, bank2 and the dashboard; runs until
+/// Ctrl-C or until a part dies, then stops the rest.
 pub fn run(args: &UpArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -92,6 +92,16 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
         parts.push(spawn(name, bank_cmd)?);
         wait_listening(name, listen, parts, &logs).await?;
     }
+
+    let mut dashboard_cmd = part_command(&logs, "dashboard")?;
+    dashboard_cmd
+        .args(["dashboard", "--listen", &args.dashboard.to_string()])
+        .args(["--bank", &format!("bank1=http://{}", args.bank1)])
+        .args(["--bank", &format!("bank2=http://{}", args.bank2)])
+        .arg("--token-file")
+        .arg(data.join(API_TOKEN_FILE));
+    parts.push(spawn("dashboard", dashboard_cmd)?);
+    wait_listening("dashboard", args.dashboard, parts, &logs).await?;
     Ok(())
 }
 
@@ -150,8 +160,9 @@ fn print_summary(args: &UpArgs) {
     println!("  broker       {}", args.broker);
     println!("  bank1        http://{}   (Zhang San, account 1)", args.bank1);
     println!("  bank2        http://{}   (Li Si, account 2)", args.bank2);
-    println!("  logs         {}", args.data_dir.join("logs").display());
     let token = args.data_dir.join(API_TOKEN_FILE);
+    println!("  dashboard    http://{}   (log in with the API token)", args.dashboard);
+    println!("  logs         {}", args.data_dir.join("logs").display());
     println!("  API token    {} (Authorization: Bearer ...)", token.display());
     println!(
         "Try: curl -H \"Authorization: Bearer $(cat {})\" 'http://{}/transfer?accountNo=1&amount=100'",

@@ -2,6 +2,7 @@
 //! exactly once, and apply the settlement reports about transfers this bank sent.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cheetah_string::CheetahString;
 use rocketmq_client_rust::{
@@ -17,7 +18,7 @@ use tracing::{error, info, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, SettlementOutcome, Store};
 
-use crate::metrics::{Counters, Event, SetAside};
+use crate::metrics::{Counters, DbCall, Event, SetAside, Timing};
 use crate::signing::{Verdict, SIGNATURE_PROPERTY};
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessageKey, MessagingError, MqClient, MqSettings, Routes};
@@ -138,11 +139,17 @@ impl InboundListener {
             );
             return self.set_aside(msg, SetAside::Misrouted, &detail);
         }
-        match self.runtime.block_on(self.store.credit_once(transfer)) {
+        let started = Instant::now();
+        let credited = self.runtime.block_on(self.store.credit_once(transfer));
+        self.counters
+            .observe(Timing::Database(DbCall::Credit), started.elapsed());
+        match credited {
             Ok(CreditOutcome::Credited) => {
                 crash_point(AFTER_CREDIT_COMMIT);
                 self.settled.notify_one();
                 self.counters.record(Event::Credited);
+                self.counters
+                    .observe(Timing::DebitToCredit, since_unix_ms(msg.born_timestamp()));
                 info!(tx_no = %transfer.tx_no, to = %transfer.to, amount = %transfer.amount, "credited");
                 true
             }
@@ -166,10 +173,13 @@ impl InboundListener {
     }
 
     fn settle(&self, tx_no: &TxNo, reporter: &BankId, settlement: &Settlement, msg: &MessageExt) -> bool {
-        match self
+        let started = Instant::now();
+        let applied = self
             .runtime
-            .block_on(self.store.apply_settlement(tx_no, reporter, settlement))
-        {
+            .block_on(self.store.apply_settlement(tx_no, reporter, settlement));
+        self.counters
+            .observe(Timing::Database(DbCall::Settle), started.elapsed());
+        match applied {
             Ok(SettlementOutcome::Applied) => {
                 self.counters.record(Event::Settled);
                 info!(%tx_no, state = %settlement.final_state(), "settled");
@@ -210,6 +220,13 @@ impl InboundListener {
         }
         false
     }
+}
+
+/// The time since `unix_ms` (zero if that is in the future, as another machine's clock
+/// may say).
+fn since_unix_ms(unix_ms: i64) -> Duration {
+    let then = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    SystemTime::now().duration_since(then).unwrap_or_default()
 }
 
 impl MessageListenerConcurrently for InboundListener {

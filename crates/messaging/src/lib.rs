@@ -7,6 +7,7 @@
 //!   once (or refuses it for good and queues its return), and applies settlement reports
 //!   about the transfers this bank sent.
 //! - [`SettlementRelay`] sends the settlement reports queued in the database's outbox.
+//! - [`BrokerProbe`] tells whether the name server and the broker answer.
 //! - [`Routes`] maps each bank to its inbound topic.
 //! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
 //! - [`dead_letters`] lists a consumer group's dead-letter queue and replays from it.
@@ -21,6 +22,7 @@ mod consumer;
 pub mod dead_letters;
 mod error;
 pub mod metrics;
+mod probe;
 mod producer;
 mod publish;
 mod relay;
@@ -32,6 +34,7 @@ pub mod wire;
 pub use client::{MqClient, MqSettings};
 pub use consumer::{Acceptance, CreditConsumer};
 pub use error::MessagingError;
+pub use probe::BrokerProbe;
 pub use producer::{SendOutcome, TransferProducer};
 pub use publish::publish;
 pub use relay::SettlementRelay;

@@ -1,8 +1,10 @@
-//! Counters of what a bank's messaging did since it started, shared by the producer and
-//! the consumer and rendered in Prometheus' text format for `GET /metrics`.
+//! Counters and latency histograms of what a bank's messaging did since it started,
+//! shared by the producer, the consumer and the relay, and rendered in Prometheus' text
+//! format for `GET /metrics`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Why a received message was set aside (never applied; RocketMQ redelivers it and in
 /// the end moves it to the dead-letter queue).
@@ -37,7 +39,100 @@ impl SetAside {
     ];
 }
 
-/// The counters; every field only grows.
+/// A database call on the hot path, timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbCall {
+    /// The local transaction: debit and record.
+    Debit,
+    /// The receiving transaction: de-duplicate, credit, queue the report.
+    Credit,
+    /// Applying a settlement report.
+    Settle,
+    /// Answering a check-back.
+    CheckBack,
+}
+
+impl DbCall {
+    const ALL: [DbCall; 4] = [DbCall::Debit, DbCall::Credit, DbCall::Settle, DbCall::CheckBack];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DbCall::Debit => "debit",
+            DbCall::Credit => "credit",
+            DbCall::Settle => "settle",
+            DbCall::CheckBack => "check_back",
+        }
+    }
+}
+
+/// A broker call, timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerCall {
+    /// A transactional send without its local transaction: the half message and the
+    /// commit or rollback.
+    TransactionalSend,
+    /// A settlement report's plain send.
+    SettlementSend,
+}
+
+impl BrokerCall {
+    const ALL: [BrokerCall; 2] = [BrokerCall::TransactionalSend, BrokerCall::SettlementSend];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            BrokerCall::TransactionalSend => "transactional_send",
+            BrokerCall::SettlementSend => "settlement_send",
+        }
+    }
+}
+
+/// What a latency histogram measures.
+#[derive(Debug, Clone, Copy)]
+pub enum Timing {
+    /// From the sender's half message to this bank's credit commit (clocks of two
+    /// machines when the banks run apart).
+    DebitToCredit,
+    /// A database call.
+    Database(DbCall),
+    /// A broker call.
+    Broker(BrokerCall),
+}
+
+/// The upper bounds, in seconds, of every histogram's buckets.
+pub const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A Prometheus histogram of durations over [`BUCKETS`].
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the `_bucket`, `_sum` and `_count` samples of `name` with `labels`.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).zip(&self.buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// The counters and histograms; every figure only grows.
 #[derive(Debug, Default)]
 pub struct Counters {
     debited: AtomicU64,
@@ -51,6 +146,9 @@ pub struct Counters {
     redelivery_requests: AtomicU64,
     settlements: AtomicU64,
     set_aside: [AtomicU64; 4],
+    debit_to_credit: Histogram,
+    db_calls: [Histogram; DbCall::ALL.len()],
+    broker_calls: [Histogram; BrokerCall::ALL.len()],
 }
 
 /// What happened, as the counters count it.
@@ -94,6 +192,16 @@ impl Counters {
             Event::SetAside(reason) => &self.set_aside[reason as usize],
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds one observation of `elapsed` to the histogram of `timing`.
+    pub fn observe(&self, timing: Timing, elapsed: Duration) {
+        let histogram = match timing {
+            Timing::DebitToCredit => &self.debit_to_credit,
+            Timing::Database(call) => &self.db_calls[call as usize],
+            Timing::Broker(call) => &self.broker_calls[call as usize],
+        };
+        histogram.observe(elapsed);
     }
 
     /// The counters in Prometheus' text exposition format, labelled with `bank`.
@@ -161,6 +269,35 @@ impl Counters {
             "Messages never applied (bound for the dead-letter queue), by reason; alert on any.",
             &set_aside,
         );
+        let histograms: [(&str, &str, Vec<(String, &Histogram)>); 3] = [
+            (
+                "txbank_debit_to_credit_seconds",
+                "From the sender's half message to this bank's credit commit.",
+                vec![(String::new(), &self.debit_to_credit)],
+            ),
+            (
+                "txbank_database_call_seconds",
+                "Database transactions on the hot path, by operation.",
+                DbCall::ALL
+                    .iter()
+                    .map(|call| (format!(",operation=\"{}\"", call.as_str()), &self.db_calls[*call as usize]))
+                    .collect(),
+            ),
+            (
+                "txbank_broker_call_seconds",
+                "Broker calls, by operation (a transactional send without its local transaction).",
+                BrokerCall::ALL
+                    .iter()
+                    .map(|call| (format!(",operation=\"{}\"", call.as_str()), &self.broker_calls[*call as usize]))
+                    .collect(),
+            ),
+        ];
+        for (name, help, series) in histograms {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for (labels, histogram) in series {
+                histogram.render(&mut out, name, &format!("bank=\"{bank}\"{labels}"));
+            }
+        }
         out
     }
 }
@@ -184,5 +321,29 @@ mod tests {
         assert!(text.contains("txbank_messages_set_aside_total{bank=\"bank2\",reason=\"unauthenticated\"} 1\n"));
         assert!(text.contains("txbank_check_backs_total{bank=\"bank2\",verdict=\"rollback\"} 1\n"));
         assert!(text.contains("# TYPE txbank_duplicates_absorbed_total counter\n"));
+    }
+
+    #[test]
+    fn histograms_count_each_observation_in_its_bucket_and_all_above() {
+        let counters = Counters::default();
+        counters.observe(Timing::DebitToCredit, Duration::from_millis(3));
+        counters.observe(Timing::DebitToCredit, Duration::from_millis(40));
+        counters.observe(Timing::DebitToCredit, Duration::from_secs(100));
+        counters.observe(Timing::Database(DbCall::Credit), Duration::from_micros(700));
+        let text = counters.render("bank2");
+        for line in [
+            "txbank_debit_to_credit_seconds_bucket{bank=\"bank2\",le=\"0.0025\"} 0",
+            "txbank_debit_to_credit_seconds_bucket{bank=\"bank2\",le=\"0.005\"} 1",
+            "txbank_debit_to_credit_seconds_bucket{bank=\"bank2\",le=\"0.05\"} 2",
+            "txbank_debit_to_credit_seconds_bucket{bank=\"bank2\",le=\"60\"} 2",
+            "txbank_debit_to_credit_seconds_bucket{bank=\"bank2\",le=\"+Inf\"} 3",
+            "txbank_debit_to_credit_seconds_sum{bank=\"bank2\"} 100.043",
+            "txbank_debit_to_credit_seconds_count{bank=\"bank2\"} 3",
+            "txbank_database_call_seconds_bucket{bank=\"bank2\",operation=\"credit\",le=\"0.001\"} 1",
+            "txbank_database_call_seconds_count{bank=\"bank2\",operation=\"debit\"} 0",
+            "# TYPE txbank_broker_call_seconds histogram",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::{LocalTransactionState, TransactionListener, TransactionMQProducer};
 use rocketmq_model::common::message::message_ext::MessageExt;
@@ -12,7 +13,7 @@ use tracing::{error, info, warn};
 use txbank_domain::{IdempotencyKey, Transfer};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
-use crate::metrics::{Counters, Event};
+use crate::metrics::{BrokerCall, Counters, DbCall, Event, Timing};
 use crate::signing::{self, MessageKey};
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
@@ -37,6 +38,7 @@ pub struct TransferProducer {
     producer: TransactionMQProducer,
     routes: Routes,
     signer: Option<MessageKey>,
+    counters: Arc<Counters>,
 }
 
 impl TransferProducer {
@@ -55,7 +57,7 @@ impl TransferProducer {
             store,
             runtime: Handle::current(),
             seed,
-            counters,
+            counters: Arc::clone(&counters),
         };
         let mut producer = TransactionMQProducer::builder(client.runtime())
             .client_config(settings.client_config())
@@ -73,6 +75,7 @@ impl TransferProducer {
             producer,
             routes,
             signer: settings.signing_key.clone(),
+            counters,
         })
     }
 
@@ -95,12 +98,18 @@ impl TransferProducer {
             key: key.cloned(),
             outcome: Mutex::new(None),
         });
+        let started = Instant::now();
         self.producer
             .send_message_in_transaction(message, Some(Arc::clone(&request)))
             .await
             .map_err(|e| MessagingError::client("transactional send", e))?;
-        let outcome = request.outcome.lock().expect("outcome lock").take();
-        Ok(outcome.unwrap_or(SendOutcome::Pending))
+        let local = request.outcome.lock().expect("outcome lock").take();
+        let local_elapsed = local.as_ref().map_or(Duration::ZERO, |(_, elapsed)| *elapsed);
+        self.counters.observe(
+            Timing::Broker(BrokerCall::TransactionalSend),
+            started.elapsed().saturating_sub(local_elapsed),
+        );
+        Ok(local.map_or(SendOutcome::Pending, |(outcome, _)| outcome))
     }
 
     /// Stops the producer; in-flight sends finish first.
@@ -110,11 +119,11 @@ impl TransferProducer {
 }
 
 /// What `send` hands to the local-transaction callback, and where the callback leaves
-/// the outcome for `send` to return.
+/// the outcome for `send` to return, with the time the local transaction took.
 struct LocalRequest {
     transfer: Transfer,
     key: Option<IdempotencyKey>,
-    outcome: Mutex<Option<SendOutcome>>,
+    outcome: Mutex<Option<(SendOutcome, Duration)>>,
 }
 
 /// RocketMQ's transaction listener: runs the debit, and answers check-backs.
@@ -155,10 +164,13 @@ impl TransactionListener for LocalTransaction {
         };
         let transfer = &request.transfer;
         crash_point(BEFORE_LOCAL_TRANSACTION);
-        let (state, outcome) = match self
+        let started = Instant::now();
+        let debited = self
             .runtime
-            .block_on(self.store.debit_and_record(transfer, request.key.as_ref()))
-        {
+            .block_on(self.store.debit_and_record(transfer, request.key.as_ref()));
+        self.counters
+            .observe(Timing::Database(DbCall::Debit), started.elapsed());
+        let (state, outcome) = match debited {
             Ok(debit) => {
                 crash_point(AFTER_LOCAL_COMMIT);
                 self.counters.record(Event::Debited);
@@ -179,7 +191,7 @@ impl TransactionListener for LocalTransaction {
                 (state, outcome)
             }
         };
-        *request.outcome.lock().expect("outcome lock") = Some(outcome);
+        *request.outcome.lock().expect("outcome lock") = Some((outcome, started.elapsed()));
         state
     }
 
@@ -198,7 +210,10 @@ impl TransactionListener for LocalTransaction {
                 return LocalTransactionState::RollbackMessage;
             }
         };
+        let started = Instant::now();
         let state = self.settle(&transfer, "no local commit when the broker checked back");
+        self.counters
+            .observe(Timing::Database(DbCall::CheckBack), started.elapsed());
         self.counters.record(Event::CheckBack(match state {
             LocalTransactionState::CommitMessage => Some(true),
             LocalTransactionState::RollbackMessage => Some(false),

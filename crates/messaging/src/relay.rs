@@ -3,7 +3,7 @@
 //! between the send and the removal sends a report twice; its receiver absorbs that.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::DefaultMQProducer;
 use tokio::sync::{watch, Notify};
@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use txbank_storage::{PendingSettlement, Store};
 
+use crate::metrics::{BrokerCall, Counters, Timing};
 use crate::publish::start_plain_producer;
 use crate::signing::{self, MessageKey};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
@@ -28,12 +29,13 @@ pub struct SettlementRelay {
 }
 
 impl SettlementRelay {
-    /// Starts relaying `store`'s outbox along `routes`.
+    /// Starts relaying `store`'s outbox along `routes`, timing each send in `counters`.
     pub async fn start(
         client: &MqClient,
         settings: &MqSettings,
         routes: Routes,
         store: Store,
+        counters: Arc<Counters>,
     ) -> Result<SettlementRelay, MessagingError> {
         let producer = start_plain_producer(client, settings, &format!("txbank_settlements_{}", store.bank())).await?;
         let queued = Arc::new(Notify::new());
@@ -43,6 +45,7 @@ impl SettlementRelay {
             routes,
             store,
             signer: settings.signing_key.clone(),
+            counters,
         };
         let task = tokio::spawn(relay.run(Arc::clone(&queued), stopped));
         Ok(SettlementRelay { queued, stop, task })
@@ -65,6 +68,7 @@ struct Relay {
     routes: Routes,
     store: Store,
     signer: Option<MessageKey>,
+    counters: Arc<Counters>,
 }
 
 impl Relay {
@@ -113,10 +117,13 @@ impl Relay {
             body,
             self.signer.as_ref(),
         )?;
+        let started = Instant::now();
         self.producer
             .send(message)
             .await
             .map_err(|e| MessagingError::client("send", e))?;
+        self.counters
+            .observe(Timing::Broker(BrokerCall::SettlementSend), started.elapsed());
         self.store
             .settlement_sent(&report.tx_no)
             .await

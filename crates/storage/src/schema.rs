@@ -63,6 +63,8 @@ pub(crate) const SQLITE: &[&str] = &[
         first_seen BIGINT NOT NULL,
         last_seen BIGINT NOT NULL
     )",
+    "CREATE INDEX IF NOT EXISTS transfer_out_by_state_time ON transfer_out (state, create_time)",
+    "CREATE INDEX IF NOT EXISTS transfer_out_by_time ON transfer_out (create_time)",
 ];
 
 /// Statements that create the schema on MySQL 8 / MariaDB.
@@ -90,7 +92,9 @@ pub(crate) const MYSQL: &[&str] = &[
         amount_cents BIGINT NOT NULL,
         state VARCHAR(16) NOT NULL,
         reason VARCHAR(255),
-        create_time BIGINT NOT NULL
+        create_time BIGINT NOT NULL,
+        INDEX transfer_out_by_state_time (state, create_time),
+        INDEX transfer_out_by_time (create_time)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
     "CREATE TABLE IF NOT EXISTS transfer_in (
         tx_no VARCHAR(64) PRIMARY KEY,

@@ -481,6 +481,25 @@ impl Store {
         Ok((count, oldest.map_or(0, |oldest| (now_ms() - oldest).max(0))))
     }
 
+    /// The latest `limit` transfers this bank sent, newest first; only those in `state`
+    /// when one is given.
+    pub async fn recent_transfers_out(
+        &self,
+        state: Option<TransferState>,
+        limit: u32,
+    ) -> StorageResult<Vec<TransferRecord>> {
+        let sql = match state {
+            Some(_) => format!("{SELECT_TRANSFER_OUT} WHERE state = ? ORDER BY create_time DESC LIMIT ?"),
+            None => format!("{SELECT_TRANSFER_OUT} ORDER BY create_time DESC LIMIT ?"),
+        };
+        let mut query = sqlx::query_as::<_, TransferRow>(&sql);
+        if let Some(state) = state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|row| row.into_record(&self.bank)).collect()
+    }
+
     /// When each transfer was recorded, Unix milliseconds by `tx_no`: the sent ones
     /// (`transfer_out`) or the received ones (`transfer_in`). For the benchmark's
     /// debit-to-credit latencies.

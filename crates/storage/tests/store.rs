@@ -156,6 +156,33 @@ async fn settling_a_debited_transfer_reports_it_debited() {
 }
 
 #[tokio::test]
+async fn recent_transfers_out_are_newest_first_and_filter_by_state() {
+    for (engine, store, _dir) in stores().await {
+        let mut sent = Vec::new();
+        for amount in ["1", "2", "3"] {
+            let t = transfer(amount);
+            store.debit_and_record(&t, None).await.unwrap();
+            sent.push(t.tx_no);
+            // Distinct milliseconds, so that "newest first" has one answer.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        let refused = transfer("5");
+        store.roll_back_unless_debited(&refused, "refused").await.unwrap();
+
+        let latest = store.recent_transfers_out(None, 2).await.unwrap();
+        let latest: Vec<_> = latest.iter().map(|r| (r.transfer.tx_no.clone(), r.state)).collect();
+        assert_eq!(
+            latest,
+            [(refused.tx_no.clone(), TransferState::RolledBack), (sent[2].clone(), TransferState::Debited)],
+            "{engine}"
+        );
+        let debited = store.recent_transfers_out(Some(TransferState::Debited), 10).await.unwrap();
+        let debited: Vec<_> = debited.iter().map(|r| r.transfer.tx_no.clone()).collect();
+        assert_eq!(debited, [sent[2].clone(), sent[1].clone(), sent[0].clone()], "{engine}");
+    }
+}
+
+#[tokio::test]
 async fn an_idempotency_key_names_one_transfer() {
     for (engine, store, _dir) in stores().await {
         let key = IdempotencyKey::parse("order-42").unwrap();

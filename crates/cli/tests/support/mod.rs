@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use txbank_storage::test_support::fresh_mysql_database;
 
+pub mod browser;
+
 /// How long a test waits for the system to settle.
 pub const SETTLE: Duration = Duration::from_secs(90);
 
@@ -476,4 +478,93 @@ pub fn free_broker_port() -> u16 {
 async fn wait_listening(addr: SocketAddr) {
     let up = eventually(|| async move { tokio::net::TcpStream::connect(addr).await.is_ok() }).await;
     assert!(up, "{addr} never listened");
+}
+
+/// Where the parts of a `txbank up` started with [`up_args`] answer.
+pub struct UpUrls {
+    pub bank1: String,
+    pub bank2: String,
+    pub dashboard: String,
+}
+
+/// Arguments for `txbank up` with its data in `data` and every part on a free port.
+pub fn up_args(data: &Path) -> (Vec<String>, UpUrls) {
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    let (bank1, bank2, dashboard) = (addr(free_port()), addr(free_port()), addr(free_port()));
+    let args = [
+        "--data-dir",
+        &path(data),
+        "--namesrv",
+        &addr(free_port()),
+        "--broker",
+        &addr(free_broker_port()),
+        "--bank1",
+        &bank1,
+        "--bank2",
+        &bank2,
+        "--dashboard",
+        &dashboard,
+    ];
+    let urls = UpUrls {
+        bank1: format!("http://{bank1}"),
+        bank2: format!("http://{bank2}"),
+        dashboard: format!("http://{dashboard}"),
+    };
+    (self::args(&args), urls)
+}
+
+/// A running `txbank up`, its output going to a file.
+pub struct Up {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Up {
+    /// Starts `txbank up ARGS` and waits until it says it is up.
+    pub async fn start(args: &[String], out: PathBuf) -> Up {
+        let log = std::fs::File::create(&out).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_txbank"))
+            .arg("up")
+            .args(args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let up = Up { child, out };
+        let started = eventually(|| async {
+            std::fs::read_to_string(&up.out)
+                .unwrap_or_default()
+                .contains("txbank is up")
+        })
+        .await;
+        assert!(
+            started,
+            "up did not start:\n{}",
+            std::fs::read_to_string(&up.out).unwrap_or_default()
+        );
+        up
+    }
+
+    /// Ctrl-C, then the exit status and what `up` printed.
+    pub fn interrupt(mut self) -> (bool, String) {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let status = self.child.wait().unwrap();
+        (status.success(), std::fs::read_to_string(&self.out).unwrap())
+    }
+}
+
+impl Drop for Up {
+    /// A failed test stops its `up` too, which stops every part.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGINT);
+            }
+            let _ = self.child.wait();
+        }
+    }
 }

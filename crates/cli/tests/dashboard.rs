@@ -1,0 +1,69 @@
+//! The dashboard, used as a person would: `txbank up`, a headless Chromium logs in with
+//! the API token, watches both banks' balances, sends a transfer through the form and
+//! sees both balances change and the books stay conserved; a screenshot is kept.
+
+mod support;
+
+use support::browser::Browser;
+use support::{up_args, Up};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_sent_from_the_dashboard_form_shows_in_both_banks_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (args, urls) = up_args(&data);
+    let up = Up::start(&args, dir.path().join("up.out")).await;
+    let token = std::fs::read_to_string(data.join("api-token")).unwrap();
+    let browser = Browser::start().await;
+
+    browser.open(&urls.dashboard).await;
+    browser.fill("#token", "not-the-token").await;
+    browser.click("#login").await;
+    assert!(
+        browser.text_becomes(".error", |text| text == "Wrong token.").await,
+        "a wrong token must be refused"
+    );
+    browser.fill("#token", token.trim()).await;
+    browser.click("#login").await;
+    for (balance, expected) in [("#balance-bank1-1", "10000.00"), ("#balance-bank2-2", "0.00")] {
+        assert!(
+            browser.text_becomes(balance, |text| text == expected).await,
+            "{balance} never showed {expected}"
+        );
+    }
+    assert!(browser.text_becomes("#audit", |text| text.starts_with("conserved")).await);
+
+    browser.fill("#from", "1").await;
+    browser.fill("#to", "2").await;
+    browser.fill("#amount", "250.75").await;
+    browser.click("#send").await;
+    assert!(
+        browser.text_becomes("#transfer-result", |text| text.starts_with("debited")).await,
+        "the form's transfer was not debited: {}",
+        browser.text("#transfer-result").await
+    );
+    for (balance, expected) in [("#balance-bank1-1", "9749.25"), ("#balance-bank2-2", "250.75")] {
+        assert!(
+            browser.text_becomes(balance, |text| text == expected).await,
+            "{balance} never showed {expected}, it shows {}",
+            browser.text(balance).await
+        );
+    }
+    assert!(browser.text_becomes("#recent", |text| text.contains("credited")).await);
+    assert!(browser.text_becomes("#audit", |text| text.starts_with("conserved")).await);
+
+    browser.fill("#amount", "-5").await;
+    browser.click("#send").await;
+    assert!(
+        browser.text_becomes("#transfer-result", |text| text.starts_with("refused (400)")).await,
+        "bad input must get a clear refusal: {}",
+        browser.text("#transfer-result").await
+    );
+
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    browser.screenshot(&screenshot).await;
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "an empty screenshot");
+    browser.quit().await;
+    let (clean, printed) = up.interrupt();
+    assert!(clean, "up did not stop cleanly:\n{printed}");
+}

@@ -1,0 +1,275 @@
+//! The live dashboard: a page served by the binary itself that shows every bank's
+//! accounts, transfers in flight and the latest transfers, the conservation check,
+//! throughput and debit-to-credit latency, redeliveries and dead letters, and sends a
+//! transfer from a form.
+//!
+//! It works against any deployment: it reads the banks' HTTP APIs (never their files)
+//! with the operators' API token, once a second, and pushes each [`Snapshot`] to the
+//! open pages as server-sent events. The page asks for the same token once and keeps a
+//! session cookie (HttpOnly, SameSite=Strict); the token never reaches the browser's
+//! scripts.
+
+mod prometheus;
+mod watch;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch as channel;
+
+pub use watch::{AuditView, BankView, Point, Snapshot, Watcher};
+
+/// The page, with its script and style.
+const PAGE: &str = include_str!("page.html");
+/// The login form.
+const LOGIN: &str = include_str!("login.html");
+/// The session cookie's name.
+const COOKIE: &str = "txbank_dashboard";
+/// How long a wrong token costs its sender.
+const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
+
+/// One bank the dashboard reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankEndpoint {
+    /// Its name, as the page shows it and as transfers name it (`bank1`).
+    pub name: String,
+    /// Its API, without a trailing slash (`http://127.0.0.1:56081`).
+    pub url: String,
+}
+
+impl BankEndpoint {
+    /// Reads `NAME=URL`.
+    pub fn parse(text: &str) -> Result<BankEndpoint, String> {
+        let (name, url) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not NAME=URL"))?;
+        if name.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("{text:?} is not NAME=URL with an http:// or https:// URL"));
+        }
+        Ok(BankEndpoint {
+            name: name.to_string(),
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// What the dashboard needs to run.
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    /// The banks, in the order the page shows them.
+    pub banks: Vec<BankEndpoint>,
+    /// The operators' API token: the banks ask for it, and so does the page.
+    pub api_token: String,
+    /// How often the banks are read.
+    pub poll_every: Duration,
+}
+
+#[derive(Clone)]
+struct Shared {
+    settings: Arc<DashboardSettings>,
+    snapshots: channel::Receiver<Arc<String>>,
+    sessions: Arc<Mutex<HashSet<String>>>,
+    http: reqwest::Client,
+}
+
+/// Serves the dashboard on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    settings: DashboardSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (publish, snapshots) = channel::channel(Arc::new(String::from("{}")));
+    let mut watcher = Watcher::new(settings.banks.clone(), settings.api_token.clone());
+    let poll_every = settings.poll_every;
+    let poller = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(poll_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticks.tick().await;
+            let snapshot = watcher.tick().await;
+            let text = serde_json::to_string(&snapshot).expect("a snapshot always serialises");
+            if publish.send(Arc::new(text)).is_err() {
+                break;
+            }
+        }
+    });
+    let shared = Shared {
+        settings: Arc::new(settings),
+        snapshots,
+        sessions: Arc::default(),
+        http: reqwest::Client::new(),
+    };
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/events", get(events))
+        .route("/api/transfers", post(transfer))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .with_state(shared);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    poller.abort();
+    served
+}
+
+/// The page for a logged-in browser, the login form otherwise.
+async fn index(State(shared): State<Shared>, headers: HeaderMap) -> Html<&'static str> {
+    Html(if shared.has_session(&headers) { PAGE } else { LOGIN })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Checks the token and opens a session.
+async fn login(State(shared): State<Shared>, Form(form): Form<LoginForm>) -> Response {
+    if !same_secret(form.token.trim(), &shared.settings.api_token) {
+        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+        tracing::warn!("dashboard login with a wrong token");
+        return (StatusCode::UNAUTHORIZED, Html(LOGIN.replace("<!--error-->", "Wrong token."))).into_response();
+    }
+    let mut id = [0u8; 32];
+    getrandom::getrandom(&mut id).expect("the system's random source");
+    let id = hex::encode(id);
+    shared.sessions.lock().expect("sessions lock").insert(id.clone());
+    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+/// Ends the session.
+async fn logout(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers) {
+        shared.sessions.lock().expect("sessions lock").remove(id);
+    }
+    let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+/// The snapshots, as server-sent events: the latest at once, then each new one.
+async fn events(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if !shared.has_session(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut snapshots = shared.snapshots.clone();
+    snapshots.mark_changed();
+    let stream = futures_util::stream::unfold(snapshots, |mut snapshots| async move {
+        snapshots.changed().await.ok()?;
+        let text = Arc::clone(&snapshots.borrow_and_update());
+        Some((Ok::<_, std::convert::Infallible>(Event::default().data(text.as_str())), snapshots))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// The form's transfer.
+#[derive(Deserialize)]
+struct TransferForm {
+    bank: String,
+    from: String,
+    to_bank: String,
+    to: String,
+    amount: String,
+}
+
+/// Sends the form's transfer through the sending bank's API, with a fresh idempotency
+/// key, and answers with the bank's own status and body.
+async fn transfer(State(shared): State<Shared>, headers: HeaderMap, Json(form): Json<TransferForm>) -> Response {
+    if !shared.has_session(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(bank) = shared.settings.banks.iter().find(|b| b.name == form.bank) else {
+        let error = json!({ "error": { "code": "unknown_bank", "message": format!("no bank named {:?}", form.bank) } });
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    };
+    let sent = shared
+        .http
+        .post(format!("{}/transfers", bank.url))
+        .bearer_auth(&shared.settings.api_token)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({ "from": form.from, "to_bank": form.to_bank, "to": form.to, "amount": form.amount }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, Json(body)).into_response()
+        }
+        Err(error) => {
+            let error = json!({ "error": { "code": "bank_unreachable", "message": format!("{} did not answer: {error}", bank.name) } });
+            (StatusCode::BAD_GATEWAY, Json(error)).into_response()
+        }
+    }
+}
+
+impl Shared {
+    fn has_session(&self, headers: &HeaderMap) -> bool {
+        session_id(headers).is_some_and(|id| self.sessions.lock().expect("sessions lock").contains(id))
+    }
+}
+
+fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|cookies| cookies.split(';'))
+        .find_map(|cookie| cookie.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bank_is_named_with_its_url() {
+        assert_eq!(
+            BankEndpoint::parse("bank1=http://127.0.0.1:56081/"),
+            Ok(BankEndpoint {
+                name: "bank1".into(),
+                url: "http://127.0.0.1:56081".into()
+            })
+        );
+        assert!(BankEndpoint::parse("bank1").is_err());
+        assert!(BankEndpoint::parse("=http://x").is_err());
+        assert!(BankEndpoint::parse("bank1=ftp://x").is_err());
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, "a=1; txbank_dashboard=abc; b=2".parse().unwrap());
+        assert_eq!(session_id(&headers), Some("abc"));
+        headers.insert(header::COOKIE, "txbank_dashboardx=abc".parse().unwrap());
+        assert_eq!(session_id(&headers), None);
+    }
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret("token", "token"));
+        assert!(!same_secret("tokex", "token"));
+        assert!(!same_secret("toke", "token"));
+    }
+}

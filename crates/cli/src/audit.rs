@@ -34,7 +34,7 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
 }
 
 /// `up`'s banks as `NAME=URL`, receiving bank first: their SQLite files under `data_dir`.
-pub(crate) fn up_banks(data_dir: &Path) -> Vec<String> {
+fn up_banks(data_dir: &Path) -> Vec<String> {
     ["bank2", "bank1"]
         .iter()
         .map(|name| format!("{name}=sqlite://{}", data_dir.join(format!("{name}.db")).display()))

@@ -1,20 +1,35 @@
-//! `txbank bench`: the real system (name server, broker, bank1, bank2 as processes,
-//! SQLite with durable commits) under transfers from bank1 to bank2 through the HTTP API
-//! at a chosen concurrency for a chosen time. It reports the throughput credited in
-//! bank2, HTTP and debit-to-credit latencies, and each process's peak resident memory,
-//! then checks with the auditor that every transfer was credited exactly once.
+//! `txbank bench`: the real system (name server, broker, bank1, bank2 as processes;
+//! SQLite with durable commits, or MySQL/MariaDB) under transfers from bank1 to bank2
+//! through the HTTP API at a chosen concurrency for a chosen time.
+//!
+//! In the same run it measures the two limits the system is held against: (a) the
+//! database's raw durable commit rate for the least a transfer costs it (a
+//! de-duplication insert and a one-row update), same engine and settings, on a scratch
+//! database; (b) the broker's raw transactional-send rate with an empty local
+//! transaction. It reports throughput credited in bank2 and its ratio to each limit,
+//! HTTP and debit-to-credit latencies, each process's peak resident memory, and checks
+//! with the auditor that every transfer was credited exactly once. It can write the
+//! figures as JSON and draw them as an SVG chart.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
+use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
+use txbank_messaging::{ensure_topic, MqClient, MqSettings};
+use txbank_storage::{create_mysql_database, Store};
 
 use crate::chaos::{run_folder, System};
+
+/// The topic the broker's reference sends go to; nothing consumes it.
+const REFERENCE_TOPIC: &str = "txbank_bench_reference";
+/// Connections of the reference database's pool: a bank's default.
+const REFERENCE_CONNECTIONS: u32 = 8;
 
 /// Options of `bench`.
 #[derive(Debug, clap::Args)]
@@ -22,9 +37,20 @@ pub struct BenchArgs {
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
-    /// Concurrent HTTP clients.
+    /// Concurrent HTTP clients (and concurrent senders of the reference runs).
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Seconds each reference run (database, broker) lasts.
+    #[arg(long, default_value_t = 5)]
+    pub reference_seconds: u64,
+    /// Producers (each its own producer group) the broker's reference sends are spread
+    /// over; a bank uses one.
+    #[arg(long, default_value_t = 1)]
+    pub reference_producers: usize,
+    /// Put the banks on fresh databases of this MySQL/MariaDB server
+    /// (`mysql://root@127.0.0.1:3306`) instead of SQLite files.
+    #[arg(long, env = "TXBANK_BENCH_MYSQL_URL", hide_env_values = true)]
+    pub mysql_url: Option<String>,
     /// Folder for the run's data and logs (default: a new one under the temp folder,
     /// removed afterwards).
     #[arg(long)]
@@ -32,11 +58,18 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON report, with its per-second series, to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Draw throughput and latency per second as an SVG chart in this file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
 }
 
 /// What the run measured.
 #[derive(Debug, Serialize)]
 struct BenchReport {
+    database: &'static str,
     duration_s: u64,
     concurrency: usize,
     requests: usize,
@@ -46,10 +79,26 @@ struct BenchReport {
     failed: usize,
     credited: usize,
     credited_per_s: f64,
+    /// (a) and (b): the limits measured in the same run.
+    reference: Reference,
+    /// End-to-end throughput over each limit.
+    ratio_to_database: f64,
+    ratio_to_broker: f64,
     http_latency_ms: Percentiles,
     debit_to_credit_ms: Percentiles,
     peak_memory_mib: HashMap<&'static str, f64>,
     audit_clean: bool,
+    /// Per second of crediting: transfers credited and their debit-to-credit latency.
+    series: Vec<SecondPoint>,
+}
+
+/// The raw rates the system is measured against.
+#[derive(Debug, Default, Serialize)]
+struct Reference {
+    /// (a) Durable commits of a de-duplication insert and a one-row update, per second.
+    database_commits_per_s: f64,
+    /// (b) Transactional sends with an empty local transaction, per second.
+    broker_transactional_sends_per_s: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -75,19 +124,49 @@ impl Percentiles {
     }
 }
 
+/// One second of the run, counted from the first credit.
+#[derive(Debug, Serialize)]
+struct SecondPoint {
+    second: i64,
+    credited: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
 /// Runs the benchmark and prints its report; fails when the books do not balance.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.duration == 0 || args.concurrency == 0 {
-        bail!("--duration and --concurrency must be at least 1");
+    if args.duration == 0 || args.concurrency == 0 || args.reference_seconds == 0 {
+        bail!("--duration, --concurrency and --reference-seconds must be at least 1");
     }
     let dir = run_folder(args.data_dir.as_deref(), "bench")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(async {
-        let mut system = System::start(&dir, 1).await?;
-        let outcome = measure(&system, args).await;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mq = MqClient::build(workers, 64)?;
+    let report = mq.block_on(async {
+        let databases = databases(&dir, args.mysql_url.as_deref()).await?;
+        let database_rate = reference_database(&databases.reference, args).await?;
+        let mut system = System::start_on(&dir, 1, databases.banks).await?;
+        let outcome = async {
+            let broker_rate = reference_broker(&mq, &dir, &system, args).await?;
+            let reference = Reference {
+                database_commits_per_s: database_rate,
+                broker_transactional_sends_per_s: broker_rate,
+            };
+            measure(&system, args, reference, databases.engine).await
+        }
+        .await;
         system.stop_all().await;
         outcome
-    })?;
+    });
+    mq.shutdown();
+    let report = report?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    if let Some(chart) = &args.chart {
+        std::fs::write(chart, crate::chart::svg(&report_chart(&report)))
+            .with_context(|| format!("cannot write {}", chart.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -102,7 +181,99 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure(system: &System, args: &BenchArgs) -> Result<BenchReport> {
+/// The run's databases: each bank's (`NAME=URL`, bank2 first) and the reference's.
+struct Databases {
+    engine: &'static str,
+    banks: Vec<String>,
+    reference: String,
+}
+
+async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
+    let Some(server) = mysql_url else {
+        let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display());
+        return Ok(Databases {
+            engine: "sqlite",
+            banks: vec![format!("bank2={}", sqlite("bank2")), format!("bank1={}", sqlite("bank1"))],
+            reference: sqlite("reference"),
+        });
+    };
+    let run = uuid_like();
+    let mut created = Vec::new();
+    for name in ["bank2", "bank1", "reference"] {
+        let url = create_mysql_database(server, &format!("txbank_bench_{run}_{name}"))
+            .await
+            .context("cannot create the benchmark's databases")?;
+        created.push(url);
+    }
+    let reference = created.pop().expect("three databases");
+    Ok(Databases {
+        engine: "mysql",
+        banks: vec![format!("bank2={}", created[0]), format!("bank1={}", created[1])],
+        reference,
+    })
+}
+
+/// A name part unique to this run.
+fn uuid_like() -> String {
+    let mut bytes = [0u8; 6];
+    let _ = getrandom::getrandom(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// (a): the reference transaction from `concurrency` tasks on a scratch database.
+async fn reference_database(url: &str, args: &BenchArgs) -> Result<f64> {
+    let store = Store::connect(BankId::parse("reference")?, url, REFERENCE_CONNECTIONS).await?;
+    store.migrate().await?;
+    let account = AccountNo::parse("1")?;
+    store
+        .open_account_if_absent(&account, &AccountName::parse("reference")?, Money::parse("0")?)
+        .await?;
+    let duration = Duration::from_secs(args.reference_seconds);
+    let spinner = crate::progress::spinner("measuring the database's raw commit rate");
+    let committed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (store, account, committed) = (store.clone(), account.clone(), Arc::clone(&committed));
+            tokio::spawn(async move {
+                while started.elapsed() < duration {
+                    store.reference_commit(&TxNo::generate(), &account).await?;
+                    committed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, txbank_storage::StorageError>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let rate = committed.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    spinner.finish_and_clear();
+    store.close().await;
+    Ok(rate)
+}
+
+/// (b): transactional sends with an empty local transaction, from `concurrency` tasks.
+async fn reference_broker(mq: &MqClient, dir: &Path, system: &System, args: &BenchArgs) -> Result<f64> {
+    let key = std::fs::read(dir.join(crate::config::MESSAGE_KEY_FILE))?;
+    let settings = MqSettings::new(system.namesrv(), Some(txbank_messaging::MessageKey::new(&key)?));
+    ensure_topic(mq, &settings, REFERENCE_TOPIC).await?;
+    let spinner = crate::progress::spinner("measuring the broker's raw transactional-send rate");
+    let duration = Duration::from_secs(args.reference_seconds);
+    let started = Instant::now();
+    let sent = txbank_messaging::reference::transactional_sends(
+        mq,
+        &settings,
+        REFERENCE_TOPIC,
+        (args.reference_producers, args.concurrency),
+        duration,
+    )
+    .await?;
+    spinner.finish_and_clear();
+    Ok(sent as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn measure(system: &System, args: &BenchArgs, reference: Reference, database: &'static str) -> Result<BenchReport> {
     let url = format!("{}/transfers", system.url("bank1a").context("no bank1")?);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(args.duration);
@@ -159,45 +330,101 @@ async fn measure(system: &System, args: &BenchArgs) -> Result<BenchReport> {
         audit = system.audit().await?;
     }
     waiting.finish_and_clear();
+    let peak_memory_mib = system
+        .peak_memory_kib()
+        .into_iter()
+        .map(|(part, kib)| (part, kib as f64 / 1024.0))
+        .collect();
     let (bank1, bank2) = (system.store("bank1").await?, system.store("bank2").await?);
     let sent: HashMap<String, i64> = bank1.recorded_times(true).await?.into_iter().collect();
     let received = bank2.recorded_times(false).await?;
     bank1.close().await;
     bank2.close().await;
-    let debit_to_credit: Vec<f64> = received
+    // (credited at, debit-to-credit ms) of each transfer.
+    let credits: Vec<(i64, f64)> = received
         .iter()
-        .filter_map(|(tx_no, credited_at)| Some((credited_at - sent.get(tx_no)?) as f64))
+        .filter_map(|(tx_no, credited_at)| Some((*credited_at, (credited_at - sent.get(tx_no)?) as f64)))
         .collect();
     let first = received.iter().map(|(_, at)| *at).min().unwrap_or(0);
     let last = received.iter().map(|(_, at)| *at).max().unwrap_or(0);
     let span_s = ((last - first) as f64 / 1000.0).max(0.001);
+    let credited_per_s = received.len() as f64 / span_s;
+    let ratio = |limit: f64| if limit > 0.0 { credited_per_s / limit } else { 0.0 };
     Ok(BenchReport {
+        database,
         duration_s: args.duration,
         concurrency: args.concurrency,
         requests: debited + failed,
         debited,
         failed,
         credited: received.len(),
-        credited_per_s: received.len() as f64 / span_s,
+        credited_per_s,
+        ratio_to_database: ratio(reference.database_commits_per_s),
+        ratio_to_broker: ratio(reference.broker_transactional_sends_per_s),
+        reference,
         http_latency_ms: Percentiles::of(http_latencies),
-        debit_to_credit_ms: Percentiles::of(debit_to_credit),
-        peak_memory_mib: system
-            .peak_memory_kib()
-            .into_iter()
-            .map(|(part, kib)| (part, kib as f64 / 1024.0))
-            .collect(),
+        debit_to_credit_ms: Percentiles::of(credits.iter().map(|(_, ms)| *ms).collect()),
+        peak_memory_mib,
         audit_clean: audit.is_clean() && audit.in_flight == 0,
+        series: per_second(&credits, first),
     })
+}
+
+/// Groups `credits` by the second (from `first`) they were credited in.
+fn per_second(credits: &[(i64, f64)], first: i64) -> Vec<SecondPoint> {
+    let mut seconds: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for (at, latency) in credits {
+        seconds.entry((at - first) / 1000).or_default().push(*latency);
+    }
+    seconds
+        .into_iter()
+        .map(|(second, latencies)| {
+            let credited = latencies.len();
+            let p = Percentiles::of(latencies);
+            SecondPoint {
+                second,
+                credited,
+                p50_ms: p.p50,
+                p99_ms: p.p99,
+            }
+        })
+        .collect()
+}
+
+/// The chart of a report: throughput against the two limits, and latency.
+fn report_chart(report: &BenchReport) -> crate::chart::Chart {
+    crate::chart::Chart {
+        title: format!(
+            "txbank bench: {} clients, {} s, {} ({:.0} credited/s)",
+            report.concurrency, report.duration_s, report.database, report.credited_per_s
+        ),
+        seconds: report.series.iter().map(|p| p.second as f64).collect(),
+        throughput: report.series.iter().map(|p| p.credited as f64).collect(),
+        limits: vec![
+            ("database raw commits/s", report.reference.database_commits_per_s),
+            ("broker raw transactional sends/s", report.reference.broker_transactional_sends_per_s),
+        ],
+        p50_ms: report.series.iter().map(|p| p.p50_ms).collect(),
+        p99_ms: report.series.iter().map(|p| p.p99_ms).collect(),
+    }
 }
 
 fn print_report(report: &BenchReport) {
     println!(
-        "{} s at concurrency {}: {} requests, {} debited, {} failed",
-        report.duration_s, report.concurrency, report.requests, report.debited, report.failed
+        "{} s at concurrency {} on {}: {} requests, {} debited, {} failed",
+        report.duration_s, report.concurrency, report.database, report.requests, report.debited, report.failed
     );
     println!(
         "credited in bank2     {} ({:.0}/s sustained)",
         report.credited, report.credited_per_s
+    );
+    println!(
+        "(a) database raw      {:.0} commits/s   end-to-end / (a) = {:.2}",
+        report.reference.database_commits_per_s, report.ratio_to_database
+    );
+    println!(
+        "(b) broker raw        {:.0} transactional sends/s   end-to-end / (b) = {:.2}",
+        report.reference.broker_transactional_sends_per_s, report.ratio_to_broker
     );
     let show = |p: &Percentiles| format!("p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms", p.p50, p.p95, p.p99);
     println!("HTTP latency          {}", show(&report.http_latency_ms));
@@ -226,5 +453,14 @@ mod tests {
         let p = Percentiles::of((1..=100).map(f64::from).collect());
         assert_eq!((p.p50, p.p95, p.p99), (51.0, 95.0, 99.0));
         assert_eq!(Percentiles::of(Vec::new()).p99, 0.0);
+    }
+
+    #[test]
+    fn credits_are_grouped_by_the_second_they_happened_in() {
+        let credits = [(1_000, 5.0), (1_999, 7.0), (3_100, 9.0)];
+        let series = per_second(&credits, 1_000);
+        let seconds: Vec<(i64, usize)> = series.iter().map(|p| (p.second, p.credited)).collect();
+        assert_eq!(seconds, [(0, 2), (2, 1)]);
+        assert_eq!(series[0].p99_ms, 7.0);
     }
 }

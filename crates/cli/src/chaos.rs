@@ -18,7 +18,7 @@ use txbank_domain::audit::{AuditReport, Violation};
 use txbank_domain::BankId;
 use txbank_storage::Store;
 
-use crate::audit::{read_and_audit, up_banks};
+use crate::audit::read_and_audit;
 use crate::config::{create_secret_file, API_TOKEN_FILE, MESSAGE_KEY_FILE};
 use crate::up::part_command;
 
@@ -321,6 +321,8 @@ impl Client {
 pub(crate) struct System {
     dir: PathBuf,
     token: String,
+    /// Each bank's database as `NAME=URL`, the receiving bank first.
+    databases: Vec<String>,
     namesrv: SocketAddr,
     broker: SocketAddr,
     banks: Vec<(&'static str, &'static str, SocketAddr)>,
@@ -328,8 +330,15 @@ pub(crate) struct System {
 }
 
 impl System {
-    /// Starts a name server, a broker, and `instances` (1 or 2) of each bank in `dir`.
+    /// Starts a name server, a broker, and `instances` (1 or 2) of each bank in `dir`,
+    /// on SQLite files there.
     pub(crate) async fn start(dir: &Path, instances: usize) -> Result<System> {
+        let sqlite = |bank: &str| format!("{bank}=sqlite://{}?mode=rwc", dir.join(format!("{bank}.db")).display());
+        System::start_on(dir, instances, vec![sqlite("bank2"), sqlite("bank1")]).await
+    }
+
+    /// [`System::start`] with each bank's database given as `NAME=URL` (bank2 first).
+    pub(crate) async fn start_on(dir: &Path, instances: usize, databases: Vec<String>) -> Result<System> {
         for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
             create_secret_file(&dir.join(secret))?;
         }
@@ -337,6 +346,7 @@ impl System {
         let mut system = System {
             dir: dir.to_path_buf(),
             token,
+            databases,
             namesrv: free_address(false)?,
             broker: free_address(true)?,
             banks: Vec::new(),
@@ -357,6 +367,11 @@ impl System {
             system.restart(part).await?;
         }
         Ok(system)
+    }
+
+    /// The name server's address.
+    pub(crate) fn namesrv(&self) -> String {
+        self.namesrv.to_string()
     }
 
     /// The operators' API token.
@@ -440,7 +455,9 @@ impl System {
                 command
                     .args(["bank", "--preset", preset, "--listen", &listen.to_string()])
                     .args(["--namesrv-addr", &namesrv, "--data-dir"])
-                    .arg(&self.dir);
+                    .arg(&self.dir)
+                    // In the environment, so that no password shows in the process list.
+                    .env("TXBANK_DATABASE_URL", self.database(preset)?);
                 listen
             }
         };
@@ -462,15 +479,22 @@ impl System {
         Ok(())
     }
 
+    /// The database URL of `bank` (`bank1`, `bank2`).
+    fn database(&self, bank: &str) -> Result<&str> {
+        self.databases
+            .iter()
+            .find_map(|entry| entry.strip_prefix(bank)?.strip_prefix('='))
+            .with_context(|| format!("no database for {bank}"))
+    }
+
     /// The database of `bank` (`bank1`, `bank2`).
     pub(crate) async fn store(&self, bank: &str) -> Result<Store> {
-        let url = format!("sqlite://{}", self.dir.join(format!("{bank}.db")).display());
-        Ok(Store::connect(BankId::parse(bank)?, &url, 1).await?)
+        Ok(Store::connect(BankId::parse(bank)?, self.database(bank)?, 1).await?)
     }
 
     /// The auditor over both banks' databases.
     pub(crate) async fn audit(&self) -> Result<AuditReport> {
-        read_and_audit(&up_banks(&self.dir)).await
+        read_and_audit(&self.databases).await
     }
 
     pub(crate) async fn stop_all(&mut self) {

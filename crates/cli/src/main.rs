@@ -7,11 +7,14 @@ mod audit;
 mod bank;
 mod bench;
 mod chaos;
+mod chart;
 mod cli;
 mod client;
 mod config;
 mod progress;
 mod rocketmq_server;
+#[cfg(feature = "otel")]
+mod telemetry;
 mod up;
 
 use std::time::Duration;
@@ -22,6 +25,7 @@ use clap::Parser;
 use cli::{Cli, Command, LogFormat};
 
 fn main() -> Result<()> {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
@@ -160,16 +164,33 @@ fn dlq(action: &cli::DlqAction, group: &str, topic: &str, namesrv_addr: String) 
     outcome
 }
 
+/// glibc gives threads that allocate at once arenas of their own, up to eight per core,
+/// and a bank's callback threads would keep many of them: two arenas keep a bank's
+/// resident memory near what it uses (measured in docs/PERFORMANCE.md).
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Log lines on stderr, as text or JSON, filtered by `RUST_LOG` (default `info`); with
+/// the `otel` feature, spans also go to an OpenTelemetry collector when one is configured.
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let lines = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter).with(lines);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(telemetry::layer());
+    let _ = registry.try_init();
 }

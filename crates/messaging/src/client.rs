@@ -47,12 +47,18 @@ impl MqSettings {
     }
 }
 
+/// Callbacks that may wait for a free callback thread, per thread.
+const CALLBACK_QUEUE_PER_THREAD: usize = 16;
+
 /// The Tokio runtime a bank process runs on, owned the way the RocketMQ client
 /// requires, and the RocketMQ client runtime built on it.
 ///
-/// Its blocking capacity is sized explicitly: RocketMQ runs every listener callback on
-/// the blocking lane, and the default capacity runs out under load
-/// (`runtime.capacity.exhausted`).
+/// Its blocking capacity is sized explicitly. RocketMQ runs every listener callback
+/// (local transactions, check-backs, consumed messages) on its metadata-I/O blocking
+/// lane, which by default admits 2 callbacks per core at once and queues 8 more per
+/// core: on two cores, 4 concurrent local transactions capped the transactional send
+/// rate, and bursts beyond the queue failed with `runtime.capacity.exhausted` (a
+/// consumed message failed that way comes back only after RocketMQ's 10 s retry delay).
 pub struct MqClient {
     owner: RuntimeOwner,
     client: Arc<ClientRuntime>,
@@ -63,9 +69,13 @@ impl MqClient {
     /// threads for RocketMQ's synchronous callbacks.
     pub fn build(worker_threads: usize, blocking_threads: usize) -> Result<MqClient, MessagingError> {
         let runtime_error = |e: &dyn std::fmt::Display| MessagingError::Runtime(e.to_string());
-        let config = RuntimeConfig::for_parallelism("txbank", worker_threads.max(1))
+        let mut config = RuntimeConfig::for_parallelism("txbank", worker_threads.max(1))
             .with_max_blocking_threads(blocking_threads)
             .map_err(|e| runtime_error(&e))?;
+        let callbacks = &mut config.blocking_lane_policies.metadata_io;
+        callbacks.max_concurrency = blocking_threads;
+        callbacks.max_queue_depth = blocking_threads * CALLBACK_QUEUE_PER_THREAD;
+        config.validate().map_err(|e| runtime_error(&e))?;
         let owner = RuntimeOwner::plan(config)
             .map_err(|e| runtime_error(&e))?
             .build()

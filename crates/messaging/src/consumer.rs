@@ -14,10 +14,11 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
-use txbank_storage::{CreditOutcome, SettlementOutcome, Store};
+use txbank_storage::{CreditOutcome, Delivery, DeliveryOutcome, SettlementOutcome, Store};
 
+use crate::group_commit::GroupCommit;
 use crate::metrics::{Counters, DbCall, Event, SetAside, Timing};
 use crate::signing::{Verdict, SIGNATURE_PROPERTY};
 use crate::wire::{Inbound, SeedDefaults};
@@ -26,8 +27,8 @@ use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 
 /// Consumes a bank's inbound topic (consumer group `consumer_group_txmsg_bank2` for
 /// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
-/// settlement report commit together, and the message is acknowledged only after that
-/// commit.
+/// settlement report commit together (with the other messages received meanwhile: group
+/// commit), and the message is acknowledged only after that commit.
 pub struct CreditConsumer {
     consumer: DefaultMQPushConsumer,
 }
@@ -75,6 +76,7 @@ impl CreditConsumer {
             .await
             .map_err(|e| MessagingError::client("subscribe", e))?;
         consumer.register_message_listener_concurrently(InboundListener {
+            commits: GroupCommit::start(store.clone()),
             store,
             runtime: Handle::current(),
             acceptance,
@@ -95,6 +97,7 @@ impl CreditConsumer {
 }
 
 struct InboundListener {
+    commits: GroupCommit,
     store: Store,
     runtime: Handle,
     acceptance: Acceptance,
@@ -139,12 +142,15 @@ impl InboundListener {
             );
             return self.set_aside(msg, SetAside::Misrouted, &detail);
         }
+        let _span = info_span!("transfer.credit", tx_no = %transfer.tx_no).entered();
         let started = Instant::now();
-        let credited = self.runtime.block_on(self.store.credit_once(transfer));
+        let credited = self
+            .runtime
+            .block_on(self.commits.apply(Delivery::Transfer(transfer.clone())));
         self.counters
             .observe(Timing::Database(DbCall::Credit), started.elapsed());
         match credited {
-            Ok(CreditOutcome::Credited) => {
+            Ok(DeliveryOutcome::Credit(CreditOutcome::Credited)) => {
                 crash_point(AFTER_CREDIT_COMMIT);
                 self.settled.notify_one();
                 self.counters.record(Event::Credited);
@@ -153,16 +159,20 @@ impl InboundListener {
                 info!(tx_no = %transfer.tx_no, to = %transfer.to, amount = %transfer.amount, "credited");
                 true
             }
-            Ok(CreditOutcome::Refused(reason)) => {
+            Ok(DeliveryOutcome::Credit(CreditOutcome::Refused(reason))) => {
                 self.settled.notify_one();
                 self.counters.record(Event::Refused);
                 warn!(tx_no = %transfer.tx_no, to = %transfer.to, %reason, "refused; returning the money to its sender");
                 true
             }
-            Ok(CreditOutcome::Duplicate) => {
+            Ok(DeliveryOutcome::Credit(CreditOutcome::Duplicate)) => {
                 self.counters.record(Event::Duplicate);
                 info!(tx_no = %transfer.tx_no, "duplicate delivery absorbed");
                 true
+            }
+            Ok(other) => {
+                error!(tx_no = %transfer.tx_no, outcome = ?other, "a credit answered as something else; will be redelivered");
+                false
             }
             Err(error) => {
                 self.counters.record(Event::RedeliveryRequested);
@@ -173,29 +183,38 @@ impl InboundListener {
     }
 
     fn settle(&self, tx_no: &TxNo, reporter: &BankId, settlement: &Settlement, msg: &MessageExt) -> bool {
+        let _span = info_span!("transfer.settle", %tx_no).entered();
         let started = Instant::now();
-        let applied = self
-            .runtime
-            .block_on(self.store.apply_settlement(tx_no, reporter, settlement));
+        let applied = self.runtime.block_on(self.commits.apply(Delivery::Settlement {
+            tx_no: tx_no.clone(),
+            reporter: reporter.clone(),
+            settlement: settlement.clone(),
+        }));
         self.counters
             .observe(Timing::Database(DbCall::Settle), started.elapsed());
         match applied {
-            Ok(SettlementOutcome::Applied) => {
+            Ok(DeliveryOutcome::Settlement(SettlementOutcome::Applied)) => {
                 self.counters.record(Event::Settled);
                 info!(%tx_no, state = %settlement.final_state(), "settled");
                 true
             }
-            Ok(SettlementOutcome::AlreadyApplied) => {
+            Ok(DeliveryOutcome::Settlement(SettlementOutcome::AlreadyApplied)) => {
                 self.counters.record(Event::Duplicate);
                 info!(%tx_no, "duplicate settlement absorbed");
                 true
             }
-            Err(error) if error.is_transient() => {
+            Ok(DeliveryOutcome::BadSettlement(error)) => {
+                self.set_aside(msg, SetAside::BadSettlement, &format!("from {reporter}: {error}"))
+            }
+            Ok(other) => {
+                error!(%tx_no, outcome = ?other, "a settlement answered as something else; will be redelivered");
+                false
+            }
+            Err(error) => {
                 self.counters.record(Event::RedeliveryRequested);
                 warn!(%tx_no, reconsumed = msg.reconsume_times(), %error, "settlement failed; will be redelivered");
                 false
             }
-            Err(error) => self.set_aside(msg, SetAside::BadSettlement, &format!("from {reporter}: {error}")),
         }
     }
 

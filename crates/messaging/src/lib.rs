@@ -10,6 +10,7 @@
 //! - [`BrokerProbe`] tells whether the name server and the broker answer.
 //! - [`Routes`] maps each bank to its inbound topic.
 //! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
+//! - [`reference`] measures the broker's raw transactional-send rate, for the benchmark.
 //! - [`dead_letters`] lists a consumer group's dead-letter queue and replays from it.
 //! - [`signing`] signs every message with a key the banks share and checks it on receipt.
 //! - [`wire`] is the message body, wire-compatible with the seed's Java services.
@@ -21,10 +22,12 @@ mod client;
 mod consumer;
 pub mod dead_letters;
 mod error;
+mod group_commit;
 pub mod metrics;
 mod probe;
 mod producer;
 mod publish;
+pub mod reference;
 mod relay;
 mod routes;
 pub mod signing;

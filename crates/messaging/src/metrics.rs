@@ -44,9 +44,10 @@ impl SetAside {
 pub enum DbCall {
     /// The local transaction: debit and record.
     Debit,
-    /// The receiving transaction: de-duplicate, credit, queue the report.
+    /// Crediting a received transfer: de-duplicate, credit, queue the report (the wait
+    /// for its group commit included).
     Credit,
-    /// Applying a settlement report.
+    /// Applying a settlement report (the wait for its group commit included).
     Settle,
     /// Answering a check-back.
     CheckBack,

@@ -9,7 +9,7 @@ use rocketmq_client_rust::{LocalTransactionState, TransactionListener, Transacti
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn, Instrument};
 use txbank_domain::{IdempotencyKey, Transfer};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
@@ -101,6 +101,7 @@ impl TransferProducer {
         let started = Instant::now();
         self.producer
             .send_message_in_transaction(message, Some(Arc::clone(&request)))
+            .instrument(info_span!("transfer.send", tx_no = %transfer.tx_no))
             .await
             .map_err(|e| MessagingError::client("transactional send", e))?;
         let local = request.outcome.lock().expect("outcome lock").take();

@@ -15,5 +15,6 @@ pub mod test_support;
 
 pub use error::StorageError;
 pub use store::{
-    redact, AccountRecord, CreditOutcome, DebitOutcome, PendingSettlement, SettlementOutcome, Store, TransferRecord,
+    create_mysql_database, redact, AccountRecord, CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome,
+    PendingSettlement, SettlementOutcome, Store, TransferRecord,
 };

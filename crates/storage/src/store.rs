@@ -88,6 +88,34 @@ pub enum SettlementOutcome {
     AlreadyApplied,
 }
 
+/// A received message, for [`Store::apply_deliveries`].
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Money for one of this bank's accounts.
+    Transfer(Transfer),
+    /// A destination's report about a transfer this bank sent.
+    Settlement {
+        /// The transfer.
+        tx_no: TxNo,
+        /// The bank that reports.
+        reporter: BankId,
+        /// What it did.
+        settlement: Settlement,
+    },
+}
+
+/// What [`Store::apply_deliveries`] did with one delivery.
+#[derive(Debug)]
+pub enum DeliveryOutcome {
+    /// What crediting the transfer did.
+    Credit(CreditOutcome),
+    /// What applying the report did.
+    Settlement(SettlementOutcome),
+    /// The report cannot apply (unknown transfer, another bank's, contradicting); nothing
+    /// changed.
+    BadSettlement(StorageError),
+}
+
 /// A settlement report owed to a sending bank, waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSettlement {
@@ -125,6 +153,9 @@ impl Store {
                     if engine == Engine::Sqlite {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
+                        // Each connection has its own page cache (2 MiB by default): a
+                        // smaller one keeps a bank's memory low; the hot rows still fit.
+                        conn.execute("PRAGMA cache_size = -512").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                     }
                     Ok(())
@@ -425,47 +456,8 @@ impl Store {
     /// not retried: the transfer is recorded as refused and a "returned" report queued
     /// instead, so the sender credits its source back.
     pub async fn credit_once(&self, transfer: &Transfer) -> StorageResult<CreditOutcome> {
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let first_time = sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
-            .bind(transfer.tx_no.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-        match first_time {
-            Ok(_) => {}
-            Err(error) if is_unique_violation(&error) => {
-                tx.rollback().await?;
-                return Ok(CreditOutcome::Duplicate);
-            }
-            Err(error) => return Err(error.into()),
-        }
-        let (settlement, outcome) = match credit(&mut tx, transfer).await {
-            Ok(()) => (Settlement::Credited, CreditOutcome::Credited),
-            Err(refusal) if !refusal.is_transient() => {
-                let reason = refusal.to_string();
-                (
-                    Settlement::Returned { reason: reason.clone() },
-                    CreditOutcome::Refused(reason),
-                )
-            }
-            Err(error) => return Err(error),
-        };
-        let reason = match &settlement {
-            Settlement::Credited => None,
-            Settlement::Returned { reason } => Some(reason.as_str()),
-        };
-        record_incoming(&mut tx, transfer, reason, now).await?;
-        sqlx::query(
-            "INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(transfer.tx_no.as_str())
-        .bind(transfer.from_bank.as_str())
-        .bind(settlement.final_state().as_str())
-        .bind(reason)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let outcome = credit_in(&mut tx, transfer, now_ms()).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -498,6 +490,24 @@ impl Store {
         }
         let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.into_iter().map(|row| row.into_record(&self.bank)).collect()
+    }
+
+    /// The benchmark's reference transaction, the least a transfer costs a database: a
+    /// `de_duplication` insert and a one-row balance update, committed together. For a
+    /// scratch database only: it adds one cent to `account`.
+    pub async fn reference_commit(&self, tx_no: &TxNo, account: &AccountNo) -> StorageResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
+            .bind(tx_no.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE account_info SET account_balance_cents = account_balance_cents + 1 WHERE account_no = ?")
+            .bind(account.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// When each transfer was recorded, Unix milliseconds by `tx_no`: the sent ones
@@ -592,50 +602,37 @@ impl Store {
         reporter: &BankId,
         settlement: &Settlement,
     ) -> StorageResult<SettlementOutcome> {
-        let reported = settlement.final_state();
-        let reason = match settlement {
-            Settlement::Credited => None,
-            Settlement::Returned { reason } => Some(reason.chars().take(255).collect::<String>()),
-        };
         let mut tx = self.pool.begin().await?;
-        let moved =
-            sqlx::query("UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?")
-                .bind(reported.as_str())
-                .bind(reason)
-                .bind(tx_no.as_str())
-                .bind(reporter.as_str())
-                .bind(TransferState::Debited.as_str())
-                .execute(&mut *tx)
-                .await?;
-        if rows(&moved) == 0 {
-            tx.rollback().await?;
-            return match self.transfer_out(tx_no).await? {
-                None => Err(StorageError::UnknownTransfer(tx_no.clone())),
-                Some(existing) if existing.transfer.to_bank != *reporter => Err(StorageError::ForeignSettlement {
-                    tx_no: tx_no.clone(),
-                    reporter: reporter.clone(),
-                }),
-                Some(existing) if existing.state == reported => Ok(SettlementOutcome::AlreadyApplied),
-                Some(existing) => Err(StorageError::SettlementConflict {
-                    tx_no: tx_no.clone(),
-                    state: existing.state,
-                    reported,
-                }),
-            };
-        }
-        if reported == TransferState::Returned {
-            sqlx::query(
-                "UPDATE account_info SET account_balance_cents = account_balance_cents +
-                    (SELECT amount_cents FROM transfer_out WHERE tx_no = ?)
-                 WHERE account_no = (SELECT from_account FROM transfer_out WHERE tx_no = ?)",
-            )
-            .bind(tx_no.as_str())
-            .bind(tx_no.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let outcome = settle_in(&mut tx, &self.bank, tx_no, reporter, settlement).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Applies a batch of received messages in one database transaction, so that one
+    /// durable commit covers them all (group commit): each transfer as
+    /// [`Store::credit_once`] would, each settlement report as
+    /// [`Store::apply_settlement`] would. A report that cannot apply is answered in its
+    /// place and changes nothing; any database failure rolls the whole batch back.
+    pub async fn apply_deliveries(&self, deliveries: &[Delivery]) -> StorageResult<Vec<DeliveryOutcome>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            outcomes.push(match delivery {
+                Delivery::Transfer(transfer) => DeliveryOutcome::Credit(credit_in(&mut tx, transfer, now).await?),
+                Delivery::Settlement {
+                    tx_no,
+                    reporter,
+                    settlement,
+                } => match settle_in(&mut tx, &self.bank, tx_no, reporter, settlement).await {
+                    Ok(outcome) => DeliveryOutcome::Settlement(outcome),
+                    Err(error) if error.is_transient() => return Err(error),
+                    Err(refusal) => DeliveryOutcome::BadSettlement(refusal),
+                },
+            });
         }
         tx.commit().await?;
-        Ok(SettlementOutcome::Applied)
+        Ok(outcomes)
     }
 
     /// Everything the auditor needs from this bank, read in one transaction so that the
@@ -746,6 +743,103 @@ async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
 
 /// Credits the transfer's destination inside `tx`, refusing an unknown or closed
 /// account and a balance that would pass its maximum.
+/// The receiving side of one transfer inside `tx` (see [`Store::credit_once`]). A
+/// duplicate changes nothing: its `de_duplication` insert fails alone, and the
+/// transaction goes on.
+async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> StorageResult<CreditOutcome> {
+    let first_time = sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
+        .bind(transfer.tx_no.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await;
+    match first_time {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Ok(CreditOutcome::Duplicate),
+        Err(error) => return Err(error.into()),
+    }
+    let (settlement, outcome) = match credit(tx, transfer).await {
+        Ok(()) => (Settlement::Credited, CreditOutcome::Credited),
+        Err(refusal) if !refusal.is_transient() => {
+            let reason = refusal.to_string();
+            (
+                Settlement::Returned { reason: reason.clone() },
+                CreditOutcome::Refused(reason),
+            )
+        }
+        Err(error) => return Err(error),
+    };
+    let reason = match &settlement {
+        Settlement::Credited => None,
+        Settlement::Returned { reason } => Some(reason.as_str()),
+    };
+    record_incoming(tx, transfer, reason, now).await?;
+    sqlx::query("INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)")
+        .bind(transfer.tx_no.as_str())
+        .bind(transfer.from_bank.as_str())
+        .bind(settlement.final_state().as_str())
+        .bind(reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(outcome)
+}
+
+/// The sending side of one settlement report inside `tx` (see
+/// [`Store::apply_settlement`]); a refusal changes nothing.
+async fn settle_in(
+    tx: &mut Transaction,
+    bank: &BankId,
+    tx_no: &TxNo,
+    reporter: &BankId,
+    settlement: &Settlement,
+) -> StorageResult<SettlementOutcome> {
+    let reported = settlement.final_state();
+    let reason = match settlement {
+        Settlement::Credited => None,
+        Settlement::Returned { reason } => Some(reason.chars().take(255).collect::<String>()),
+    };
+    let moved = sqlx::query("UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?")
+        .bind(reported.as_str())
+        .bind(reason)
+        .bind(tx_no.as_str())
+        .bind(reporter.as_str())
+        .bind(TransferState::Debited.as_str())
+        .execute(&mut **tx)
+        .await?;
+    if rows(&moved) == 0 {
+        let existing: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ?"))
+            .bind(tx_no.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let existing = existing.map(|row| row.into_record(bank)).transpose()?;
+        return match existing {
+            None => Err(StorageError::UnknownTransfer(tx_no.clone())),
+            Some(existing) if existing.transfer.to_bank != *reporter => Err(StorageError::ForeignSettlement {
+                tx_no: tx_no.clone(),
+                reporter: reporter.clone(),
+            }),
+            Some(existing) if existing.state == reported => Ok(SettlementOutcome::AlreadyApplied),
+            Some(existing) => Err(StorageError::SettlementConflict {
+                tx_no: tx_no.clone(),
+                state: existing.state,
+                reported,
+            }),
+        };
+    }
+    if reported == TransferState::Returned {
+        sqlx::query(
+            "UPDATE account_info SET account_balance_cents = account_balance_cents +
+                (SELECT amount_cents FROM transfer_out WHERE tx_no = ?)
+             WHERE account_no = (SELECT from_account FROM transfer_out WHERE tx_no = ?)",
+        )
+        .bind(tx_no.as_str())
+        .bind(tx_no.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(SettlementOutcome::Applied)
+}
+
 async fn credit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
     let credited = sqlx::query(
         "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
@@ -854,7 +948,20 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
 
-/// The URL with any password replaced, for error messages.
+/// Creates the empty database `name` (letters, digits, `_`) on the MySQL/MariaDB server
+/// at `server_url` (`mysql://user@host:3306`) and returns its URL.
+pub async fn create_mysql_database(server_url: &str, name: &str) -> StorageResult<String> {
+    use sqlx::Connection;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let refusal = format!("{name:?} is not a plain database name");
+        return Err(StorageError::Database(sqlx::Error::Configuration(refusal.into())));
+    }
+    let mut conn = sqlx::MySqlConnection::connect(server_url).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+    conn.close().await?;
+    Ok(format!("{}/{name}", server_url.trim_end_matches('/')))
+}
+
 /// `url` with its password, if any, replaced by `***`, fit for logs and printouts.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

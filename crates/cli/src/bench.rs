@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde_json::json;
 use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
 use txbank_messaging::{ensure_topic, MqClient, MqSettings};
-use txbank_storage::{create_mysql_database, Store};
+use txbank_storage::{create_mysql_database, drop_mysql_database, Store};
 
 use crate::chaos::{run_folder, System};
 
@@ -143,19 +143,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mq = MqClient::build(workers, 64)?;
     let report = mq.block_on(async {
         let databases = databases(&dir, args.mysql_url.as_deref()).await?;
-        let database_rate = reference_database(&databases.reference, args).await?;
-        let mut system = System::start_on(&dir, 1, databases.banks).await?;
-        let outcome = async {
-            let broker_rate = reference_broker(&mq, &dir, &system, args).await?;
-            let reference = Reference {
-                database_commits_per_s: database_rate,
-                broker_transactional_sends_per_s: broker_rate,
-            };
-            measure(&system, args, reference, databases.engine).await
-        }
-        .await;
-        system.stop_all().await;
-        outcome
+        let report = run_on(&mq, &dir, args, &databases).await;
+        databases.drop(args.mysql_url.as_deref()).await;
+        report
     });
     mq.shutdown();
     let report = report?;
@@ -181,11 +171,42 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// (a), then the system with (b) and the end-to-end run, on `databases`.
+async fn run_on(mq: &MqClient, dir: &Path, args: &BenchArgs, databases: &Databases) -> Result<BenchReport> {
+    let database_rate = reference_database(&databases.reference, args).await?;
+    let mut system = System::start_on(dir, 1, databases.banks.clone()).await?;
+    let outcome = async {
+        let broker_rate = reference_broker(mq, dir, &system, args).await?;
+        let reference = Reference {
+            database_commits_per_s: database_rate,
+            broker_transactional_sends_per_s: broker_rate,
+        };
+        measure(&system, args, reference, databases.engine).await
+    }
+    .await;
+    system.stop_all().await;
+    outcome
+}
+
 /// The run's databases: each bank's (`NAME=URL`, bank2 first) and the reference's.
 struct Databases {
     engine: &'static str,
     banks: Vec<String>,
     reference: String,
+    /// The databases made on a MySQL/MariaDB server for this run, dropped after it.
+    created: Vec<String>,
+}
+
+impl Databases {
+    /// Drops the databases this run made on `server` (SQLite files go with the run folder).
+    async fn drop(&self, server: Option<&str>) {
+        let Some(server) = server else { return };
+        for name in &self.created {
+            if let Err(error) = drop_mysql_database(server, name).await {
+                eprintln!("cannot drop the benchmark's database {name}: {error}");
+            }
+        }
+    }
 }
 
 async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
@@ -195,21 +216,26 @@ async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
             engine: "sqlite",
             banks: vec![format!("bank2={}", sqlite("bank2")), format!("bank1={}", sqlite("bank1"))],
             reference: sqlite("reference"),
+            created: Vec::new(),
         });
     };
     let run = uuid_like();
-    let mut created = Vec::new();
-    for name in ["bank2", "bank1", "reference"] {
-        let url = create_mysql_database(server, &format!("txbank_bench_{run}_{name}"))
+    let names: Vec<String> = ["bank2", "bank1", "reference"]
+        .iter()
+        .map(|part| format!("txbank_bench_{run}_{part}"))
+        .collect();
+    let mut urls = Vec::new();
+    for name in &names {
+        let url = create_mysql_database(server, name)
             .await
             .context("cannot create the benchmark's databases")?;
-        created.push(url);
+        urls.push(url);
     }
-    let reference = created.pop().expect("three databases");
     Ok(Databases {
         engine: "mysql",
-        banks: vec![format!("bank2={}", created[0]), format!("bank1={}", created[1])],
-        reference,
+        banks: vec![format!("bank2={}", urls[0]), format!("bank1={}", urls[1])],
+        reference: urls[2].clone(),
+        created: names,
     })
 }
 

@@ -22,7 +22,7 @@ const COLOURS: [&str; 4] = ["#2563eb", "#6b7280", "#16a34a", "#dc2626"];
 
 /// The chart as an SVG document.
 pub(crate) fn svg(chart: &Chart) -> String {
-    let height = 2.0 * PANEL + 110.0;
+    let height = 2.0 * PANEL + 150.0;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
@@ -58,7 +58,7 @@ pub(crate) fn svg(chart: &Chart) -> String {
     line(&mut out, &chart.seconds, &chart.p99_ms, (top2, latency_max, max_second), COLOURS[3]);
     legend.push(("p50 latency", COLOURS[0]));
     legend.push(("p99 latency", COLOURS[3]));
-    let legend_y = top2 + PANEL + 40.0;
+    let legend_y = top2 + PANEL + 44.0;
     let mut x = LEFT;
     for (label, colour) in legend {
         let _ = writeln!(

@@ -4,8 +4,8 @@
 //! transfer from a form.
 //!
 //! It works against any deployment: it reads the banks' HTTP APIs (never their files)
-//! with the operators' API token, once a second, and pushes each [`Snapshot`] to the
-//! open pages as server-sent events. The page asks for the same token once and keeps a
+//! with the operators' API token, once a second, and pushes each reading to the open
+//! pages as server-sent events. The page asks for the same token once and keeps a
 //! session cookie (HttpOnly, SameSite=Strict); the token never reaches the browser's
 //! scripts.
 
@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch as channel;
 
-pub use watch::{AuditView, BankView, Point, Snapshot, Watcher};
+use watch::Watcher;
 
 /// The page, with its script and style.
 const PAGE: &str = include_str!("page.html");

@@ -14,6 +14,7 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use serde::Serialize;
 
+use crate::probe::start_pull_consumer;
 use crate::publish::start_plain_producer;
 use crate::signing::SIGNATURE_PROPERTY;
 use crate::{MessagingError, MqClient, MqSettings};
@@ -47,15 +48,8 @@ pub fn dead_letter_topic(group: &str) -> String {
 /// Every message in `group`'s dead-letter queue, oldest first per queue; empty when the
 /// group never dead-lettered anything.
 pub async fn list(client: &MqClient, settings: &MqSettings, group: &str) -> Result<Vec<DeadLetter>, MessagingError> {
-    let consumer = DefaultMQPullConsumer::builder(client.runtime())
-        .consumer_group(format!("txbank_dlq_reader_{}", std::process::id()))
-        .name_server_addr(settings.namesrv_addr.clone())
-        .build()
-        .map_err(|e| MessagingError::client("dead-letter reader", e))?;
-    consumer
-        .start()
-        .await
-        .map_err(|e| MessagingError::client("dead-letter reader start", e))?;
+    let reader = format!("txbank_dlq_reader_{}", std::process::id());
+    let consumer = start_pull_consumer(client, settings, reader).await?;
     let read = read_all(&consumer, &dead_letter_topic(group)).await;
     let _ = consumer.shutdown().await;
     read

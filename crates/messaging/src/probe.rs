@@ -28,15 +28,8 @@ impl BrokerProbe {
         bank: &str,
         topic: &str,
     ) -> Result<BrokerProbe, MessagingError> {
-        let consumer = DefaultMQPullConsumer::builder(client.runtime())
-            .consumer_group(format!("txbank_probe_{bank}_{}", std::process::id()))
-            .name_server_addr(settings.namesrv_addr.clone())
-            .build()
-            .map_err(|e| MessagingError::client("broker probe", e))?;
-        consumer
-            .start()
-            .await
-            .map_err(|e| MessagingError::client("broker probe start", e))?;
+        let group = format!("txbank_probe_{bank}_{}", std::process::id());
+        let consumer = start_pull_consumer(client, settings, group).await?;
         Ok(BrokerProbe {
             consumer,
             topic: topic.to_string(),
@@ -75,4 +68,23 @@ impl BrokerProbe {
     pub async fn shutdown(self) {
         let _ = self.consumer.shutdown().await;
     }
+}
+
+/// Starts a classic pull consumer in `group`: it reads queues and offsets without joining
+/// any rebalancing.
+pub(crate) async fn start_pull_consumer(
+    client: &MqClient,
+    settings: &MqSettings,
+    group: String,
+) -> Result<DefaultMQPullConsumer, MessagingError> {
+    let consumer = DefaultMQPullConsumer::builder(client.runtime())
+        .consumer_group(group)
+        .name_server_addr(settings.namesrv_addr.clone())
+        .build()
+        .map_err(|e| MessagingError::client("pull consumer", e))?;
+    consumer
+        .start()
+        .await
+        .map_err(|e| MessagingError::client("pull consumer start", e))?;
+    Ok(consumer)
 }

@@ -951,15 +951,26 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 /// Creates the empty database `name` (letters, digits, `_`) on the MySQL/MariaDB server
 /// at `server_url` (`mysql://user@host:3306`) and returns its URL.
 pub async fn create_mysql_database(server_url: &str, name: &str) -> StorageResult<String> {
+    on_mysql_server(server_url, "CREATE DATABASE", name).await?;
+    Ok(format!("{}/{name}", server_url.trim_end_matches('/')))
+}
+
+/// Drops the database `name` from the MySQL/MariaDB server at `server_url`, if it exists.
+pub async fn drop_mysql_database(server_url: &str, name: &str) -> StorageResult<()> {
+    on_mysql_server(server_url, "DROP DATABASE IF EXISTS", name).await
+}
+
+/// Runs `statement name` on the server, `name` being a plain database name.
+async fn on_mysql_server(server_url: &str, statement: &str, name: &str) -> StorageResult<()> {
     use sqlx::Connection;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         let refusal = format!("{name:?} is not a plain database name");
         return Err(StorageError::Database(sqlx::Error::Configuration(refusal.into())));
     }
     let mut conn = sqlx::MySqlConnection::connect(server_url).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
+    sqlx::query(&format!("{statement} {name}")).execute(&mut conn).await?;
     conn.close().await?;
-    Ok(format!("{}/{name}", server_url.trim_end_matches('/')))
+    Ok(())
 }
 
 /// `url` with its password, if any, replaced by `***`, fit for logs and printouts.

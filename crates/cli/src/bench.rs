@@ -24,7 +24,7 @@ use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
 use txbank_messaging::{ensure_topic, MqClient, MqSettings};
 use txbank_storage::{create_mysql_database, drop_mysql_database, Store};
 
-use crate::chaos::{run_folder, System};
+use crate::chaos::{run_folder, sqlite_url, System};
 
 /// The topic the broker's reference sends go to; nothing consumes it.
 const REFERENCE_TOPIC: &str = "txbank_bench_reference";
@@ -211,7 +211,7 @@ impl Databases {
 
 async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
     let Some(server) = mysql_url else {
-        let sqlite = |name: &str| format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display());
+        let sqlite = |name: &str| sqlite_url(dir, name);
         return Ok(Databases {
             engine: "sqlite",
             banks: vec![format!("bank2={}", sqlite("bank2")), format!("bank1={}", sqlite("bank1"))],
@@ -219,7 +219,7 @@ async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
             created: Vec::new(),
         });
     };
-    let run = uuid_like();
+    let run = TxNo::generate().as_str().replace('-', "");
     let names: Vec<String> = ["bank2", "bank1", "reference"]
         .iter()
         .map(|part| format!("txbank_bench_{run}_{part}"))
@@ -237,13 +237,6 @@ async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
         reference: urls[2].clone(),
         created: names,
     })
-}
-
-/// A name part unique to this run.
-fn uuid_like() -> String {
-    let mut bytes = [0u8; 6];
-    let _ = getrandom::getrandom(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// (a): the reference transaction from `concurrency` tasks on a scratch database.

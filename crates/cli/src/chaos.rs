@@ -333,8 +333,8 @@ impl System {
     /// Starts a name server, a broker, and `instances` (1 or 2) of each bank in `dir`,
     /// on SQLite files there.
     pub(crate) async fn start(dir: &Path, instances: usize) -> Result<System> {
-        let sqlite = |bank: &str| format!("{bank}=sqlite://{}?mode=rwc", dir.join(format!("{bank}.db")).display());
-        System::start_on(dir, instances, vec![sqlite("bank2"), sqlite("bank1")]).await
+        let banks = ["bank2", "bank1"].map(|bank| format!("{bank}={}", sqlite_url(dir, bank)));
+        System::start_on(dir, instances, banks.to_vec()).await
     }
 
     /// [`System::start`] with each bank's database given as `NAME=URL` (bank2 first).
@@ -503,6 +503,11 @@ impl System {
         }
         self.children.clear();
     }
+}
+
+/// The URL of the SQLite file `NAME.db` in `dir`, created when missing.
+pub(crate) fn sqlite_url(dir: &Path, name: &str) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display())
 }
 
 /// A free loopback address; for a broker, one whose port two below and one above are

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -21,28 +20,6 @@ fn dlq(cluster: &Cluster, args: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-fn publish(cluster: &Cluster, body: &str, key_file: Option<&Path>, times: u32) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
-    command
-        .args([
-            "publish",
-            "--namesrv-addr",
-            &cluster.namesrv_addr,
-            "--body",
-            body,
-            "--key",
-            "dead-1",
-            "--times",
-        ])
-        .arg(times.to_string())
-        .env_remove("TXBANK_MESSAGE_KEY_FILE");
-    if let Some(key_file) = key_file {
-        command.arg("--key-file").arg(key_file);
-    }
-    let out = command.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credits_once() {
     let (cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
@@ -56,9 +33,9 @@ async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credi
         )
     };
 
-    publish(&cluster, &body("unsigned", "1000"), None, 1);
-    publish(&cluster, &body("forged", "2000"), Some(&wrong_key), 1);
-    publish(&cluster, &body("genuine", "3"), Some(&cluster.message_key_file()), 3);
+    cluster.publish(&body("unsigned", "1000"), "dead-1", None, 1);
+    cluster.publish(&body("forged", "2000"), "dead-1", Some(&wrong_key), 1);
+    cluster.publish(&body("genuine", "3"), "dead-1", Some(&cluster.message_key_file()), 3);
 
     assert!(
         bank2.balance_becomes("2", "3.00").await,
@@ -175,9 +152,9 @@ async fn a_dead_lettered_message_is_listed_and_after_a_fix_replayed_exactly_once
     assert!(listed && nothing.trim().is_empty(), "{nothing}");
 
     // The seed's Java bank1 signs nothing: refused, redelivered once, then dead-lettered.
-    publish(
-        &cluster,
+    cluster.publish(
         r#"{"accountChange":{"accountNo":"1","amount":7,"txNo":"dead-1"}}"#,
+        "dead-1",
         None,
         1,
     );

@@ -4,30 +4,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::{eventually, Cluster, Db};
 
 /// bank2 in seed-compatibility mode: the seed's Java bank1 signs nothing.
 const SEED_COMPATIBLE: &[(&str, &str)] = &[("TXBANK_ACCEPT_UNSIGNED_MESSAGES", "true")];
-
-fn publish(cluster: &Cluster, body: &str, key: &str, times: u32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
-        .args([
-            "publish",
-            "--namesrv-addr",
-            &cluster.namesrv_addr,
-            "--body",
-            body,
-            "--key",
-            key,
-            "--times",
-        ])
-        .arg(times.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seed_message_delivered_twice_credits_li_si_once() {
@@ -35,7 +15,7 @@ async fn a_seed_message_delivered_twice_credits_li_si_once() {
     bank2.start_with(SEED_COMPATIBLE).await;
 
     let seed_body = r#"{"accountChange":{"accountNo":"1","amount":100.0,"txNo":"seed-tx-1"}}"#;
-    publish(&cluster, seed_body, "seed-tx-1", 2);
+    cluster.publish(seed_body, "seed-tx-1", None, 2);
 
     assert!(
         bank2.balance_becomes("2", "100.00").await,
@@ -57,12 +37,12 @@ async fn unreadable_messages_are_set_aside_and_good_ones_behind_them_keep_flowin
         r#"{"accountChange":{"accountNo":"1","amount":-5,"txNo":"neg"}}"#,
         r#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"future"},"version":99}"#,
     ] {
-        publish(&cluster, garbage, "bad", 1);
+        cluster.publish(garbage, "bad", None, 1);
     }
-    publish(
-        &cluster,
+    cluster.publish(
         r#"{"accountChange":{"accountNo":"1","amount":5.5,"txNo":"good-1"}}"#,
         "good-1",
+        None,
         1,
     );
 

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tracing::{error, info, info_span, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
-use txbank_storage::{CreditOutcome, Delivery, DeliveryOutcome, SettlementOutcome, Store};
+use txbank_storage::{CreditOutcome, SettlementOutcome, Store};
 
 use crate::group_commit::GroupCommit;
 use crate::metrics::{Counters, DbCall, Event, SetAside, Timing};
@@ -144,13 +144,11 @@ impl InboundListener {
         }
         let _span = info_span!("transfer.credit", tx_no = %transfer.tx_no).entered();
         let started = Instant::now();
-        let credited = self
-            .runtime
-            .block_on(self.commits.apply(Delivery::Transfer(transfer.clone())));
+        let credited = self.runtime.block_on(self.commits.credit(transfer.clone()));
         self.counters
             .observe(Timing::Database(DbCall::Credit), started.elapsed());
         match credited {
-            Ok(DeliveryOutcome::Credit(CreditOutcome::Credited)) => {
+            Ok(CreditOutcome::Credited) => {
                 crash_point(AFTER_CREDIT_COMMIT);
                 self.settled.notify_one();
                 self.counters.record(Event::Credited);
@@ -159,20 +157,16 @@ impl InboundListener {
                 info!(tx_no = %transfer.tx_no, to = %transfer.to, amount = %transfer.amount, "credited");
                 true
             }
-            Ok(DeliveryOutcome::Credit(CreditOutcome::Refused(reason))) => {
+            Ok(CreditOutcome::Refused(reason)) => {
                 self.settled.notify_one();
                 self.counters.record(Event::Refused);
                 warn!(tx_no = %transfer.tx_no, to = %transfer.to, %reason, "refused; returning the money to its sender");
                 true
             }
-            Ok(DeliveryOutcome::Credit(CreditOutcome::Duplicate)) => {
+            Ok(CreditOutcome::Duplicate) => {
                 self.counters.record(Event::Duplicate);
                 info!(tx_no = %transfer.tx_no, "duplicate delivery absorbed");
                 true
-            }
-            Ok(other) => {
-                error!(tx_no = %transfer.tx_no, outcome = ?other, "a credit answered as something else; will be redelivered");
-                false
             }
             Err(error) => {
                 self.counters.record(Event::RedeliveryRequested);
@@ -185,30 +179,24 @@ impl InboundListener {
     fn settle(&self, tx_no: &TxNo, reporter: &BankId, settlement: &Settlement, msg: &MessageExt) -> bool {
         let _span = info_span!("transfer.settle", %tx_no).entered();
         let started = Instant::now();
-        let applied = self.runtime.block_on(self.commits.apply(Delivery::Settlement {
-            tx_no: tx_no.clone(),
-            reporter: reporter.clone(),
-            settlement: settlement.clone(),
-        }));
+        let applied = self
+            .runtime
+            .block_on(self.commits.settle(tx_no.clone(), reporter.clone(), settlement.clone()));
         self.counters
             .observe(Timing::Database(DbCall::Settle), started.elapsed());
         match applied {
-            Ok(DeliveryOutcome::Settlement(SettlementOutcome::Applied)) => {
+            Ok(Ok(SettlementOutcome::Applied)) => {
                 self.counters.record(Event::Settled);
                 info!(%tx_no, state = %settlement.final_state(), "settled");
                 true
             }
-            Ok(DeliveryOutcome::Settlement(SettlementOutcome::AlreadyApplied)) => {
+            Ok(Ok(SettlementOutcome::AlreadyApplied)) => {
                 self.counters.record(Event::Duplicate);
                 info!(%tx_no, "duplicate settlement absorbed");
                 true
             }
-            Ok(DeliveryOutcome::BadSettlement(error)) => {
-                self.set_aside(msg, SetAside::BadSettlement, &format!("from {reporter}: {error}"))
-            }
-            Ok(other) => {
-                error!(%tx_no, outcome = ?other, "a settlement answered as something else; will be redelivered");
-                false
+            Ok(Err(refusal)) => {
+                self.set_aside(msg, SetAside::BadSettlement, &format!("from {reporter}: {refusal}"))
             }
             Err(error) => {
                 self.counters.record(Event::RedeliveryRequested);

@@ -5,7 +5,8 @@
 //! still acknowledged one by one, only after the commit that applied it.
 
 use tokio::sync::{mpsc, oneshot};
-use txbank_storage::{Delivery, DeliveryOutcome, Store};
+use txbank_domain::{BankId, Settlement, Transfer, TxNo};
+use txbank_storage::{CreditOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
 
 /// Most messages applied in one transaction.
 const MAX_BATCH: usize = 64;
@@ -27,9 +28,36 @@ impl GroupCommit {
         GroupCommit { queue }
     }
 
-    /// Applies `delivery` with whatever else is queued; an error means the whole batch
+    /// Credits `transfer` with whatever else is queued; an error means the whole batch
     /// rolled back and nothing of it changed.
-    pub(crate) async fn apply(&self, delivery: Delivery) -> Result<DeliveryOutcome, String> {
+    pub(crate) async fn credit(&self, transfer: Transfer) -> Result<CreditOutcome, String> {
+        match self.apply(Delivery::Transfer(transfer)).await? {
+            DeliveryOutcome::Credit(outcome) => Ok(outcome),
+            other => Err(format!("a credit was answered with {other:?}")),
+        }
+    }
+
+    /// Applies a settlement report with whatever else is queued: `Ok(Err(_))` when the
+    /// report cannot apply (nothing changed), `Err` when the whole batch rolled back.
+    pub(crate) async fn settle(
+        &self,
+        tx_no: TxNo,
+        reporter: BankId,
+        settlement: Settlement,
+    ) -> Result<Result<SettlementOutcome, StorageError>, String> {
+        let delivery = Delivery::Settlement {
+            tx_no,
+            reporter,
+            settlement,
+        };
+        match self.apply(delivery).await? {
+            DeliveryOutcome::Settlement(outcome) => Ok(Ok(outcome)),
+            DeliveryOutcome::BadSettlement(refusal) => Ok(Err(refusal)),
+            other => Err(format!("a settlement report was answered with {other:?}")),
+        }
+    }
+
+    async fn apply(&self, delivery: Delivery) -> Result<DeliveryOutcome, String> {
         let (reply, outcome) = oneshot::channel();
         self.queue
             .send((delivery, reply))

@@ -227,6 +227,21 @@ impl Cluster {
     pub fn message_key_file(&self) -> PathBuf {
         self.dir.path().join("message-key")
     }
+
+    /// `txbank publish`: sends `body` `times` times as plain messages keyed `key` to the
+    /// seed's topic, signed with `key_file`'s key or, without one, unsigned.
+    pub fn publish(&self, body: &str, key: &str, key_file: Option<&Path>, times: u32) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+        command
+            .args(["publish", "--namesrv-addr", &self.namesrv_addr, "--body", body, "--key", key])
+            .args(["--times", &times.to_string()])
+            .env_remove("TXBANK_MESSAGE_KEY_FILE");
+        if let Some(key_file) = key_file {
+            command.arg("--key-file").arg(key_file);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 /// The operators' API token of every test bank.

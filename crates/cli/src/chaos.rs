@@ -19,7 +19,7 @@ use txbank_domain::BankId;
 use txbank_storage::Store;
 
 use crate::audit::read_and_audit;
-use crate::config::{create_secret_file, API_TOKEN_FILE, MESSAGE_KEY_FILE};
+use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, MESSAGE_KEY_FILE};
 use crate::up::part_command;
 
 /// Options of `chaos`.
@@ -326,19 +326,46 @@ pub(crate) struct System {
     namesrv: SocketAddr,
     broker: SocketAddr,
     banks: Vec<(&'static str, &'static str, SocketAddr)>,
+    check_back: CheckBack,
     children: Vec<(&'static str, Child)>,
 }
 
+/// How soon the broker checks back on a half message nobody committed or rolled back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckBack {
+    timeout_ms: u64,
+    interval_ms: u64,
+}
+
+impl CheckBack {
+    /// Within a second or two, so that a chaos run converges quickly after each kill.
+    pub(crate) const FAST: CheckBack = CheckBack {
+        timeout_ms: 1000,
+        interval_ms: 1000,
+    };
+    /// As `txbank broker` and `up` do by default.
+    pub(crate) const DEFAULT: CheckBack = CheckBack {
+        timeout_ms: defaults::TRANSACTION_TIMEOUT_MS,
+        interval_ms: defaults::TRANSACTION_CHECK_INTERVAL_MS,
+    };
+}
+
 impl System {
-    /// Starts a name server, a broker, and `instances` (1 or 2) of each bank in `dir`,
-    /// on SQLite files there.
+    /// Starts a name server, a broker checking back fast, and `instances` (1 or 2) of
+    /// each bank in `dir`, on SQLite files there.
     pub(crate) async fn start(dir: &Path, instances: usize) -> Result<System> {
         let banks = ["bank2", "bank1"].map(|bank| format!("{bank}={}", sqlite_url(dir, bank)));
-        System::start_on(dir, instances, banks.to_vec()).await
+        System::start_on(dir, instances, banks.to_vec(), CheckBack::FAST).await
     }
 
-    /// [`System::start`] with each bank's database given as `NAME=URL` (bank2 first).
-    pub(crate) async fn start_on(dir: &Path, instances: usize, databases: Vec<String>) -> Result<System> {
+    /// [`System::start`] with each bank's database given as `NAME=URL` (bank2 first),
+    /// and the broker checking back as `check_back` says.
+    pub(crate) async fn start_on(
+        dir: &Path,
+        instances: usize,
+        databases: Vec<String>,
+        check_back: CheckBack,
+    ) -> Result<System> {
         for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
             create_secret_file(&dir.join(secret))?;
         }
@@ -350,6 +377,7 @@ impl System {
             namesrv: free_address(false)?,
             broker: free_address(true)?,
             banks: Vec::new(),
+            check_back,
             children: Vec::new(),
         };
         for (instance, preset) in [
@@ -438,9 +466,9 @@ impl System {
                     ])
                     .args([
                         "--transaction-timeout-ms",
-                        "1000",
+                        &self.check_back.timeout_ms.to_string(),
                         "--transaction-check-interval-ms",
-                        "1000",
+                        &self.check_back.interval_ms.to_string(),
                     ])
                     .args(["--transaction-check-max", "600", "--store"])
                     .arg(self.dir.join("rocketmq").join("store"));

@@ -297,10 +297,10 @@ pub struct BrokerArgs {
     #[arg(long, default_value = "data/rocketmq/store")]
     pub store: PathBuf,
     /// Milliseconds an undecided half message waits before the broker checks back.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = defaults::TRANSACTION_TIMEOUT_MS)]
     pub transaction_timeout_ms: u64,
     /// Milliseconds between the broker's scans for undecided half messages.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = defaults::TRANSACTION_CHECK_INTERVAL_MS)]
     pub transaction_check_interval_ms: u64,
     /// Check-backs before the broker gives up on a half message. Interval × max must
     /// outlast a producer's reconnection after a broker restart (its heartbeat, 10 s),

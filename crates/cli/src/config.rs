@@ -156,6 +156,10 @@ pub mod defaults {
     pub const BANK2: &str = "127.0.0.1:56082";
     /// The dashboard.
     pub const DASHBOARD: &str = "127.0.0.1:56080";
+    /// Milliseconds an undecided half message waits before the broker checks back.
+    pub const TRANSACTION_TIMEOUT_MS: u64 = 3000;
+    /// Milliseconds between the broker's scans for undecided half messages.
+    pub const TRANSACTION_CHECK_INTERVAL_MS: u64 = 5000;
 }
 
 impl BankConfig {

@@ -1,14 +1,17 @@
 //! The settlement relay: sends the reports a bank's credits and refusals queued in its
-//! outbox to the sending banks, and removes each once the broker stored it. A crash
-//! between the send and the removal sends a report twice; its receiver absorbs that.
+//! outbox to the sending banks, a batch per bank, and removes them once the broker
+//! stored them. A crash between the send and the removal sends reports twice; their
+//! receiver absorbs that.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::DefaultMQProducer;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+use txbank_domain::{BankId, TxNo};
 use txbank_storage::{PendingSettlement, Store};
 
 use crate::metrics::{BrokerCall, Counters, Timing};
@@ -100,38 +103,57 @@ impl Relay {
             }
         };
         let mut all_sent = true;
-        for report in &pending {
-            if let Err(error) = self.send(report).await {
-                warn!(tx_no = %report.tx_no, to_bank = %report.to_bank, %error, "settlement report not sent; will retry");
+        for (to_bank, reports) in by_destination(&pending) {
+            if let Err(error) = self.send(&reports).await {
+                warn!(%to_bank, reports = reports.len(), %error, "settlement reports not sent; will retry");
                 all_sent = false;
             }
         }
         all_sent && pending.len() == BATCH as usize
     }
 
-    async fn send(&self, report: &PendingSettlement) -> Result<(), MessagingError> {
-        let body = wire::encode_settlement(&report.tx_no, self.store.bank(), &report.settlement);
-        let message = signing::message(
-            self.routes.topic(&report.to_bank)?,
-            report.tx_no.as_str(),
-            body,
-            self.signer.as_ref(),
-        )?;
+    /// Sends reports bound for one bank as one batch (one broker request, each report
+    /// still its own message), then removes them from the outbox in one statement.
+    async fn send(&self, reports: &[&PendingSettlement]) -> Result<(), MessagingError> {
+        let Some(first) = reports.first() else {
+            return Ok(());
+        };
+        let topic = self.routes.topic(&first.to_bank)?;
+        let messages = reports
+            .iter()
+            .map(|report| {
+                let body = wire::encode_settlement(&report.tx_no, self.store.bank(), &report.settlement);
+                signing::message(topic, report.tx_no.as_str(), body, self.signer.as_ref())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let started = Instant::now();
         self.producer
-            .send(message)
+            .send_batch(messages)
             .await
             .map_err(|e| MessagingError::client("send", e))?;
         self.counters
             .observe(Timing::Broker(BrokerCall::SettlementSend), started.elapsed());
+        let sent: Vec<TxNo> = reports.iter().map(|report| report.tx_no.clone()).collect();
         self.store
-            .settlement_sent(&report.tx_no)
+            .settlements_sent(&sent)
             .await
             .map_err(|e| MessagingError::Client {
                 operation: "outbox removal",
                 message: e.to_string(),
             })?;
-        info!(tx_no = %report.tx_no, to_bank = %report.to_bank, state = %report.settlement.final_state(), "settlement reported");
+        for report in reports {
+            debug!(tx_no = %report.tx_no, to_bank = %report.to_bank, state = %report.settlement.final_state(), "settlement reported");
+        }
+        info!(to_bank = %first.to_bank, reports = reports.len(), "settlement reports sent");
         Ok(())
     }
+}
+
+/// The reports grouped by the bank they go to (a batch holds one topic's messages).
+fn by_destination(pending: &[PendingSettlement]) -> BTreeMap<&BankId, Vec<&PendingSettlement>> {
+    let mut groups: BTreeMap<&BankId, Vec<&PendingSettlement>> = BTreeMap::new();
+    for report in pending {
+        groups.entry(&report.to_bank).or_default().push(report);
+    }
+    groups
 }

@@ -583,12 +583,19 @@ impl Store {
             .collect()
     }
 
-    /// Removes a settlement report from the outbox once the broker stored it.
-    pub async fn settlement_sent(&self, tx_no: &TxNo) -> StorageResult<()> {
-        sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
-            .bind(tx_no.as_str())
-            .execute(&self.pool)
-            .await?;
+    /// Removes settlement reports from the outbox once the broker stored them, in one
+    /// statement.
+    pub async fn settlements_sent(&self, tx_nos: &[TxNo]) -> StorageResult<()> {
+        if tx_nos.is_empty() {
+            return Ok(());
+        }
+        let placeholders = vec!["?"; tx_nos.len()].join(", ");
+        let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({placeholders})");
+        let mut query = sqlx::query(&statement);
+        for tx_no in tx_nos {
+            query = query.bind(tx_no.as_str());
+        }
+        query.execute(&self.pool).await?;
         Ok(())
     }
 

@@ -239,8 +239,11 @@ async fn a_credit_to_a_missing_or_closed_account_is_refused_for_good_and_its_ret
         assert!(queued
             .iter()
             .all(|report| report.to_bank == bank("bank1") && matches!(report.settlement, Settlement::Returned { .. })));
-        store.settlement_sent(&queued[0].tx_no).await.unwrap();
+        store.settlements_sent(&[queued[0].tx_no.clone()]).await.unwrap();
         assert_eq!(store.pending_settlements(10).await.unwrap().len(), 1, "{engine}");
+        let both = [queued[0].tx_no.clone(), queued[1].tx_no.clone()];
+        store.settlements_sent(&both).await.unwrap();
+        assert!(store.pending_settlements(10).await.unwrap().is_empty(), "{engine}");
     }
 }
 

@@ -1,31 +1,88 @@
-//! Group commit for received messages. RocketMQ hands each message to its own
-//! callback thread, and each would pay for its own durable commit; here the callbacks
-//! queue their message and wait, while one task applies whatever is queued in a single
-//! database transaction and answers each callback with its own outcome. A message is
-//! still acknowledged one by one, only after the commit that applied it.
+//! Group commit. RocketMQ hands each local transaction and each received message to its
+//! own callback thread, and each would pay for its own durable commit; here the
+//! callbacks queue their work and wait, while one task applies whatever is queued in a
+//! single database transaction and answers each callback with its own outcome. A
+//! message is still acknowledged (or its transaction committed) one by one, only after
+//! the commit that applied it.
+
+use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
-use txbank_domain::{BankId, Settlement, Transfer, TxNo};
-use txbank_storage::{CreditOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
+use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
+use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
 
-/// Most messages applied in one transaction.
+/// Most requests applied in one transaction.
 const MAX_BATCH: usize = 64;
 
-/// What a callback waits for: its delivery's outcome, or why the batch failed.
-type Reply = oneshot::Sender<Result<DeliveryOutcome, String>>;
+/// Why a queued request got no answer.
+const SHUTTING_DOWN: &str = "the bank is shutting down";
 
-/// The handle callbacks queue their deliveries through.
+/// A queue whose requests one task applies in batches, answering each in turn.
+struct Batches<R, O> {
+    queue: mpsc::UnboundedSender<(R, oneshot::Sender<O>)>,
+}
+
+impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
+    /// Starts the applying task on the current runtime: it hands `apply` what is queued
+    /// (up to [`MAX_BATCH`]) and expects one outcome per request, in order. It ends when
+    /// every handle is gone.
+    fn start<F, Fut>(mut apply: F) -> Batches<R, O>
+    where
+        F: FnMut(Vec<R>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<O>> + Send,
+    {
+        let (queue, mut queued) = mpsc::unbounded_channel::<(R, oneshot::Sender<O>)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (requests, replies): (Vec<R>, Vec<_>) = batch.drain(..).unzip();
+                for (reply, outcome) in replies.into_iter().zip(apply(requests).await) {
+                    let _ = reply.send(outcome);
+                }
+            }
+        });
+        Batches { queue }
+    }
+
+    /// Queues `request` and waits for its outcome.
+    async fn submit(&self, request: R) -> Result<O, &'static str> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send((request, reply)).map_err(|_| SHUTTING_DOWN)?;
+        outcome.await.map_err(|_| SHUTTING_DOWN)
+    }
+}
+
+impl<R, O> Clone for Batches<R, O> {
+    fn clone(&self) -> Self {
+        Batches {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// The handle consumer callbacks queue their deliveries through.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::UnboundedSender<(Delivery, Reply)>,
+    deliveries: Batches<Delivery, Result<DeliveryOutcome, String>>,
 }
 
 impl GroupCommit {
-    /// Starts the applying task on the current runtime; it ends when every handle is gone.
+    /// Starts applying deliveries to `store`; a failed batch rolls back whole, and each
+    /// of its callbacks hears why.
     pub(crate) fn start(store: Store) -> GroupCommit {
-        let (queue, queued) = mpsc::unbounded_channel();
-        tokio::spawn(apply_batches(store, queued));
-        GroupCommit { queue }
+        let deliveries = Batches::start(move |deliveries: Vec<Delivery>| {
+            let store = store.clone();
+            async move {
+                match store.apply_deliveries(&deliveries).await {
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                    Err(error) => {
+                        let error = error.to_string();
+                        deliveries.iter().map(|_| Err(error.clone())).collect()
+                    }
+                }
+            }
+        });
+        GroupCommit { deliveries }
     }
 
     /// Credits `transfer` with whatever else is queued; an error means the whole batch
@@ -58,30 +115,34 @@ impl GroupCommit {
     }
 
     async fn apply(&self, delivery: Delivery) -> Result<DeliveryOutcome, String> {
-        let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send((delivery, reply))
-            .map_err(|_| "the bank is shutting down".to_string())?;
-        outcome.await.map_err(|_| "the bank is shutting down".to_string())?
+        self.deliveries.submit(delivery).await?
     }
 }
 
-async fn apply_batches(store: Store, mut queued: mpsc::UnboundedReceiver<(Delivery, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (deliveries, replies): (Vec<Delivery>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.apply_deliveries(&deliveries).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                let error = error.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(error.clone()));
-                }
-            }
-        }
+/// The handle local-transaction callbacks queue their debits through.
+#[derive(Clone)]
+pub(crate) struct DebitGroup {
+    debits: Batches<(Transfer, Option<IdempotencyKey>), Result<DebitOutcome, StorageError>>,
+}
+
+impl DebitGroup {
+    /// Starts debiting in `store` (see [`Store::debit_all`]).
+    pub(crate) fn start(store: Store) -> DebitGroup {
+        let debits = Batches::start(move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
+            let store = store.clone();
+            async move { store.debit_all(&requests).await }
+        });
+        DebitGroup { debits }
+    }
+
+    /// Debits `transfer` with whatever else is queued, answering as
+    /// [`Store::debit_and_record`] would; `Err` when the bank is shutting down and the
+    /// debit's fate is for the check-back to find.
+    pub(crate) async fn debit(
+        &self,
+        transfer: Transfer,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Result<DebitOutcome, StorageError>, &'static str> {
+        self.debits.submit((transfer, key)).await
     }
 }

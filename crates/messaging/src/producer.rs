@@ -13,6 +13,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 use txbank_domain::{IdempotencyKey, Transfer};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
+use crate::group_commit::DebitGroup;
 use crate::metrics::{BrokerCall, Counters, DbCall, Event, Timing};
 use crate::signing::{self, MessageKey};
 use crate::wire::{Inbound, SeedDefaults};
@@ -54,6 +55,7 @@ impl TransferProducer {
         counters: Arc<Counters>,
     ) -> Result<TransferProducer, MessagingError> {
         let listener = LocalTransaction {
+            debits: DebitGroup::start(store.clone()),
             store,
             runtime: Handle::current(),
             seed,
@@ -127,8 +129,10 @@ struct LocalRequest {
     outcome: Mutex<Option<(SendOutcome, Duration)>>,
 }
 
-/// RocketMQ's transaction listener: runs the debit, and answers check-backs.
+/// RocketMQ's transaction listener: runs the debit (with whatever other debits are
+/// queued, in one database transaction), and answers check-backs.
 struct LocalTransaction {
+    debits: DebitGroup,
     store: Store,
     runtime: Handle,
     seed: SeedDefaults,
@@ -168,9 +172,17 @@ impl TransactionListener for LocalTransaction {
         let started = Instant::now();
         let debited = self
             .runtime
-            .block_on(self.store.debit_and_record(transfer, request.key.as_ref()));
+            .block_on(self.debits.debit(transfer.clone(), request.key.clone()));
         self.counters
             .observe(Timing::Database(DbCall::Debit), started.elapsed());
+        let debited = match debited {
+            Ok(debited) => debited,
+            Err(reason) => {
+                warn!(tx_no = %transfer.tx_no, reason, "debit not answered; the broker will check back");
+                *request.outcome.lock().expect("outcome lock") = Some((SendOutcome::Pending, started.elapsed()));
+                return LocalTransactionState::Unknown;
+            }
+        };
         let (state, outcome) = match debited {
             Ok(debit) => {
                 crash_point(AFTER_LOCAL_COMMIT);

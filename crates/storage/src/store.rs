@@ -1,5 +1,6 @@
 //! The `Store`: one bank's database and the statements txbank runs against it.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -306,6 +307,93 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(DebitOutcome::Debited)
+    }
+
+    /// Debits many transfers with one durable commit (group commit), each as
+    /// [`Store::debit_and_record`] would, and answers each with its own outcome.
+    ///
+    /// The common case (new transfers, sources that cover their sum) takes one
+    /// transaction of a few statements for the whole group. Anything else (a transfer or
+    /// idempotency key seen before, a source that cannot cover the group, a database
+    /// error) rolls that transaction back, and each transfer is then debited on its own,
+    /// so that a refusal stays the refused transfer's alone.
+    pub async fn debit_all(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> Vec<StorageResult<DebitOutcome>> {
+        if requests.len() > 1 {
+            match self.debit_together(requests).await {
+                Ok(true) => return requests.iter().map(|_| Ok(DebitOutcome::Debited)).collect(),
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, transfers = requests.len(), "group debit failed; debiting one by one"),
+            }
+        }
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (transfer, key) in requests {
+            outcomes.push(self.debit_and_record(transfer, key.as_ref()).await);
+        }
+        outcomes
+    }
+
+    /// The common case of [`Store::debit_all`] in one transaction: true when committed,
+    /// false (nothing changed) when a transfer needs to be debited on its own.
+    async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, NULL, ?)"; requests.len()].join(", ");
+        let statement = format!(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time) VALUES {values}"
+        );
+        let mut recording = sqlx::query(&statement);
+        for (transfer, key) in requests {
+            recording = recording
+                .bind(transfer.tx_no.as_str())
+                .bind(key.as_ref().map(|k| k.as_str().to_string()))
+                .bind(transfer.from.as_str())
+                .bind(transfer.to_bank.as_str())
+                .bind(transfer.to.as_str())
+                .bind(transfer.amount.cents())
+                .bind(TransferState::Debited.as_str())
+                .bind(now);
+        }
+        match recording.execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
+        for (transfer, _) in requests {
+            *per_source.entry(transfer.from.as_str()).or_default() += transfer.amount.cents();
+        }
+        for (source, cents) in per_source {
+            let debited = sqlx::query(
+                "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+                 WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
+            )
+            .bind(cents)
+            .bind(source)
+            .bind(cents)
+            .execute(&mut *tx)
+            .await?;
+            if rows(&debited) != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+        faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
+        if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let values = vec!["(?, ?)"; requests.len()].join(", ");
+        let statement = format!("INSERT INTO de_duplication (tx_no, create_time) VALUES {values}");
+        let mut remembering = sqlx::query(&statement);
+        for (transfer, _) in requests {
+            remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
+        }
+        remembering.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// A transfer between two accounts of this bank (a book transfer), in one database

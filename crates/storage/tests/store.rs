@@ -156,6 +156,62 @@ async fn settling_a_debited_transfer_reports_it_debited() {
 }
 
 #[tokio::test]
+async fn a_group_of_new_transfers_is_debited_together() {
+    for (engine, store, _dir) in stores().await {
+        let group: Vec<_> = ["1.10", "2.20", "3.30"].map(|a| (transfer(a), None)).into();
+        let outcomes = store.debit_all(&group).await;
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Ok(DebitOutcome::Debited))),
+            "{engine}: {outcomes:?}"
+        );
+        assert_eq!(balance(&store, "1").await, "9993.40", "{engine}");
+        for (t, _) in &group {
+            let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
+            assert_eq!((record.state, &record.transfer), (TransferState::Debited, t), "{engine}");
+        }
+        assert!(
+            matches!(store.debit_all(&group[..1]).await[0], Ok(DebitOutcome::AlreadyDebited)),
+            "{engine}: a repeated group changes nothing"
+        );
+        assert_eq!(balance(&store, "1").await, "9993.40", "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn in_a_group_each_refusal_stays_its_own_transfers() {
+    for (engine, store, _dir) in stores().await {
+        let seen = transfer("1");
+        store.debit_and_record(&seen, None).await.unwrap();
+        let key = IdempotencyKey::parse("order-7").unwrap();
+        store.debit_and_record(&transfer("1"), Some(&key)).await.unwrap();
+        let group = vec![
+            (transfer("4000"), None),
+            (seen.clone(), None),
+            (transfer("6000"), None),
+            (transfer("1"), Some(key)),
+            (transfer("3"), None),
+        ];
+        let outcomes = store.debit_all(&group).await;
+        assert!(matches!(outcomes[0], Ok(DebitOutcome::Debited)), "{engine}: {outcomes:?}");
+        assert!(matches!(outcomes[1], Ok(DebitOutcome::AlreadyDebited)), "{engine}: {outcomes:?}");
+        assert!(
+            matches!(outcomes[2], Err(StorageError::InsufficientFunds { .. })),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[3], Err(StorageError::IdempotencyKeyTaken { .. })),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(matches!(outcomes[4], Ok(DebitOutcome::Debited)), "{engine}: {outcomes:?}");
+        assert_eq!(balance(&store, "1").await, "5995.00", "{engine}: 10000 - 1 - 1 - 4000 - 3");
+        assert!(
+            store.transfer_out(&group[2].0.tx_no).await.unwrap().is_none(),
+            "{engine}: the refused transfer is not recorded"
+        );
+    }
+}
+
+#[tokio::test]
 async fn recent_transfers_out_are_newest_first_and_filter_by_state() {
     for (engine, store, _dir) in stores().await {
         let mut sent = Vec::new();

@@ -176,13 +176,18 @@ fn limit_malloc_arenas() {
 
 /// Log lines on stderr, as text or JSON, filtered by `RUST_LOG` (default `info`); with
 /// the `otel` feature, spans also go to an OpenTelemetry collector when one is configured.
+/// What is logged when `RUST_LOG` is not set: `info`, except RocketMQ's broker lines
+/// for every end-transaction and pull request it receives (thousands a second under
+/// load, and nothing an operator acts on).
+const DEFAULT_LOG_FILTER: &str = "info,rocketmq_broker::processor::end_transaction_processor=warn,rocketmq_broker::processor::pull_message_processor=warn";
+
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let lines = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
     let lines = match format {

@@ -16,14 +16,17 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tracing::{error, info, info_span, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
-use txbank_storage::{CreditOutcome, SettlementOutcome, Store};
+use txbank_storage::{CreditOutcome, SettlementOutcome, StorageError, Store};
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{Answer, GroupCommit};
 use crate::metrics::{Counters, DbCall, Event, SetAside, Timing};
 use crate::signing::{Verdict, SIGNATURE_PROPERTY};
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessageKey, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
+
+/// Most messages handed to one listener callback.
+const CALLBACK_BATCH: u32 = 32;
 
 /// Consumes a bank's inbound topic (consumer group `consumer_group_txmsg_bank2` for
 /// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
@@ -70,6 +73,8 @@ impl CreditConsumer {
             .name_server_addr(settings.namesrv_addr.clone())
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
             .max_reconsume_times(acceptance.max_redeliveries)
+            // Up to this many messages reach one callback, and commit together.
+            .consume_message_batch_max_size(CALLBACK_BATCH)
             .build();
         consumer
             .subscribe(topic, "*")
@@ -105,48 +110,102 @@ struct InboundListener {
     counters: Arc<Counters>,
 }
 
+/// A message on its way through the group commit, or already answered.
+enum Pending {
+    /// Nothing to commit: applied (true) or to be delivered again (false).
+    Done(bool),
+    /// A credit, queued at `started`.
+    Credit {
+        transfer: Transfer,
+        started: Instant,
+        credited: Answer<CreditOutcome>,
+    },
+    /// A settlement report, queued at `started`.
+    Settle {
+        tx_no: TxNo,
+        reporter: BankId,
+        settlement: Settlement,
+        started: Instant,
+        applied: Answer<Result<SettlementOutcome, StorageError>>,
+    },
+}
+
 impl InboundListener {
-    /// Applies one message; false means "deliver it again later" (and, after RocketMQ's
-    /// retries, to the dead-letter queue).
-    fn apply(&self, msg: &MessageExt) -> bool {
+    /// Checks one message and queues what it asks for with the group commit, without
+    /// waiting: a batch's messages then commit together.
+    fn start(&self, msg: &MessageExt) -> Pending {
         let body = msg.body().unwrap_or_default();
         let signature = msg.property(&CheetahString::from_static_str(SIGNATURE_PROPERTY));
         match self.acceptance.key.verify(&body, signature.as_deref()) {
             Verdict::Authentic => {}
             Verdict::Unsigned if self.acceptance.accept_unsigned => {}
-            verdict => return self.set_aside(msg, SetAside::Unauthenticated, &format!("{verdict:?}")),
+            verdict => return Pending::Done(self.set_aside(msg, SetAside::Unauthenticated, &format!("{verdict:?}"))),
         }
         match wire::decode(&body, &self.acceptance.seed) {
-            Ok(Inbound::Transfer(transfer)) => self.credit(&transfer, msg),
+            Ok(Inbound::Transfer(transfer)) => self.start_credit(transfer, msg),
             Ok(Inbound::Settlement {
                 tx_no,
                 from_bank,
                 settlement,
-            }) => self.settle(&tx_no, &from_bank, &settlement, msg),
-            Err(error) => self.set_aside(msg, SetAside::Unreadable, &error.to_string()),
+            }) => self.start_settle(tx_no, from_bank, settlement),
+            Err(error) => Pending::Done(self.set_aside(msg, SetAside::Unreadable, &error.to_string())),
         }
     }
 
-    fn credit(&self, transfer: &Transfer, msg: &MessageExt) -> bool {
+    /// Waits for a queued message's commit and tells what became of it; false means
+    /// "deliver it again later" (and, after RocketMQ's retries, to the dead-letter queue).
+    fn finish(&self, pending: Pending, msg: &MessageExt) -> bool {
+        match pending {
+            Pending::Done(applied) => applied,
+            Pending::Credit {
+                transfer,
+                started,
+                credited,
+            } => {
+                let credited = self.runtime.block_on(credited);
+                self.counters
+                    .observe(Timing::Database(DbCall::Credit), started.elapsed());
+                self.credited(&transfer, credited, msg)
+            }
+            Pending::Settle {
+                tx_no,
+                reporter,
+                settlement,
+                started,
+                applied,
+            } => {
+                let applied = self.runtime.block_on(applied);
+                self.counters
+                    .observe(Timing::Database(DbCall::Settle), started.elapsed());
+                self.settled(&tx_no, &reporter, &settlement, applied, msg)
+            }
+        }
+    }
+
+    fn start_credit(&self, transfer: Transfer, msg: &MessageExt) -> Pending {
         if transfer.to_bank != *self.store.bank() {
-            return self.set_aside(
+            return Pending::Done(self.set_aside(
                 msg,
                 SetAside::Misrouted,
                 &format!("transfer {} is for bank {}", transfer.tx_no, transfer.to_bank),
-            );
+            ));
         }
         if !self.acceptance.routes.reaches(&transfer.from_bank) {
             let detail = format!(
                 "transfer {} comes from bank {}, which has no route",
                 transfer.tx_no, transfer.from_bank
             );
-            return self.set_aside(msg, SetAside::Misrouted, &detail);
+            return Pending::Done(self.set_aside(msg, SetAside::Misrouted, &detail));
         }
+        Pending::Credit {
+            started: Instant::now(),
+            credited: self.commits.credit(transfer.clone()),
+            transfer,
+        }
+    }
+
+    fn credited(&self, transfer: &Transfer, credited: Result<CreditOutcome, String>, msg: &MessageExt) -> bool {
         let _span = info_span!("transfer.credit", tx_no = %transfer.tx_no).entered();
-        let started = Instant::now();
-        let credited = self.runtime.block_on(self.commits.credit(transfer.clone()));
-        self.counters
-            .observe(Timing::Database(DbCall::Credit), started.elapsed());
         match credited {
             Ok(CreditOutcome::Credited) => {
                 crash_point(AFTER_CREDIT_COMMIT);
@@ -176,14 +235,25 @@ impl InboundListener {
         }
     }
 
-    fn settle(&self, tx_no: &TxNo, reporter: &BankId, settlement: &Settlement, msg: &MessageExt) -> bool {
+    fn start_settle(&self, tx_no: TxNo, reporter: BankId, settlement: Settlement) -> Pending {
+        Pending::Settle {
+            started: Instant::now(),
+            applied: self.commits.settle(tx_no.clone(), reporter.clone(), settlement.clone()),
+            tx_no,
+            reporter,
+            settlement,
+        }
+    }
+
+    fn settled(
+        &self,
+        tx_no: &TxNo,
+        reporter: &BankId,
+        settlement: &Settlement,
+        applied: Result<Result<SettlementOutcome, StorageError>, String>,
+        msg: &MessageExt,
+    ) -> bool {
         let _span = info_span!("transfer.settle", %tx_no).entered();
-        let started = Instant::now();
-        let applied = self
-            .runtime
-            .block_on(self.commits.settle(tx_no.clone(), reporter.clone(), settlement.clone()));
-        self.counters
-            .observe(Timing::Database(DbCall::Settle), started.elapsed());
         match applied {
             Ok(Ok(SettlementOutcome::Applied)) => {
                 self.counters.record(Event::Settled);
@@ -242,8 +312,15 @@ impl MessageListenerConcurrently for InboundListener {
         msgs: &[&MessageExt],
         _context: &ConsumeConcurrentlyContext,
     ) -> ClientResult<ConsumeConcurrentlyStatus> {
-        // Every message is applied (each is idempotent); one failure redelivers the batch.
-        let failures = msgs.iter().filter(|msg| !self.apply(msg)).count();
+        // Every message is queued first, so that the batch commits together; each is
+        // idempotent, and one failure redelivers the batch.
+        let pending: Vec<Pending> = msgs.iter().map(|msg| self.start(msg)).collect();
+        let failures = pending
+            .into_iter()
+            .zip(msgs)
+            .map(|(pending, msg)| self.finish(pending, msg))
+            .filter(|applied| !applied)
+            .count();
         Ok(if failures == 0 {
             ConsumeConcurrentlyStatus::ConsumeSuccess
         } else {

@@ -6,6 +6,7 @@
 //! the commit that applied it.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use tokio::sync::{mpsc, oneshot};
 use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
@@ -44,13 +45,25 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
         Batches { queue }
     }
 
-    /// Queues `request` and waits for its outcome.
-    async fn submit(&self, request: R) -> Result<O, &'static str> {
+    /// Queues `request` now; its outcome comes through the returned [`Queued`].
+    fn enqueue(&self, request: R) -> Queued<O> {
         let (reply, outcome) = oneshot::channel();
-        self.queue.send((request, reply)).map_err(|_| SHUTTING_DOWN)?;
-        outcome.await.map_err(|_| SHUTTING_DOWN)
+        Queued(self.queue.send((request, reply)).map(|()| outcome).map_err(|_| SHUTTING_DOWN))
     }
 }
+
+/// A request in the queue, whose outcome is on its way.
+struct Queued<O>(Result<oneshot::Receiver<O>, &'static str>);
+
+impl<O> Queued<O> {
+    /// Waits for the outcome.
+    async fn answer(self) -> Result<O, &'static str> {
+        self.0?.await.map_err(|_| SHUTTING_DOWN)
+    }
+}
+
+/// An outcome the group commit will give, for a request queued already.
+pub(crate) type Answer<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
 
 impl<R, O> Clone for Batches<R, O> {
     fn clone(&self) -> Self {
@@ -85,37 +98,39 @@ impl GroupCommit {
         GroupCommit { deliveries }
     }
 
-    /// Credits `transfer` with whatever else is queued; an error means the whole batch
-    /// rolled back and nothing of it changed.
-    pub(crate) async fn credit(&self, transfer: Transfer) -> Result<CreditOutcome, String> {
-        match self.apply(Delivery::Transfer(transfer)).await? {
-            DeliveryOutcome::Credit(outcome) => Ok(outcome),
-            other => Err(format!("a credit was answered with {other:?}")),
-        }
+    /// Queues `transfer`'s credit at once, to commit with whatever else is queued; the
+    /// answer's error means the whole batch rolled back and nothing of it changed.
+    pub(crate) fn credit(&self, transfer: Transfer) -> Answer<CreditOutcome> {
+        let queued = self.deliveries.enqueue(Delivery::Transfer(transfer));
+        Box::pin(async move {
+            match queued.answer().await?? {
+                DeliveryOutcome::Credit(outcome) => Ok(outcome),
+                other => Err(format!("a credit was answered with {other:?}")),
+            }
+        })
     }
 
-    /// Applies a settlement report with whatever else is queued: `Ok(Err(_))` when the
-    /// report cannot apply (nothing changed), `Err` when the whole batch rolled back.
-    pub(crate) async fn settle(
+    /// Queues a settlement report at once, to apply with whatever else is queued: the
+    /// answer is `Ok(Err(_))` when the report cannot apply (nothing changed), `Err` when
+    /// the whole batch rolled back.
+    pub(crate) fn settle(
         &self,
         tx_no: TxNo,
         reporter: BankId,
         settlement: Settlement,
-    ) -> Result<Result<SettlementOutcome, StorageError>, String> {
-        let delivery = Delivery::Settlement {
+    ) -> Answer<Result<SettlementOutcome, StorageError>> {
+        let queued = self.deliveries.enqueue(Delivery::Settlement {
             tx_no,
             reporter,
             settlement,
-        };
-        match self.apply(delivery).await? {
-            DeliveryOutcome::Settlement(outcome) => Ok(Ok(outcome)),
-            DeliveryOutcome::BadSettlement(refusal) => Ok(Err(refusal)),
-            other => Err(format!("a settlement report was answered with {other:?}")),
-        }
-    }
-
-    async fn apply(&self, delivery: Delivery) -> Result<DeliveryOutcome, String> {
-        self.deliveries.submit(delivery).await?
+        });
+        Box::pin(async move {
+            match queued.answer().await?? {
+                DeliveryOutcome::Settlement(outcome) => Ok(Ok(outcome)),
+                DeliveryOutcome::BadSettlement(refusal) => Ok(Err(refusal)),
+                other => Err(format!("a settlement report was answered with {other:?}")),
+            }
+        })
     }
 }
 
@@ -143,6 +158,6 @@ impl DebitGroup {
         transfer: Transfer,
         key: Option<IdempotencyKey>,
     ) -> Result<Result<DebitOutcome, StorageError>, &'static str> {
-        self.debits.submit((transfer, key)).await
+        self.debits.enqueue((transfer, key)).answer().await
     }
 }

@@ -27,6 +27,8 @@ use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 
 /// Most messages handed to one listener callback.
 const CALLBACK_BATCH: u32 = 32;
+/// Most messages pulled ahead of the callbacks, per queue.
+const PULLED_PER_QUEUE: u32 = 256;
 
 /// Consumes a bank's inbound topic (consumer group `consumer_group_txmsg_bank2` for
 /// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
@@ -75,6 +77,9 @@ impl CreditConsumer {
             .max_reconsume_times(acceptance.max_redeliveries)
             // Up to this many messages reach one callback, and commit together.
             .consume_message_batch_max_size(CALLBACK_BATCH)
+            // A bank that falls behind holds at most this many pulled messages per queue
+            // in memory (RocketMQ's default is 1,000).
+            .pull_threshold_for_queue(PULLED_PER_QUEUE)
             .build();
         consumer
             .subscribe(topic, "*")

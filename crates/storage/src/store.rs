@@ -672,18 +672,18 @@ impl Store {
     }
 
     /// Removes settlement reports from the outbox once the broker stored them, in one
-    /// statement.
+    /// transaction: one durable commit for all. Each row goes by its own primary-key
+    /// `DELETE`: one `DELETE ... IN (...)` locks the gaps between the keys on InnoDB, and
+    /// deadlocked with the credits inserting new reports meanwhile.
     pub async fn settlements_sent(&self, tx_nos: &[TxNo]) -> StorageResult<()> {
-        if tx_nos.is_empty() {
-            return Ok(());
-        }
-        let placeholders = vec!["?"; tx_nos.len()].join(", ");
-        let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({placeholders})");
-        let mut query = sqlx::query(&statement);
+        let mut tx = self.pool.begin().await?;
         for tx_no in tx_nos {
-            query = query.bind(tx_no.as_str());
+            sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
+                .bind(tx_no.as_str())
+                .execute(&mut *tx)
+                .await?;
         }
-        query.execute(&self.pool).await?;
+        tx.commit().await?;
         Ok(())
     }
 

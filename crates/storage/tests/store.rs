@@ -169,9 +169,10 @@ async fn a_group_of_new_transfers_is_debited_together() {
             let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
             assert_eq!((record.state, &record.transfer), (TransferState::Debited, t), "{engine}");
         }
+        let repeated = store.debit_all(&group).await;
         assert!(
-            matches!(store.debit_all(&group[..1]).await[0], Ok(DebitOutcome::AlreadyDebited)),
-            "{engine}: a repeated group changes nothing"
+            repeated.iter().all(|o| matches!(o, Ok(DebitOutcome::AlreadyDebited))),
+            "{engine}: a repeated group changes nothing: {repeated:?}"
         );
         assert_eq!(balance(&store, "1").await, "9993.40", "{engine}");
     }

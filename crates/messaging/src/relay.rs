@@ -113,7 +113,7 @@ impl Relay {
     }
 
     /// Sends reports bound for one bank as one batch (one broker request, each report
-    /// still its own message), then removes them from the outbox in one statement.
+    /// still its own message), then removes them from the outbox in one transaction.
     async fn send(&self, reports: &[&PendingSettlement]) -> Result<(), MessagingError> {
         let Some(first) = reports.first() else {
             return Ok(());

@@ -836,8 +836,6 @@ async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
     })
 }
 
-/// Credits the transfer's destination inside `tx`, refusing an unknown or closed
-/// account and a balance that would pass its maximum.
 /// The receiving side of one transfer inside `tx` (see [`Store::credit_once`]). A
 /// duplicate changes nothing: its `de_duplication` insert fails alone, and the
 /// transaction goes on.
@@ -935,6 +933,8 @@ async fn settle_in(
     Ok(SettlementOutcome::Applied)
 }
 
+/// Credits the transfer's destination inside `tx`, refusing an unknown or closed
+/// account and a balance that would pass its maximum.
 async fn credit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
     let credited = sqlx::query(
         "UPDATE account_info SET account_balance_cents = account_balance_cents + ?

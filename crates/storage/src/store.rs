@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
@@ -29,6 +30,8 @@ pub struct Store {
     pool: AnyPool,
     engine: Engine,
     bank: BankId,
+    /// Whose turn it is to write (SQLite only; see [`Store::write_turn`]).
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An account as stored.
@@ -164,7 +167,12 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Store { pool, engine, bank })
+        Ok(Store {
+            pool,
+            engine,
+            bank,
+            writes: Arc::default(),
+        })
     }
 
     /// Creates the tables that do not exist yet.
@@ -210,6 +218,7 @@ impl Store {
         opening: Money,
         password_hash: &str,
     ) -> StorageResult<()> {
+        let _turn = self.write_turn().await;
         let inserted = sqlx::query(
             "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents, opening_balance_cents)
              VALUES (?, ?, ?, ?, ?)",
@@ -263,6 +272,7 @@ impl Store {
     /// Closes an account: from now on it neither sends nor receives, and transfers to it
     /// are returned to their senders. Its balance stays where it is.
     pub async fn close_account(&self, no: &AccountNo) -> StorageResult<()> {
+        let _turn = self.write_turn().await;
         let closed = sqlx::query("UPDATE account_info SET closed = 1 WHERE account_no = ?")
             .bind(no.as_str())
             .execute(&self.pool)
@@ -284,6 +294,7 @@ impl Store {
         transfer: &Transfer,
         key: Option<&IdempotencyKey>,
     ) -> StorageResult<DebitOutcome> {
+        let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = match self.begin_recording(transfer, key, TransferState::Debited, now).await? {
             Ok(tx) => tx,
@@ -335,6 +346,7 @@ impl Store {
     /// The common case of [`Store::debit_all`] in one transaction: true when committed,
     /// false (nothing changed) when a transfer needs to be debited on its own.
     async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
+        let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let values = vec!["(?, ?, ?, ?, ?, ?, ?, NULL, ?)"; requests.len()].join(", ");
@@ -405,6 +417,7 @@ impl Store {
         transfer: &Transfer,
         key: Option<&IdempotencyKey>,
     ) -> StorageResult<DebitOutcome> {
+        let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = match self
             .begin_recording(transfer, key, TransferState::Credited, now)
@@ -492,6 +505,7 @@ impl Store {
     /// The rollback row shares the debit's primary key, so once it exists a late debit
     /// can no longer commit; this is what lets check-back answer ROLLBACK for good.
     pub async fn roll_back_unless_debited(&self, transfer: &Transfer, reason: &str) -> StorageResult<TransferState> {
+        let _turn = self.write_turn().await;
         let reason: String = reason.chars().take(255).collect();
         let inserted = sqlx::query(
             "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
@@ -544,6 +558,7 @@ impl Store {
     /// not retried: the transfer is recorded as refused and a "returned" report queued
     /// instead, so the sender credits its source back.
     pub async fn credit_once(&self, transfer: &Transfer) -> StorageResult<CreditOutcome> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let outcome = credit_in(&mut tx, transfer, now_ms()).await?;
         tx.commit().await?;
@@ -584,6 +599,7 @@ impl Store {
     /// `de_duplication` insert and a one-row balance update, committed together. For a
     /// scratch database only: it adds one cent to `account`.
     pub async fn reference_commit(&self, tx_no: &TxNo, account: &AccountNo) -> StorageResult<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
             .bind(tx_no.as_str())
@@ -611,6 +627,7 @@ impl Store {
     /// Records a received message that was set aside (never applied): once per message
     /// id, counting its deliveries.
     pub async fn record_set_aside(&self, message_id: &str, key: &str, reason: &str, detail: &str) -> StorageResult<()> {
+        let _turn = self.write_turn().await;
         let now = now_ms();
         let detail: String = detail.chars().take(255).collect();
         let key: String = key.chars().take(128).collect();
@@ -676,6 +693,7 @@ impl Store {
     /// `DELETE`: one `DELETE ... IN (...)` locks the gaps between the keys on InnoDB, and
     /// deadlocked with the credits inserting new reports meanwhile.
     pub async fn settlements_sent(&self, tx_nos: &[TxNo]) -> StorageResult<()> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         for tx_no in tx_nos {
             sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
@@ -697,6 +715,7 @@ impl Store {
         reporter: &BankId,
         settlement: &Settlement,
     ) -> StorageResult<SettlementOutcome> {
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
         let outcome = settle_in(&mut tx, &self.bank, tx_no, reporter, settlement).await?;
         tx.commit().await?;
@@ -709,6 +728,7 @@ impl Store {
     /// [`Store::apply_settlement`] would. A report that cannot apply is answered in its
     /// place and changes nothing; any database failure rolls the whole batch back.
     pub async fn apply_deliveries(&self, deliveries: &[Delivery]) -> StorageResult<Vec<DeliveryOutcome>> {
+        let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(deliveries.len());
@@ -781,6 +801,17 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Waits for this process's turn to write. SQLite takes one writer at a time, and a
+    /// writer that finds the database locked sleeps in SQLite's busy handler, backing off
+    /// up to 100 ms a try; writers queued here are handed the lock at once instead. Other
+    /// engines lock rows, not the database: no turn to wait for.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.engine {
+            Engine::Sqlite => Some(self.writes.lock().await),
+            Engine::MySql => None,
+        }
     }
 }
 

@@ -108,6 +108,16 @@ pub enum Delivery {
     },
 }
 
+impl Delivery {
+    /// The outcome of a delivery applied as asked: credited, or the report applied.
+    fn applied(&self) -> DeliveryOutcome {
+        match self {
+            Delivery::Transfer(_) => DeliveryOutcome::Credit(CreditOutcome::Credited),
+            Delivery::Settlement { .. } => DeliveryOutcome::Settlement(SettlementOutcome::Applied),
+        }
+    }
+}
+
 /// What [`Store::apply_deliveries`] did with one delivery.
 #[derive(Debug)]
 pub enum DeliveryOutcome {
@@ -349,9 +359,10 @@ impl Store {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let values = vec!["(?, ?, ?, ?, ?, ?, ?, NULL, ?)"; requests.len()].join(", ");
-        let statement = format!(
-            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time) VALUES {values}"
+        let statement = insert_rows(
+            "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
+            "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            requests.len(),
         );
         let mut recording = sqlx::query(&statement);
         for (transfer, key) in requests {
@@ -397,8 +408,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let values = vec!["(?, ?)"; requests.len()].join(", ");
-        let statement = format!("INSERT INTO de_duplication (tx_no, create_time) VALUES {values}");
+        let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", requests.len());
         let mut remembering = sqlx::query(&statement);
         for (transfer, _) in requests {
             remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
@@ -730,6 +740,13 @@ impl Store {
     pub async fn apply_deliveries(&self, deliveries: &[Delivery]) -> StorageResult<Vec<DeliveryOutcome>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
+        if deliveries.len() > 1 {
+            match self.apply_together(deliveries, now).await {
+                Ok(true) => return Ok(deliveries.iter().map(Delivery::applied).collect()),
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, deliveries = deliveries.len(), "group apply failed; applying one by one"),
+            }
+        }
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
@@ -748,6 +765,36 @@ impl Store {
         }
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// The common case of [`Store::apply_deliveries`] in one transaction of a few
+    /// statements for the whole batch (a multi-row insert per table, one update per
+    /// destination account and per reporting bank): new transfers to open accounts that
+    /// can take their sum, and "credited" reports about transfers still debited. True when
+    /// committed; false (nothing changed) when any delivery needs its own answer.
+    async fn apply_together(&self, deliveries: &[Delivery], now: i64) -> StorageResult<bool> {
+        let mut transfers = Vec::new();
+        let mut reports: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for delivery in deliveries {
+            match delivery {
+                Delivery::Transfer(transfer) => transfers.push(transfer),
+                Delivery::Settlement {
+                    tx_no,
+                    reporter,
+                    settlement: Settlement::Credited,
+                } => reports.entry(reporter.as_str()).or_default().push(tx_no.as_str()),
+                // A return credits the source back: one by one.
+                Delivery::Settlement { .. } => return Ok(false),
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        let applied = credit_together(&mut tx, &transfers, now).await? && settle_together(&mut tx, &reports).await?;
+        if applied {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(applied)
     }
 
     /// Everything the auditor needs from this bank, read in one transaction so that the
@@ -906,6 +953,103 @@ async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> Stora
         .execute(&mut **tx)
         .await?;
     Ok(outcome)
+}
+
+/// Credits `transfers` inside `tx` as [`credit_in`] would each, with a few statements
+/// for all: true when done; false when any needs its own answer (seen before, or an
+/// account that cannot take its sum), and `tx` must then be rolled back.
+async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64) -> StorageResult<bool> {
+    if transfers.is_empty() {
+        return Ok(true);
+    }
+    let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", transfers.len());
+    let mut remembering = sqlx::query(&statement);
+    for transfer in transfers {
+        remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
+    }
+    match remembering.execute(&mut **tx).await {
+        Ok(_) => {}
+        Err(error) if is_unique_violation(&error) => return Ok(false),
+        Err(error) => return Err(error.into()),
+    }
+    let mut per_account: BTreeMap<&str, i64> = BTreeMap::new();
+    for transfer in transfers {
+        *per_account.entry(transfer.to.as_str()).or_default() += transfer.amount.cents();
+    }
+    for (account, cents) in per_account {
+        let credited = sqlx::query(
+            "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
+             WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
+        )
+        .bind(cents)
+        .bind(account)
+        .bind(MAX_BALANCE_CENTS - cents)
+        .execute(&mut **tx)
+        .await?;
+        if rows(&credited) != 1 {
+            return Ok(false);
+        }
+    }
+    let statement = insert_rows(
+        "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
+        "(?, ?, ?, ?, ?, ?, NULL, ?)",
+        transfers.len(),
+    );
+    let mut recording = sqlx::query(&statement);
+    for transfer in transfers {
+        recording = recording
+            .bind(transfer.tx_no.as_str())
+            .bind(transfer.from_bank.as_str())
+            .bind(transfer.from.as_str())
+            .bind(transfer.to.as_str())
+            .bind(transfer.amount.cents())
+            .bind(TransferState::Credited.as_str())
+            .bind(now);
+    }
+    recording.execute(&mut **tx).await?;
+    let statement = insert_rows(
+        "settlement_outbox (tx_no, to_bank, outcome, reason, create_time)",
+        "(?, ?, ?, NULL, ?)",
+        transfers.len(),
+    );
+    let mut reporting = sqlx::query(&statement);
+    for transfer in transfers {
+        reporting = reporting
+            .bind(transfer.tx_no.as_str())
+            .bind(transfer.from_bank.as_str())
+            .bind(Settlement::Credited.final_state().as_str())
+            .bind(now);
+    }
+    reporting.execute(&mut **tx).await?;
+    Ok(true)
+}
+
+/// Applies "credited" reports (tx_nos by reporting bank) inside `tx` as [`settle_in`]
+/// would each, with one statement per reporting bank: true when every report moved a
+/// debited transfer of its reporter's; false when any needs its own answer.
+async fn settle_together(tx: &mut Transaction, reports: &BTreeMap<&str, Vec<&str>>) -> StorageResult<bool> {
+    for (reporter, tx_nos) in reports {
+        let statement = format!(
+            "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
+            vec!["?"; tx_nos.len()].join(", ")
+        );
+        let mut moving = sqlx::query(&statement)
+            .bind(TransferState::Credited.as_str())
+            .bind(*reporter)
+            .bind(TransferState::Debited.as_str());
+        for tx_no in tx_nos {
+            moving = moving.bind(*tx_no);
+        }
+        if rows(&moving.execute(&mut **tx).await?) != tx_nos.len() as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `INSERT INTO {into} VALUES {row}, {row}, ...` with `count` rows.
+fn insert_rows(into: &str, row: &str, count: usize) -> String {
+    format!("INSERT INTO {into} VALUES {}", vec![row; count].join(", "))
 }
 
 /// The sending side of one settlement report inside `tx` (see

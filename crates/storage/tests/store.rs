@@ -5,7 +5,7 @@ use txbank_domain::{
     AccountName, AccountNo, Amount, BankId, IdempotencyKey, Money, Party, Settlement, Transfer, TransferState, TxNo,
 };
 use txbank_storage::test_support::fresh_mysql_database;
-use txbank_storage::{CreditOutcome, DebitOutcome, SettlementOutcome, StorageError, Store};
+use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
 
 /// A fresh, empty database of each engine, each bank1's, with Zhang San (1, 10000.00)
 /// and Li Si (2, 0.00). A test may play bank2's side of a transfer on the same database:
@@ -316,6 +316,112 @@ async fn a_credit_queues_its_credited_report_in_the_same_transaction() {
             (&t.tx_no, &Settlement::Credited),
             "{engine}"
         );
+    }
+}
+
+/// A "credited" report from bank2 about `t`.
+fn credited_report(t: &Transfer) -> Delivery {
+    Delivery::Settlement {
+        tx_no: t.tx_no.clone(),
+        reporter: bank("bank2"),
+        settlement: Settlement::Credited,
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_deliveries_is_applied_together_and_once() {
+    for (engine, store, _dir) in stores().await {
+        let sent = [transfer("5"), transfer("6")];
+        for t in &sent {
+            store.debit_and_record(t, None).await.unwrap();
+        }
+        let received = [transfer("1.25"), transfer("2.50"), transfer_to("1", "0.25")];
+        let mut batch: Vec<Delivery> = received.iter().cloned().map(Delivery::Transfer).collect();
+        batch.extend(sent.iter().map(credited_report));
+
+        let outcomes = store.apply_deliveries(&batch).await.unwrap();
+        assert!(
+            outcomes[..3]
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Credit(CreditOutcome::Credited))),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            outcomes[3..]
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Settlement(SettlementOutcome::Applied))),
+            "{engine}: {outcomes:?}"
+        );
+        assert_eq!(balance(&store, "2").await, "3.75", "{engine}");
+        assert_eq!(balance(&store, "1").await, "9989.25", "{engine}: 10000 - 5 - 6 + 0.25");
+        for t in &sent {
+            let state = store.transfer_out(&t.tx_no).await.unwrap().unwrap().state;
+            assert_eq!(state, TransferState::Credited, "{engine}");
+        }
+        let queued = store.pending_settlements(10).await.unwrap();
+        assert_eq!(queued.len(), 3, "{engine}: one credited report per transfer received");
+        assert!(queued.iter().all(|r| r.settlement == Settlement::Credited), "{engine}");
+
+        let again = store.apply_deliveries(&batch).await.unwrap();
+        assert!(
+            again[..3]
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Credit(CreditOutcome::Duplicate))),
+            "{engine}: {again:?}"
+        );
+        assert!(
+            again[3..]
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Settlement(SettlementOutcome::AlreadyApplied))),
+            "{engine}: {again:?}"
+        );
+        assert_eq!(balance(&store, "2").await, "3.75", "{engine}: a redelivered batch changes nothing");
+        assert_eq!(store.pending_settlements(10).await.unwrap().len(), 3, "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn in_a_batch_each_delivery_gets_its_own_answer() {
+    for (engine, store, _dir) in stores().await {
+        let seen = transfer("1");
+        store.credit_once(&seen).await.unwrap();
+        let debited = transfer("10");
+        store.debit_and_record(&debited, None).await.unwrap();
+        let batch = vec![
+            Delivery::Transfer(transfer("2")),
+            Delivery::Transfer(seen.clone()),
+            Delivery::Transfer(transfer_to("missing", "3")),
+            Delivery::Settlement {
+                tx_no: debited.tx_no.clone(),
+                reporter: bank("bank3"),
+                settlement: Settlement::Credited,
+            },
+            Delivery::Settlement {
+                tx_no: TxNo::generate(),
+                reporter: bank("bank2"),
+                settlement: Settlement::Credited,
+            },
+            credited_report(&debited),
+        ];
+        let outcomes = store.apply_deliveries(&batch).await.unwrap();
+        assert!(matches!(outcomes[0], DeliveryOutcome::Credit(CreditOutcome::Credited)), "{engine}: {outcomes:?}");
+        assert!(matches!(outcomes[1], DeliveryOutcome::Credit(CreditOutcome::Duplicate)), "{engine}: {outcomes:?}");
+        assert!(matches!(outcomes[2], DeliveryOutcome::Credit(CreditOutcome::Refused(_))), "{engine}: {outcomes:?}");
+        assert!(
+            matches!(outcomes[3], DeliveryOutcome::BadSettlement(StorageError::ForeignSettlement { .. })),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[4], DeliveryOutcome::BadSettlement(StorageError::UnknownTransfer(_))),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[5], DeliveryOutcome::Settlement(SettlementOutcome::Applied)),
+            "{engine}: {outcomes:?}"
+        );
+        assert_eq!(balance(&store, "2").await, "3.00", "{engine}: 1 before, 2 now; nothing for the missing account");
+        let state = store.transfer_out(&debited.tx_no).await.unwrap().unwrap().state;
+        assert_eq!(state, TransferState::Credited, "{engine}");
     }
 }
 

@@ -699,17 +699,36 @@ impl Store {
     }
 
     /// Removes settlement reports from the outbox once the broker stored them, in one
-    /// transaction: one durable commit for all. Each row goes by its own primary-key
-    /// `DELETE`: one `DELETE ... IN (...)` locks the gaps between the keys on InnoDB, and
-    /// deadlocked with the credits inserting new reports meanwhile.
+    /// transaction: one durable commit for all. On MySQL each row goes by its own
+    /// primary-key `DELETE`: one `DELETE ... IN (...)` locks the gaps between the keys on
+    /// InnoDB, and deadlocked with the credits inserting new reports meanwhile. SQLite
+    /// locks the whole database for any write: one statement removes them all.
     pub async fn settlements_sent(&self, tx_nos: &[TxNo]) -> StorageResult<()> {
+        if tx_nos.is_empty() {
+            return Ok(());
+        }
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        for tx_no in tx_nos {
-            sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
-                .bind(tx_no.as_str())
-                .execute(&mut *tx)
-                .await?;
+        match self.engine {
+            Engine::Sqlite => {
+                let statement = format!(
+                    "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
+                    vec!["?"; tx_nos.len()].join(", ")
+                );
+                let mut removing = sqlx::query(&statement);
+                for tx_no in tx_nos {
+                    removing = removing.bind(tx_no.as_str());
+                }
+                removing.execute(&mut *tx).await?;
+            }
+            Engine::MySql => {
+                for tx_no in tx_nos {
+                    sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
+                        .bind(tx_no.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())

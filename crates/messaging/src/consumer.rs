@@ -35,6 +35,8 @@ const PULLED_PER_QUEUE: u32 = 256;
 /// running for over half the time and a message waited 25 ms (p50) to 150 ms (p99)
 /// between the broker and its callback.
 const CONCURRENT_CALLBACKS: u32 = 64;
+/// Milliseconds a queue waits after a pull that found messages before pulling again.
+const PULL_INTERVAL_MS: u64 = 5;
 
 /// Consumes a bank's inbound topic (consumer group `consumer_group_txmsg_bank2` for
 /// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
@@ -88,6 +90,7 @@ impl CreditConsumer {
             .pull_threshold_for_queue(PULLED_PER_QUEUE)
             .consume_thread_min(CONCURRENT_CALLBACKS)
             .consume_thread_max(CONCURRENT_CALLBACKS)
+            .pull_interval(PULL_INTERVAL_MS)
             .build();
         consumer
             .subscribe(topic, "*")

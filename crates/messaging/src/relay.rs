@@ -23,6 +23,9 @@ use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 const BATCH: u32 = 64;
 /// How long the relay sleeps when nothing told it about new reports.
 const IDLE: Duration = Duration::from_secs(1);
+/// How long the relay waits, once told about a new report, for more to join it: each
+/// round costs a read, a broker request and a durable commit, whatever its size.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The running relay of one bank.
 pub struct SettlementRelay {
@@ -85,7 +88,7 @@ impl Relay {
                 continue;
             }
             tokio::select! {
-                _ = queued.notified() => {}
+                _ = queued.notified() => tokio::time::sleep(LINGER).await,
                 _ = tokio::time::sleep(IDLE) => {}
                 _ = stopped.changed() => break,
             }

@@ -361,15 +361,30 @@ impl Bank {
 
     /// Transfers `amount` from 1 to 2 where an armed crash point kills the bank
     /// mid-request; returns once the process is gone.
+    /// A 503 `broker_unavailable` (nothing moved: the producer had no route yet, just
+    /// after its start) is asked again.
     pub async fn pay_and_die(&mut self, amount: &str) {
-        let sent = reqwest::Client::new()
-            .post(format!("{}/transfers", self.url()))
-            .bearer_auth(API_TOKEN)
-            .json(&json!({"from": "1", "to": "2", "amount": amount}))
-            .send()
-            .await;
-        assert!(sent.is_err(), "{} should have died mid-request", self.preset);
-        self.process.as_mut().expect("started").wait_exit().await;
+        for _ in 0..20 {
+            let sent = reqwest::Client::new()
+                .post(format!("{}/transfers", self.url()))
+                .bearer_auth(API_TOKEN)
+                .json(&json!({"from": "1", "to": "2", "amount": amount}))
+                .send()
+                .await;
+            let Ok(answer) = sent else {
+                self.process.as_mut().expect("started").wait_exit().await;
+                return;
+            };
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap_or_default();
+            assert!(
+                status == 503 && body["error"]["code"] == "broker_unavailable",
+                "{} should have died mid-request, answered {status} {body}",
+                self.preset
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{}: the broker stayed unavailable", self.preset);
     }
 
     /// Transfers `amount` from account 1 to account 2 and expects it debited.

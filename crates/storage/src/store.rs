@@ -359,30 +359,32 @@ impl Store {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let statement = insert_rows(
-            "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
-            "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-            requests.len(),
-        );
-        let mut recording = sqlx::query(&statement);
-        for (transfer, key) in requests {
-            recording = recording
-                .bind(transfer.tx_no.as_str())
-                .bind(key.as_ref().map(|k| k.as_str().to_string()))
-                .bind(transfer.from.as_str())
-                .bind(transfer.to_bank.as_str())
-                .bind(transfer.to.as_str())
-                .bind(transfer.amount.cents())
-                .bind(TransferState::Debited.as_str())
-                .bind(now);
-        }
-        match recording.execute(&mut *tx).await {
-            Ok(_) => {}
-            Err(error) if is_unique_violation(&error) => {
-                tx.rollback().await?;
-                return Ok(false);
+        for run in in_runs(requests) {
+            let statement = insert_rows(
+                "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
+                "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                run.len(),
+            );
+            let mut recording = sqlx::query(&statement);
+            for (transfer, key) in run {
+                recording = recording
+                    .bind(transfer.tx_no.as_str())
+                    .bind(key.as_ref().map(|k| k.as_str().to_string()))
+                    .bind(transfer.from.as_str())
+                    .bind(transfer.to_bank.as_str())
+                    .bind(transfer.to.as_str())
+                    .bind(transfer.amount.cents())
+                    .bind(TransferState::Debited.as_str())
+                    .bind(now);
             }
-            Err(error) => return Err(error.into()),
+            match recording.execute(&mut *tx).await {
+                Ok(_) => {}
+                Err(error) if is_unique_violation(&error) => {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
         for (transfer, _) in requests {
@@ -408,12 +410,14 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", requests.len());
-        let mut remembering = sqlx::query(&statement);
-        for (transfer, _) in requests {
-            remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
+        for run in in_runs(requests) {
+            let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", run.len());
+            let mut remembering = sqlx::query(&statement);
+            for (transfer, _) in run {
+                remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
+            }
+            remembering.execute(&mut *tx).await?;
         }
-        remembering.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -711,15 +715,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         match self.engine {
             Engine::Sqlite => {
-                let statement = format!(
-                    "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
-                    vec!["?"; tx_nos.len()].join(", ")
-                );
-                let mut removing = sqlx::query(&statement);
-                for tx_no in tx_nos {
-                    removing = removing.bind(tx_no.as_str());
+                for run in in_runs(tx_nos) {
+                    let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({})", placeholders(run.len()));
+                    let mut removing = sqlx::query(&statement);
+                    for tx_no in run {
+                        removing = removing.bind(tx_no.as_str());
+                    }
+                    removing.execute(&mut *tx).await?;
                 }
-                removing.execute(&mut *tx).await?;
             }
             Engine::MySql => {
                 for tx_no in tx_nos {
@@ -981,15 +984,17 @@ async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64
     if transfers.is_empty() {
         return Ok(true);
     }
-    let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", transfers.len());
-    let mut remembering = sqlx::query(&statement);
-    for transfer in transfers {
-        remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
-    }
-    match remembering.execute(&mut **tx).await {
-        Ok(_) => {}
-        Err(error) if is_unique_violation(&error) => return Ok(false),
-        Err(error) => return Err(error.into()),
+    for run in in_runs(transfers) {
+        let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", run.len());
+        let mut remembering = sqlx::query(&statement);
+        for transfer in run {
+            remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
+        }
+        match remembering.execute(&mut **tx).await {
+            Ok(_) => {}
+            Err(error) if is_unique_violation(&error) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
     }
     let mut per_account: BTreeMap<&str, i64> = BTreeMap::new();
     for transfer in transfers {
@@ -1009,37 +1014,39 @@ async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64
             return Ok(false);
         }
     }
-    let statement = insert_rows(
-        "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
-        "(?, ?, ?, ?, ?, ?, NULL, ?)",
-        transfers.len(),
-    );
-    let mut recording = sqlx::query(&statement);
-    for transfer in transfers {
-        recording = recording
-            .bind(transfer.tx_no.as_str())
-            .bind(transfer.from_bank.as_str())
-            .bind(transfer.from.as_str())
-            .bind(transfer.to.as_str())
-            .bind(transfer.amount.cents())
-            .bind(TransferState::Credited.as_str())
-            .bind(now);
+    for run in in_runs(transfers) {
+        let statement = insert_rows(
+            "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
+            "(?, ?, ?, ?, ?, ?, NULL, ?)",
+            run.len(),
+        );
+        let mut recording = sqlx::query(&statement);
+        for transfer in run {
+            recording = recording
+                .bind(transfer.tx_no.as_str())
+                .bind(transfer.from_bank.as_str())
+                .bind(transfer.from.as_str())
+                .bind(transfer.to.as_str())
+                .bind(transfer.amount.cents())
+                .bind(TransferState::Credited.as_str())
+                .bind(now);
+        }
+        recording.execute(&mut **tx).await?;
+        let statement = insert_rows(
+            "settlement_outbox (tx_no, to_bank, outcome, reason, create_time)",
+            "(?, ?, ?, NULL, ?)",
+            run.len(),
+        );
+        let mut reporting = sqlx::query(&statement);
+        for transfer in run {
+            reporting = reporting
+                .bind(transfer.tx_no.as_str())
+                .bind(transfer.from_bank.as_str())
+                .bind(Settlement::Credited.final_state().as_str())
+                .bind(now);
+        }
+        reporting.execute(&mut **tx).await?;
     }
-    recording.execute(&mut **tx).await?;
-    let statement = insert_rows(
-        "settlement_outbox (tx_no, to_bank, outcome, reason, create_time)",
-        "(?, ?, ?, NULL, ?)",
-        transfers.len(),
-    );
-    let mut reporting = sqlx::query(&statement);
-    for transfer in transfers {
-        reporting = reporting
-            .bind(transfer.tx_no.as_str())
-            .bind(transfer.from_bank.as_str())
-            .bind(Settlement::Credited.final_state().as_str())
-            .bind(now);
-    }
-    reporting.execute(&mut **tx).await?;
     Ok(true)
 }
 
@@ -1048,19 +1055,21 @@ async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64
 /// debited transfer of its reporter's; false when any needs its own answer.
 async fn settle_together(tx: &mut Transaction, reports: &BTreeMap<&str, Vec<&str>>) -> StorageResult<bool> {
     for (reporter, tx_nos) in reports {
-        let statement = format!(
-            "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
-            vec!["?"; tx_nos.len()].join(", ")
-        );
-        let mut moving = sqlx::query(&statement)
-            .bind(TransferState::Credited.as_str())
-            .bind(*reporter)
-            .bind(TransferState::Debited.as_str());
-        for tx_no in tx_nos {
-            moving = moving.bind(*tx_no);
-        }
-        if rows(&moving.execute(&mut **tx).await?) != tx_nos.len() as u64 {
-            return Ok(false);
+        for run in in_runs(tx_nos) {
+            let statement = format!(
+                "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
+                placeholders(run.len())
+            );
+            let mut moving = sqlx::query(&statement)
+                .bind(TransferState::Credited.as_str())
+                .bind(*reporter)
+                .bind(TransferState::Debited.as_str());
+            for tx_no in run {
+                moving = moving.bind(*tx_no);
+            }
+            if rows(&moving.execute(&mut **tx).await?) != run.len() as u64 {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
@@ -1069,6 +1078,25 @@ async fn settle_together(tx: &mut Transaction, reports: &BTreeMap<&str, Vec<&str
 /// `INSERT INTO {into} VALUES {row}, {row}, ...` with `count` rows.
 fn insert_rows(into: &str, row: &str, count: usize) -> String {
     format!("INSERT INTO {into} VALUES {}", vec![row; count].join(", "))
+}
+
+/// `?, ?, ...`: `count` placeholders.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+/// `items` in runs whose lengths are powers of two, longest first (45 = 32 + 8 + 4 + 1).
+/// A statement over a run then comes in a few shapes only, which each connection's
+/// statement cache keeps prepared; one shape per batch size filled the caches with up to
+/// 64 large variants of each statement, evicting and preparing them again, and held
+/// megabytes of them in every bank.
+fn in_runs<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let len = 1 << items.len().checked_ilog2()?;
+        let (run, rest) = items.split_at(len);
+        items = rest;
+        Some(run)
+    })
 }
 
 /// The sending side of one settlement report inside `tx` (see
@@ -1283,7 +1311,20 @@ pub(crate) fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{in_runs, redact};
+
+    #[test]
+    fn a_batch_splits_into_runs_of_powers_of_two_longest_first() {
+        let lengths = |n: usize| in_runs(&vec![0; n]).map(<[i32]>::len).collect::<Vec<_>>();
+        assert_eq!(lengths(0), Vec::<usize>::new());
+        assert_eq!(lengths(1), [1]);
+        assert_eq!(lengths(45), [32, 8, 4, 1]);
+        assert_eq!(lengths(64), [64]);
+        assert_eq!(lengths(63), [32, 16, 8, 4, 2, 1]);
+        let items: Vec<usize> = (0..13).collect();
+        let rejoined: Vec<usize> = in_runs(&items).flatten().copied().collect();
+        assert_eq!(rejoined, items, "every item once, in order");
+    }
 
     #[test]
     fn redacts_passwords_in_urls() {

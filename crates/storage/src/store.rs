@@ -410,14 +410,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        for run in in_runs(requests) {
-            let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", run.len());
-            let mut remembering = sqlx::query(&statement);
-            for (transfer, _) in run {
-                remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
-            }
-            remembering.execute(&mut *tx).await?;
-        }
+        remember_all(&mut tx, requests, |(transfer, _)| &transfer.tx_no, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -981,20 +974,10 @@ async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> Stora
 /// for all: true when done; false when any needs its own answer (seen before, or an
 /// account that cannot take its sum), and `tx` must then be rolled back.
 async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64) -> StorageResult<bool> {
-    if transfers.is_empty() {
-        return Ok(true);
-    }
-    for run in in_runs(transfers) {
-        let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", run.len());
-        let mut remembering = sqlx::query(&statement);
-        for transfer in run {
-            remembering = remembering.bind(transfer.tx_no.as_str()).bind(now);
-        }
-        match remembering.execute(&mut **tx).await {
-            Ok(_) => {}
-            Err(error) if is_unique_violation(&error) => return Ok(false),
-            Err(error) => return Err(error.into()),
-        }
+    match remember_all(tx, transfers, |transfer| &transfer.tx_no, now).await {
+        Ok(()) => {}
+        Err(error) if is_unique_violation(&error) => return Ok(false),
+        Err(error) => return Err(error.into()),
     }
     let mut per_account: BTreeMap<&str, i64> = BTreeMap::new();
     for transfer in transfers {
@@ -1048,6 +1031,25 @@ async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64
         reporting.execute(&mut **tx).await?;
     }
     Ok(true)
+}
+
+/// Inserts each item's transaction number into `de_duplication` inside `tx`, in runs (see
+/// [`in_runs`]); a number seen before fails the insert with a unique violation.
+async fn remember_all<T>(
+    tx: &mut Transaction,
+    items: &[T],
+    tx_no: impl Fn(&T) -> &TxNo,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    for run in in_runs(items) {
+        let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", run.len());
+        let mut remembering = sqlx::query(&statement);
+        for item in run {
+            remembering = remembering.bind(tx_no(item).as_str()).bind(now);
+        }
+        remembering.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Applies "credited" reports (tx_nos by reporting bank) inside `tx` as [`settle_in`]

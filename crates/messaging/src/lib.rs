@@ -43,4 +43,4 @@ pub use publish::publish;
 pub use relay::SettlementRelay;
 pub use routes::Routes;
 pub use signing::MessageKey;
-pub use topics::ensure_topic;
+pub use topics::{ensure_topic, ensure_topic_queues, topic_queues};

@@ -4,20 +4,57 @@
 
 use std::time::Duration;
 
+use cheetah_string::CheetahString;
 use rocketmq_client_rust::{DefaultMQAdminExt, RouteAdmin, TopicAdmin};
 use rocketmq_model::topic::TopicConfig;
 
 use crate::{MessagingError, MqClient, MqSettings};
 
-/// Queues a topic gets when txbank creates it.
-const QUEUES: u32 = 8;
+/// Queues a topic gets when txbank creates it: one for each instance of a bank run as
+/// two. A consumer pulls each queue on its own, so every queue more makes each pull
+/// (and each listener callback and group commit) carry fewer messages: on two cores at
+/// 16 clients, bank2 spent 0.49-0.53 ms of CPU per transfer with 8 queues and 0.35-0.37
+/// ms with 2 (docs/PERFORMANCE.md). A topic that has more keeps them (see
+/// [`ensure_topic`]); raise them with `mqadmin updateTopic` to spread one bank's
+/// messages over more instances.
+const QUEUES: u32 = 2;
 /// How long to wait for at least one broker to register with the name server (a
 /// restarted name server learns of a broker only at its next registration).
 const BROKER_WAIT: Duration = Duration::from_secs(90);
 
-/// Creates `topic` on every master broker of the cluster, or updates it to the same
-/// settings when it exists. Waits for a broker to register first.
+/// Creates `topic` on every master broker of the cluster with [`QUEUES`] queues, or
+/// updates it to the same settings when it exists, never to fewer queues than it has:
+/// messages in a queue taken away would no longer be consumed. Waits for a broker to
+/// register first.
 pub async fn ensure_topic(client: &MqClient, settings: &MqSettings, topic: &str) -> Result<(), MessagingError> {
+    ensure_topic_queues(client, settings, topic, QUEUES).await
+}
+
+/// [`ensure_topic`] with `queues` queues at least.
+pub async fn ensure_topic_queues(
+    client: &MqClient,
+    settings: &MqSettings,
+    topic: &str,
+    queues: u32,
+) -> Result<(), MessagingError> {
+    let mut admin = start_admin(client, settings).await?;
+    let result = create_everywhere(&admin, topic, queues).await;
+    admin.shutdown().await;
+    result
+}
+
+/// The most queues `topic` has on any master broker of the cluster; 0 when none has it.
+pub async fn topic_queues(client: &MqClient, settings: &MqSettings, topic: &str) -> Result<u32, MessagingError> {
+    let mut admin = start_admin(client, settings).await?;
+    let mut most = 0;
+    for addr in masters(&admin).await {
+        most = most.max(queues_on(&admin, addr, topic).await);
+    }
+    admin.shutdown().await;
+    Ok(most)
+}
+
+async fn start_admin(client: &MqClient, settings: &MqSettings) -> Result<DefaultMQAdminExt, MessagingError> {
     let mut admin =
         DefaultMQAdminExt::with_admin_ext_group(client.runtime(), format!("txbank_admin_{}", std::process::id()));
     admin.set_namesrv_addr(settings.namesrv_addr.as_str());
@@ -25,29 +62,41 @@ pub async fn ensure_topic(client: &MqClient, settings: &MqSettings, topic: &str)
         .start()
         .await
         .map_err(|e| MessagingError::client("admin start", e))?;
-    let result = create_everywhere(&admin, topic).await;
-    admin.shutdown().await;
-    result
+    Ok(admin)
 }
 
-async fn create_everywhere(admin: &DefaultMQAdminExt, topic: &str) -> Result<(), MessagingError> {
+/// The addresses of the cluster's master brokers; none while no broker registered.
+async fn masters(admin: &DefaultMQAdminExt) -> Vec<CheetahString> {
+    match admin.examine_broker_cluster_info().await {
+        Ok(cluster) => cluster
+            .broker_addr_table
+            .unwrap_or_default()
+            .values()
+            .filter_map(|broker| broker.broker_addrs().get(&0).cloned())
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, "cluster not readable yet");
+            Vec::new()
+        }
+    }
+}
+
+/// The queues `topic` has on the broker at `addr`; 0 when it does not have it.
+async fn queues_on(admin: &DefaultMQAdminExt, addr: CheetahString, topic: &str) -> u32 {
+    admin
+        .examine_topic_config(addr, topic.into())
+        .await
+        .map_or(0, |config| config.read_queue_nums.max(config.write_queue_nums))
+}
+
+async fn create_everywhere(admin: &DefaultMQAdminExt, topic: &str, queues: u32) -> Result<(), MessagingError> {
     let deadline = tokio::time::Instant::now() + BROKER_WAIT;
     loop {
-        let masters: Vec<_> = match admin.examine_broker_cluster_info().await {
-            Ok(cluster) => cluster
-                .broker_addr_table
-                .unwrap_or_default()
-                .values()
-                .filter_map(|broker| broker.broker_addrs().get(&0).cloned())
-                .collect(),
-            Err(error) => {
-                tracing::debug!(%error, "cluster not readable yet");
-                Vec::new()
-            }
-        };
+        let masters = masters(admin).await;
         if !masters.is_empty() {
             for addr in masters {
-                let config = TopicConfig::with_queues(topic, QUEUES, QUEUES);
+                let queues = queues.max(queues_on(admin, addr.clone(), topic).await);
+                let config = TopicConfig::with_queues(topic, queues, queues);
                 admin
                     .create_and_update_topic_config(addr, config)
                     .await

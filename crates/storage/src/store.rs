@@ -334,12 +334,12 @@ impl Store {
     /// [`Store::debit_and_record`] would, and answers each with its own outcome.
     ///
     /// The common case (new transfers, sources that cover their sum) takes one
-    /// transaction of a few statements for the whole group. Anything else (a transfer or
-    /// idempotency key seen before, a source that cannot cover the group, a database
-    /// error) rolls that transaction back, and each transfer is then debited on its own,
-    /// so that a refusal stays the refused transfer's alone.
+    /// transaction of a few statements for the whole group (see [`Script`]). Anything
+    /// else (a transfer or idempotency key seen before, a source that cannot cover the
+    /// group, a database error) rolls that transaction back, and each transfer is then
+    /// debited on its own, so that a refusal stays the refused transfer's alone.
     pub async fn debit_all(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> Vec<StorageResult<DebitOutcome>> {
-        if requests.len() > 1 {
+        if !requests.is_empty() {
             match self.debit_together(requests).await {
                 Ok(true) => return requests.iter().map(|_| Ok(DebitOutcome::Debited)).collect(),
                 Ok(false) => {}
@@ -358,59 +358,49 @@ impl Store {
     async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
         let _turn = self.write_turn().await;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut script = Script::default();
         for run in in_runs(requests) {
-            let statement = insert_rows(
+            let rows = run.iter().map(|(transfer, key)| {
+                vec![
+                    Value::Text(transfer.tx_no.as_str()),
+                    Value::MaybeText(key.as_ref().map(IdempotencyKey::as_str)),
+                    Value::Text(transfer.from.as_str()),
+                    Value::Text(transfer.to_bank.as_str()),
+                    Value::Text(transfer.to.as_str()),
+                    Value::Int(transfer.amount.cents()),
+                    Value::Text(TransferState::Debited.as_str()),
+                    Value::Int(now),
+                ]
+            });
+            script.insert_rows(
                 "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
                 "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                run.len(),
+                rows,
             );
-            let mut recording = sqlx::query(&statement);
-            for (transfer, key) in run {
-                recording = recording
-                    .bind(transfer.tx_no.as_str())
-                    .bind(key.as_ref().map(|k| k.as_str().to_string()))
-                    .bind(transfer.from.as_str())
-                    .bind(transfer.to_bank.as_str())
-                    .bind(transfer.to.as_str())
-                    .bind(transfer.amount.cents())
-                    .bind(TransferState::Debited.as_str())
-                    .bind(now);
-            }
-            match recording.execute(&mut *tx).await {
-                Ok(_) => {}
-                Err(error) if is_unique_violation(&error) => {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                Err(error) => return Err(error.into()),
-            }
         }
         let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
         for (transfer, _) in requests {
             *per_source.entry(transfer.from.as_str()).or_default() += transfer.amount.cents();
         }
         for (source, cents) in per_source {
-            let debited = sqlx::query(
+            script.push(
                 "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
                  WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
-            )
-            .bind(cents)
-            .bind(source)
-            .bind(cents)
-            .execute(&mut *tx)
-            .await?;
-            if rows(&debited) != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
+                vec![Value::Int(cents), Value::Text(source), Value::Int(cents)],
+                1,
+            );
+        }
+        remember_all(&mut script, requests, |(transfer, _)| &transfer.tx_no, now);
+        let mut tx = self.pool.begin().await?;
+        if !script.run_and_check(&mut tx, self.engine).await? {
+            tx.rollback().await?;
+            return Ok(false);
         }
         faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
             tx.rollback().await?;
             return Ok(false);
         }
-        remember_all(&mut tx, requests, |(transfer, _)| &transfer.tx_no, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -695,38 +685,40 @@ impl Store {
             .collect()
     }
 
-    /// Removes settlement reports from the outbox once the broker stored them, in one
-    /// transaction: one durable commit for all. On MySQL each row goes by its own
-    /// primary-key `DELETE`: one `DELETE ... IN (...)` locks the gaps between the keys on
-    /// InnoDB, and deadlocked with the credits inserting new reports meanwhile. SQLite
-    /// locks the whole database for any write: one statement removes them all.
+    /// Removes settlement reports from the outbox once the broker stored them. On SQLite
+    /// one `DELETE ... IN (...)` per 500 reports, each its own transaction (one call to
+    /// the database and one durable commit; a crash between two leaves reports that are
+    /// sent again, which their receiver absorbs). On MySQL one transaction in which each
+    /// row goes by its own primary-key `DELETE`: one `DELETE ... IN (...)` locks the gaps
+    /// between the keys on InnoDB, and deadlocked with the credits inserting new reports
+    /// meanwhile.
     pub async fn settlements_sent(&self, tx_nos: &[TxNo]) -> StorageResult<()> {
         if tx_nos.is_empty() {
             return Ok(());
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
         match self.engine {
             Engine::Sqlite => {
-                for run in in_runs(tx_nos) {
-                    let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({})", placeholders(run.len()));
-                    let mut removing = sqlx::query(&statement);
-                    for tx_no in run {
+                for chunk in tx_nos.chunks(500) {
+                    let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({})", placeholders(chunk.len()));
+                    let mut removing = sqlx::query(&statement).persistent(false);
+                    for tx_no in chunk {
                         removing = removing.bind(tx_no.as_str());
                     }
-                    removing.execute(&mut *tx).await?;
+                    removing.execute(&self.pool).await?;
                 }
             }
             Engine::MySql => {
+                let mut tx = self.pool.begin().await?;
                 for tx_no in tx_nos {
                     sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
                         .bind(tx_no.as_str())
                         .execute(&mut *tx)
                         .await?;
                 }
+                tx.commit().await?;
             }
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -755,7 +747,7 @@ impl Store {
     pub async fn apply_deliveries(&self, deliveries: &[Delivery]) -> StorageResult<Vec<DeliveryOutcome>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
-        if deliveries.len() > 1 {
+        if !deliveries.is_empty() {
             match self.apply_together(deliveries, now).await {
                 Ok(true) => return Ok(deliveries.iter().map(Delivery::applied).collect()),
                 Ok(false) => {}
@@ -802,8 +794,11 @@ impl Store {
                 Delivery::Settlement { .. } => return Ok(false),
             }
         }
+        let mut script = Script::default();
+        credit_together(&mut script, &transfers, now);
+        settle_together(&mut script, &reports);
         let mut tx = self.pool.begin().await?;
-        let applied = credit_together(&mut tx, &transfers, now).await? && settle_together(&mut tx, &reports).await?;
+        let applied = script.run_and_check(&mut tx, self.engine).await?;
         if applied {
             tx.commit().await?;
         } else {
@@ -970,116 +965,172 @@ async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> Stora
     Ok(outcome)
 }
 
-/// Credits `transfers` inside `tx` as [`credit_in`] would each, with a few statements
-/// for all: true when done; false when any needs its own answer (seen before, or an
-/// account that cannot take its sum), and `tx` must then be rolled back.
-async fn credit_together(tx: &mut Transaction, transfers: &[&Transfer], now: i64) -> StorageResult<bool> {
-    match remember_all(tx, transfers, |transfer| &transfer.tx_no, now).await {
-        Ok(()) => {}
-        Err(error) if is_unique_violation(&error) => return Ok(false),
-        Err(error) => return Err(error.into()),
-    }
+/// Adds to `script` the statements that credit `transfers` as [`credit_in`] would each,
+/// a few for all: a multi-row insert per table and one update per destination account.
+/// They change every row they aim at only when no transfer needs its own answer (seen
+/// before, or an account that cannot take its sum).
+fn credit_together<'a>(script: &mut Script<'a>, transfers: &'a [&'a Transfer], now: i64) {
+    remember_all(script, transfers, |transfer| &transfer.tx_no, now);
     let mut per_account: BTreeMap<&str, i64> = BTreeMap::new();
     for transfer in transfers {
         *per_account.entry(transfer.to.as_str()).or_default() += transfer.amount.cents();
     }
     for (account, cents) in per_account {
-        let credited = sqlx::query(
+        script.push(
             "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
              WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
-        )
-        .bind(cents)
-        .bind(account)
-        .bind(MAX_BALANCE_CENTS - cents)
-        .execute(&mut **tx)
-        .await?;
-        if rows(&credited) != 1 {
-            return Ok(false);
-        }
+            vec![Value::Int(cents), Value::Text(account), Value::Int(MAX_BALANCE_CENTS - cents)],
+            1,
+        );
     }
     for run in in_runs(transfers) {
-        let statement = insert_rows(
+        let rows = run.iter().map(|transfer| {
+            vec![
+                Value::Text(transfer.tx_no.as_str()),
+                Value::Text(transfer.from_bank.as_str()),
+                Value::Text(transfer.from.as_str()),
+                Value::Text(transfer.to.as_str()),
+                Value::Int(transfer.amount.cents()),
+                Value::Text(TransferState::Credited.as_str()),
+                Value::Int(now),
+            ]
+        });
+        script.insert_rows(
             "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
             "(?, ?, ?, ?, ?, ?, NULL, ?)",
-            run.len(),
+            rows,
         );
-        let mut recording = sqlx::query(&statement);
-        for transfer in run {
-            recording = recording
-                .bind(transfer.tx_no.as_str())
-                .bind(transfer.from_bank.as_str())
-                .bind(transfer.from.as_str())
-                .bind(transfer.to.as_str())
-                .bind(transfer.amount.cents())
-                .bind(TransferState::Credited.as_str())
-                .bind(now);
-        }
-        recording.execute(&mut **tx).await?;
-        let statement = insert_rows(
+        let reports = run.iter().map(|transfer| {
+            vec![
+                Value::Text(transfer.tx_no.as_str()),
+                Value::Text(transfer.from_bank.as_str()),
+                Value::Text(Settlement::Credited.final_state().as_str()),
+                Value::Int(now),
+            ]
+        });
+        script.insert_rows(
             "settlement_outbox (tx_no, to_bank, outcome, reason, create_time)",
             "(?, ?, ?, NULL, ?)",
-            run.len(),
+            reports,
         );
-        let mut reporting = sqlx::query(&statement);
-        for transfer in run {
-            reporting = reporting
-                .bind(transfer.tx_no.as_str())
-                .bind(transfer.from_bank.as_str())
-                .bind(Settlement::Credited.final_state().as_str())
-                .bind(now);
-        }
-        reporting.execute(&mut **tx).await?;
     }
-    Ok(true)
 }
 
-/// Inserts each item's transaction number into `de_duplication` inside `tx`, in runs (see
-/// [`in_runs`]); a number seen before fails the insert with a unique violation.
-async fn remember_all<T>(
-    tx: &mut Transaction,
-    items: &[T],
-    tx_no: impl Fn(&T) -> &TxNo,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+/// Adds to `script` the multi-row inserts of each item's transaction number into
+/// `de_duplication`; a number seen before fails the script with a unique violation.
+fn remember_all<'a, T>(script: &mut Script<'a>, items: &'a [T], tx_no: impl Fn(&'a T) -> &'a TxNo, now: i64) {
     for run in in_runs(items) {
-        let statement = insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", run.len());
-        let mut remembering = sqlx::query(&statement);
-        for item in run {
-            remembering = remembering.bind(tx_no(item).as_str()).bind(now);
-        }
-        remembering.execute(&mut **tx).await?;
+        let rows = run.iter().map(|item| vec![Value::Text(tx_no(item).as_str()), Value::Int(now)]);
+        script.insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", rows);
     }
-    Ok(())
 }
 
-/// Applies "credited" reports (tx_nos by reporting bank) inside `tx` as [`settle_in`]
-/// would each, with one statement per reporting bank: true when every report moved a
-/// debited transfer of its reporter's; false when any needs its own answer.
-async fn settle_together(tx: &mut Transaction, reports: &BTreeMap<&str, Vec<&str>>) -> StorageResult<bool> {
+/// Adds to `script` the statements that apply "credited" reports (tx_nos by reporting
+/// bank) as [`settle_in`] would each, one per reporting bank: they move every row they
+/// aim at only when each report is about a debited transfer of its reporter's.
+fn settle_together<'a>(script: &mut Script<'a>, reports: &BTreeMap<&'a str, Vec<&'a str>>) {
     for (reporter, tx_nos) in reports {
         for run in in_runs(tx_nos) {
-            let statement = format!(
-                "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
-                placeholders(run.len())
+            let mut values = vec![
+                Value::Text(TransferState::Credited.as_str()),
+                Value::Text(reporter),
+                Value::Text(TransferState::Debited.as_str()),
+            ];
+            values.extend(run.iter().map(|tx_no| Value::Text(tx_no)));
+            script.push(
+                format!(
+                    "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
+                    placeholders(run.len())
+                ),
+                values,
+                run.len(),
             );
-            let mut moving = sqlx::query(&statement)
-                .bind(TransferState::Credited.as_str())
-                .bind(*reporter)
-                .bind(TransferState::Debited.as_str());
-            for tx_no in run {
-                moving = moving.bind(*tx_no);
+        }
+    }
+}
+
+/// A value bound to a statement of a [`Script`].
+enum Value<'a> {
+    Text(&'a str),
+    MaybeText(Option<&'a str>),
+    Int(i64),
+}
+
+/// Statements that each change exactly the rows they aim at when all goes well (a row per
+/// inserted row, one per targeted row of an update), run together inside a transaction.
+/// On SQLite they go to the database as one call: sqlx runs every SQLite connection on a
+/// thread of its own, and each call is a round trip to it, two thread switches, which
+/// under load cost more than the statements. MySQL takes them one by one.
+#[derive(Default)]
+struct Script<'a> {
+    statements: Vec<(String, Vec<Value<'a>>)>,
+    /// Rows the statements change when all goes well.
+    expected_rows: u64,
+}
+
+impl<'a> Script<'a> {
+    /// Adds a statement that changes `rows` rows when all goes well.
+    fn push(&mut self, sql: impl Into<String>, values: Vec<Value<'a>>, rows: usize) {
+        self.expected_rows += rows as u64;
+        self.statements.push((sql.into(), values));
+    }
+
+    /// Adds `INSERT INTO {into} VALUES {row}, {row}, ...`, one `row` per value list: it
+    /// inserts them all or fails.
+    fn insert_rows(&mut self, into: &str, row: &str, rows: impl Iterator<Item = Vec<Value<'a>>>) {
+        let (mut count, mut values) = (0, Vec::new());
+        for row_values in rows {
+            count += 1;
+            values.extend(row_values);
+        }
+        self.push(format!("INSERT INTO {into} VALUES {}", vec![row; count].join(", ")), values, count);
+    }
+
+    /// Runs the statements inside `tx`: true when each changed what it aimed at; false
+    /// when any did not or a unique key refused a row (the caller must roll `tx` back).
+    async fn run_and_check(self, tx: &mut Transaction, engine: Engine) -> Result<bool, sqlx::Error> {
+        let expected = self.expected_rows;
+        match self.execute_all(tx, engine).await {
+            Ok(changed) => Ok(changed == expected),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Runs the statements inside `tx`, answering the rows they changed in all.
+    async fn execute_all(self, tx: &mut Transaction, engine: Engine) -> Result<u64, sqlx::Error> {
+        match engine {
+            Engine::Sqlite => {
+                // Batches of other sizes make other texts: prepared each time, not kept.
+                let sql = self.statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
+                let values = self.statements.iter().flat_map(|(_, values)| values);
+                Self::execute(sqlx::query(&sql).persistent(false), values, tx).await
             }
-            if rows(&moving.execute(&mut **tx).await?) != run.len() as u64 {
-                return Ok(false);
+            Engine::MySql => {
+                let mut changed = 0;
+                for (sql, values) in &self.statements {
+                    changed += Self::execute(sqlx::query(sql), values, tx).await?;
+                }
+                Ok(changed)
             }
         }
     }
-    Ok(true)
-}
 
-/// `INSERT INTO {into} VALUES {row}, {row}, ...` with `count` rows.
-fn insert_rows(into: &str, row: &str, count: usize) -> String {
-    format!("INSERT INTO {into} VALUES {}", vec![row; count].join(", "))
+    /// Binds `values` to `query` in order and runs it, answering the rows it changed.
+    async fn execute<'q>(
+        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        values: impl IntoIterator<Item = &'q Value<'q>>,
+        tx: &mut Transaction,
+    ) -> Result<u64, sqlx::Error> {
+        for value in values {
+            query = match *value {
+                Value::Text(text) => query.bind(text),
+                Value::MaybeText(text) => query.bind(text),
+                Value::Int(number) => query.bind(number),
+            };
+        }
+        Ok(query.execute(&mut **tx).await?.rows_affected())
+    }
 }
 
 /// `?, ?, ...`: `count` placeholders.
@@ -1088,10 +1139,10 @@ fn placeholders(count: usize) -> String {
 }
 
 /// `items` in runs whose lengths are powers of two, longest first (45 = 32 + 8 + 4 + 1).
-/// A statement over a run then comes in a few shapes only, which each connection's
-/// statement cache keeps prepared; one shape per batch size filled the caches with up to
-/// 64 large variants of each statement, evicting and preparing them again, and held
-/// megabytes of them in every bank.
+/// A statement over a run then comes in a few shapes only, which each MySQL connection's
+/// statement cache keeps prepared (SQLite prepares a [`Script`] each time); one shape
+/// per batch size filled the caches with up to 64 large variants of each statement,
+/// evicting and preparing them again, and held megabytes of them in every bank.
 fn in_runs<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         let len = 1 << items.len().checked_ilog2()?;

@@ -23,8 +23,9 @@ const QUEUES: u32 = 2;
 const BROKER_WAIT: Duration = Duration::from_secs(90);
 
 /// Creates `topic` on every master broker of the cluster with [`QUEUES`] queues, or
-/// updates it to the same settings when it exists, never to fewer queues than it has:
-/// messages in a queue taken away would no longer be consumed. Waits for a broker to
+/// updates it to the same settings when it exists, never to fewer queues than the broker
+/// says it has (messages in a queue taken away would no longer be consumed; a broker
+/// that does not answer the question counts as having none). Waits for a broker to
 /// register first.
 pub async fn ensure_topic(client: &MqClient, settings: &MqSettings, topic: &str) -> Result<(), MessagingError> {
     ensure_topic_queues(client, settings, topic, QUEUES).await
@@ -54,6 +55,7 @@ pub async fn topic_queues(client: &MqClient, settings: &MqSettings, topic: &str)
     Ok(most)
 }
 
+/// An admin client of the cluster `settings` name; shut it down after use.
 async fn start_admin(client: &MqClient, settings: &MqSettings) -> Result<DefaultMQAdminExt, MessagingError> {
     let mut admin =
         DefaultMQAdminExt::with_admin_ext_group(client.runtime(), format!("txbank_admin_{}", std::process::id()));
@@ -81,7 +83,8 @@ async fn masters(admin: &DefaultMQAdminExt) -> Vec<CheetahString> {
     }
 }
 
-/// The queues `topic` has on the broker at `addr`; 0 when it does not have it.
+/// The queues `topic` has on the broker at `addr`; 0 when it does not have it (or does
+/// not answer).
 async fn queues_on(admin: &DefaultMQAdminExt, addr: CheetahString, topic: &str) -> u32 {
     admin
         .examine_topic_config(addr, topic.into())
@@ -89,6 +92,8 @@ async fn queues_on(admin: &DefaultMQAdminExt, addr: CheetahString, topic: &str) 
         .map_or(0, |config| config.read_queue_nums.max(config.write_queue_nums))
 }
 
+/// Creates or updates `topic` with `queues` queues at least on every master broker,
+/// waiting up to [`BROKER_WAIT`] for one to register.
 async fn create_everywhere(admin: &DefaultMQAdminExt, topic: &str, queues: u32) -> Result<(), MessagingError> {
     let deadline = tokio::time::Instant::now() + BROKER_WAIT;
     loop {

@@ -27,7 +27,6 @@ fn a_new_topic_gets_two_queues_and_an_existing_one_keeps_more() {
         );
 
         assert_eq!(topic_queues(&mq, &settings, "txbank_test_absent").await.unwrap(), 0);
-        drop(cluster);
     });
     mq.shutdown();
 }

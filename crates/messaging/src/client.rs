@@ -54,11 +54,11 @@ const CALLBACK_QUEUE_PER_THREAD: usize = 16;
 /// requires, and the RocketMQ client runtime built on it.
 ///
 /// Its blocking capacity is sized explicitly. RocketMQ runs every listener callback
-/// (local transactions, check-backs, consumed messages) on its metadata-I/O blocking
-/// lane, which by default admits 2 callbacks per core at once and queues 8 more per
-/// core: on two cores, 4 concurrent local transactions capped the transactional send
-/// rate, and bursts beyond the queue failed with `runtime.capacity.exhausted` (a
-/// consumed message failed that way comes back only after RocketMQ's 10 s retry delay).
+/// (check-backs, consumed messages; local transactions too, but `TransferProducer` runs
+/// those itself) on its metadata-I/O blocking lane, which by default admits 2 callbacks
+/// per core at once and queues 8 more per core: bursts beyond the queue failed with
+/// `runtime.capacity.exhausted` (a consumed message failed that way comes back only
+/// after RocketMQ's 10 s retry delay).
 pub struct MqClient {
     owner: RuntimeOwner,
     client: Arc<ClientRuntime>,

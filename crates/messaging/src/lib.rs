@@ -1,8 +1,8 @@
 //! Messaging for txbank: the RocketMQ side of reliable-message eventual consistency.
 //!
-//! - [`TransferProducer`] sends a transfer as a transactional (half) message and runs the
-//!   local debit inside RocketMQ's local-transaction callback, then answers the broker's
-//!   check-back from the database.
+//! - [`TransferProducer`] sends a transfer as a transactional (half) message, runs the
+//!   local debit, commits or rolls the message back, and answers the broker's check-back
+//!   from the database.
 //! - [`CreditConsumer`] consumes a bank's inbound topic: it credits each transfer exactly
 //!   once (or refuses it for good and queues its return), and applies settlement reports
 //!   about the transfers this bank sent.
@@ -15,8 +15,10 @@
 //! - [`signing`] signs every message with a key the banks share and checks it on receipt.
 //! - [`wire`] is the message body, wire-compatible with the seed's Java services.
 //!
-//! RocketMQ's callbacks are synchronous and run on the client's blocking lane; they hand
-//! database work to the application's Tokio runtime through a [`tokio::runtime::Handle`].
+//! RocketMQ's callbacks (check-backs, consumed messages) are synchronous and run on the
+//! client's blocking lane; they hand database work to the application's Tokio runtime
+//! through a [`tokio::runtime::Handle`]. The local transaction is not one of them: the
+//! sending task runs it.
 
 mod client;
 mod consumer;

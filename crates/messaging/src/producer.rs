@@ -2,12 +2,19 @@
 //! answer to the broker's check-back.
 
 use std::any::Any;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-use rocketmq_client_rust::{LocalTransactionState, TransactionListener, TransactionMQProducer};
+use cheetah_string::CheetahString;
+use rocketmq_client_rust::{
+    DefaultMQProducer, LocalTransactionState, SendResult, SendStatus, TransactionListener,
+};
 use rocketmq_model::common::message::message_ext::MessageExt;
-use rocketmq_model::common::message::MessageTrait;
+use rocketmq_model::common::message::message_single::Message;
+use rocketmq_model::common::message::{MessageConst, MessageTrait};
 use tokio::runtime::Handle;
 use tracing::{error, info, info_span, warn, Instrument};
 use txbank_domain::{IdempotencyKey, Transfer};
@@ -35,8 +42,16 @@ pub enum SendOutcome {
 /// Sends transfers as RocketMQ transactional messages to their destination bank's
 /// topic and runs the debit as their local transaction (producer group
 /// `producer_group_txmsg_bank1` for bank1 by default).
+///
+/// The steps are RocketMQ's own (`TransactionMQProducer::send_message_in_transaction`):
+/// a half message, then the local transaction, then COMMIT or ROLLBACK, and a listener
+/// that answers the broker's check-backs. Only the local transaction runs differently:
+/// RocketMQ's producer would run it as a synchronous callback on one of its blocking
+/// threads, which would wait for the group commit; here the sending task awaits the
+/// group commit itself, which spares two thread hand-overs per transfer.
 pub struct TransferProducer {
-    producer: TransactionMQProducer,
+    producer: DefaultMQProducer,
+    local: Arc<LocalTransaction>,
     routes: Routes,
     signer: Option<MessageKey>,
     counters: Arc<Counters>,
@@ -54,27 +69,36 @@ impl TransferProducer {
         seed: SeedDefaults,
         counters: Arc<Counters>,
     ) -> Result<TransferProducer, MessagingError> {
-        let listener = LocalTransaction {
+        let local = Arc::new(LocalTransaction {
             debits: DebitGroup::start(store.clone()),
             store,
             runtime: Handle::current(),
             seed,
             counters: Arc::clone(&counters),
-        };
-        let mut producer = TransactionMQProducer::builder(client.runtime())
+        });
+        let mut producer = DefaultMQProducer::builder(client.runtime())
             .client_config(settings.client_config())
             .producer_group(group.to_string())
             .name_server_addr(settings.namesrv_addr.clone())
             .send_msg_timeout(settings.send_timeout.as_millis() as u32)
-            .topics(routes.topics().map(str::to_string).collect())
-            .transaction_listener(listener)
+            .topics(routes.topics().map(CheetahString::from).collect())
             .build();
+        // What `TransactionMQProducer::start` does with its default settings: the
+        // listener answers check-backs, one at a time, up to 2,000 held.
+        let inner = producer
+            .default_mq_producer_impl()
+            .ok_or_else(|| MessagingError::client("producer start", "the producer has no implementation"))?;
+        inner.set_transaction_listener(Arc::clone(&local) as Arc<dyn TransactionListener>);
+        inner
+            .init_transaction_env(1, 1, 2000)
+            .map_err(|e| MessagingError::client("producer start", e))?;
         producer
             .start()
             .await
             .map_err(|e| MessagingError::client("producer start", e))?;
         Ok(TransferProducer {
             producer,
+            local,
             routes,
             signer: settings.signing_key.clone(),
             counters,
@@ -89,48 +113,70 @@ impl TransferProducer {
     /// Sends `transfer`: half message first, then the local debit, then COMMIT or
     /// ROLLBACK. An error means the half message was not stored and nothing moved.
     pub async fn send(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> Result<SendOutcome, MessagingError> {
-        let message = signing::message(
+        let mut message = signing::message(
             self.routes.topic(&transfer.to_bank)?,
             transfer.tx_no.as_str(),
             wire::encode(transfer),
             self.signer.as_ref(),
         )?;
-        let request = Arc::new(LocalRequest {
-            transfer: transfer.clone(),
-            key: key.cloned(),
-            outcome: Mutex::new(None),
-        });
+        message.put_property(
+            CheetahString::from_static_str(MessageConst::PROPERTY_TRANSACTION_PREPARED),
+            CheetahString::from_static_str("true"),
+        );
+        message.put_property(
+            CheetahString::from_static_str(MessageConst::PROPERTY_PRODUCER_GROUP),
+            self.producer.producer_group(),
+        );
         let started = Instant::now();
-        self.producer
-            .send_message_in_transaction(message, Some(Arc::clone(&request)))
+        let half = self
+            .producer
+            .send(message.clone())
             .instrument(info_span!("transfer.send", tx_no = %transfer.tx_no))
             .await
-            .map_err(|e| MessagingError::client("transactional send", e))?;
-        let local = request.outcome.lock().expect("outcome lock").take();
-        let local_elapsed = local.as_ref().map_or(Duration::ZERO, |(_, elapsed)| *elapsed);
-        self.counters.observe(
-            Timing::Broker(BrokerCall::TransactionalSend),
-            started.elapsed().saturating_sub(local_elapsed),
-        );
-        Ok(local.map_or(SendOutcome::Pending, |(outcome, _)| outcome))
+            .map_err(|e| MessagingError::client("transactional send", e))?
+            .ok_or_else(|| MessagingError::client("transactional send", "the broker gave no send result"))?;
+        let mut broker_time = started.elapsed();
+        if half.send_status != SendStatus::SendOk {
+            // Stored, but not as durably as asked: RocketMQ rolls such a half message back
+            // without running the local transaction, and so does this.
+            self.end(&message, &half, LocalTransactionState::RollbackMessage).await;
+            return Err(MessagingError::client("transactional send", format!("{:?}", half.send_status)));
+        }
+        let (state, outcome) = self.local.run(transfer, key.cloned()).await;
+        let ending = Instant::now();
+        self.end(&message, &half, state).await;
+        broker_time += ending.elapsed();
+        self.counters
+            .observe(Timing::Broker(BrokerCall::TransactionalSend), broker_time);
+        Ok(outcome)
+    }
+
+    /// Tells the broker to commit or roll back the half message `half` answered, as
+    /// RocketMQ's producer does (one way; a lost answer leaves it to the check-back).
+    async fn end(&self, message: &Message, half: &SendResult, state: LocalTransactionState) {
+        let Some(inner) = self.producer.default_mq_producer_impl() else {
+            warn!("producer has no implementation; the broker will check back");
+            return;
+        };
+        shared(message);
+        shared(half);
+        shared(&**inner);
+        if let Err(error) = CheckedSend(inner.end_transaction(message, half, state, None)).await {
+            warn!(%error, verdict = ?state, "cannot end the transaction now; the broker will check back");
+        }
     }
 
     /// Stops the producer; in-flight sends finish first.
     pub async fn shutdown(mut self) {
         self.producer.shutdown().await;
+        if let Some(inner) = self.producer.default_mq_producer_impl() {
+            inner.destroy_transaction_env().await;
+        }
     }
 }
 
-/// What `send` hands to the local-transaction callback, and where the callback leaves
-/// the outcome for `send` to return, with the time the local transaction took.
-struct LocalRequest {
-    transfer: Transfer,
-    key: Option<IdempotencyKey>,
-    outcome: Mutex<Option<(SendOutcome, Duration)>>,
-}
-
-/// RocketMQ's transaction listener: runs the debit (with whatever other debits are
-/// queued, in one database transaction), and answers check-backs.
+/// The local transaction (the debit, with whatever other debits are queued, in one
+/// database transaction), and RocketMQ's transaction listener answering check-backs.
 struct LocalTransaction {
     debits: DebitGroup,
     store: Store,
@@ -140,50 +186,22 @@ struct LocalTransaction {
 }
 
 impl LocalTransaction {
-    /// Settles a transfer whose debit did not (or may not have) committed, and turns the
-    /// final state into the broker's answer.
-    fn settle(&self, transfer: &Transfer, reason: &str) -> LocalTransactionState {
-        match self
-            .runtime
-            .block_on(self.store.roll_back_unless_debited(transfer, reason))
-        {
-            Ok(state) if state.was_debited() => LocalTransactionState::CommitMessage,
-            Ok(_) => LocalTransactionState::RollbackMessage,
-            Err(error) => {
-                warn!(tx_no = %transfer.tx_no, %error, "cannot settle transfer now; the broker will check back");
-                LocalTransactionState::Unknown
-            }
-        }
-    }
-}
-
-impl TransactionListener for LocalTransaction {
-    fn execute_local_transaction(
-        &self,
-        msg: &dyn MessageTrait,
-        arg: Option<&(dyn Any + Send + Sync)>,
-    ) -> LocalTransactionState {
-        let Some(request) = arg.and_then(|arg| arg.downcast_ref::<Arc<LocalRequest>>()) else {
-            error!(topic = %msg.topic(), "local transaction called without its request; rolling back");
-            return LocalTransactionState::RollbackMessage;
-        };
-        let transfer = &request.transfer;
+    /// Debits `transfer` and says whether its half message is to be committed, and what
+    /// `send` answers.
+    async fn run(&self, transfer: &Transfer, key: Option<IdempotencyKey>) -> (LocalTransactionState, SendOutcome) {
         crash_point(BEFORE_LOCAL_TRANSACTION);
         let started = Instant::now();
-        let debited = self
-            .runtime
-            .block_on(self.debits.debit(transfer.clone(), request.key.clone()));
+        let debited = self.debits.debit(transfer.clone(), key).await;
         self.counters
             .observe(Timing::Database(DbCall::Debit), started.elapsed());
         let debited = match debited {
             Ok(debited) => debited,
             Err(reason) => {
                 warn!(tx_no = %transfer.tx_no, reason, "debit not answered; the broker will check back");
-                *request.outcome.lock().expect("outcome lock") = Some((SendOutcome::Pending, started.elapsed()));
-                return LocalTransactionState::Unknown;
+                return (LocalTransactionState::Unknown, SendOutcome::Pending);
             }
         };
-        let (state, outcome) = match debited {
+        match debited {
             Ok(debit) => {
                 crash_point(AFTER_LOCAL_COMMIT);
                 self.counters.record(Event::Debited);
@@ -191,7 +209,7 @@ impl TransactionListener for LocalTransaction {
                 (LocalTransactionState::CommitMessage, SendOutcome::Debited(debit))
             }
             Err(refusal) => {
-                let state = self.settle(transfer, &refusal.to_string());
+                let state = self.settle(transfer, &refusal.to_string()).await;
                 if state == LocalTransactionState::RollbackMessage {
                     self.counters.record(Event::RolledBack);
                 }
@@ -203,9 +221,33 @@ impl TransactionListener for LocalTransaction {
                 };
                 (state, outcome)
             }
-        };
-        *request.outcome.lock().expect("outcome lock") = Some((outcome, started.elapsed()));
-        state
+        }
+    }
+
+    /// Settles a transfer whose debit did not (or may not have) committed, and turns the
+    /// final state into the broker's answer.
+    async fn settle(&self, transfer: &Transfer, reason: &str) -> LocalTransactionState {
+        match self.store.roll_back_unless_debited(transfer, reason).await {
+            Ok(state) if state.was_debited() => LocalTransactionState::CommitMessage,
+            Ok(_) => LocalTransactionState::RollbackMessage,
+            Err(error) => {
+                warn!(tx_no = %transfer.tx_no, %error, "cannot settle transfer now; the broker will check back");
+                LocalTransactionState::Unknown
+            }
+        }
+    }
+}
+
+impl TransactionListener for LocalTransaction {
+    /// Never called: `TransferProducer::send` runs the local transaction itself. Should
+    /// RocketMQ call it, the broker's check-back settles the transfer.
+    fn execute_local_transaction(
+        &self,
+        msg: &dyn MessageTrait,
+        _arg: Option<&(dyn Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        error!(topic = %msg.topic(), "local-transaction callback called; leaving it to the check-back");
+        LocalTransactionState::Unknown
     }
 
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
@@ -224,7 +266,9 @@ impl TransactionListener for LocalTransaction {
             }
         };
         let started = Instant::now();
-        let state = self.settle(&transfer, "no local commit when the broker checked back");
+        let state = self
+            .runtime
+            .block_on(self.settle(&transfer, "no local commit when the broker checked back"));
         self.counters
             .observe(Timing::Database(DbCall::CheckBack), started.elapsed());
         self.counters.record(Event::CheckBack(match state {
@@ -237,3 +281,27 @@ impl TransactionListener for LocalTransaction {
         state
     }
 }
+
+/// A future the compiler cannot see is `Send`, which the caller has checked is.
+struct CheckedSend<F>(F);
+
+// SAFETY: only `end` builds one, around the future of RocketMQ's
+// `DefaultMQProducerImpl::end_transaction`. That future is not `Send` as a type only
+// because it holds its `&dyn MessageTrait` argument, a trait without `Sync`; the message
+// behind it is a `Message`, which is `Sync`, as are the `SendResult` and the producer it
+// borrows (`end` has the compiler check these three). What it awaits is
+// `end_transaction_owned`, whose future RocketMQ's own `send_message_in_transaction`
+// awaits in a future that is `Send`.
+unsafe impl<F> Send for CheckedSend<F> {}
+
+impl<F: Future> Future for CheckedSend<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: the inner future is never moved out of the pinned wrapper.
+        unsafe { self.map_unchecked_mut(|wrapper| &mut wrapper.0) }.poll(cx)
+    }
+}
+
+/// Compiles only for `T: Sync`.
+fn shared<T: Sync + ?Sized>(_: &T) {}

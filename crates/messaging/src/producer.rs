@@ -128,9 +128,8 @@ impl TransferProducer {
             self.producer.producer_group(),
         );
         let started = Instant::now();
-        let half = self
-            .producer
-            .send(message.clone())
+        // RocketMQ's send is a future of tens of kilobytes: boxed, this one stays small.
+        let half = Box::pin(self.producer.send(message.clone()))
             .instrument(info_span!("transfer.send", tx_no = %transfer.tx_no))
             .await
             .map_err(|e| MessagingError::client("transactional send", e))?
@@ -161,7 +160,7 @@ impl TransferProducer {
         shared(message);
         shared(half);
         shared(&**inner);
-        if let Err(error) = CheckedSend(inner.end_transaction(message, half, state, None)).await {
+        if let Err(error) = CheckedSend(Box::pin(inner.end_transaction(message, half, state, None))).await {
             warn!(%error, verdict = ?state, "cannot end the transaction now; the broker will check back");
         }
     }

@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use cheetah_string::CheetahString;
-use rocketmq_client_rust::{
-    DefaultMQProducer, LocalTransactionState, SendResult, SendStatus, TransactionListener,
-};
+use rocketmq_client_rust::{DefaultMQProducer, LocalTransactionState, SendResult, SendStatus, TransactionListener};
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::{MessageConst, MessageTrait};
@@ -139,7 +137,10 @@ impl TransferProducer {
             // Stored, but not as durably as asked: RocketMQ rolls such a half message back
             // without running the local transaction, and so does this.
             self.end(&message, &half, LocalTransactionState::RollbackMessage).await;
-            return Err(MessagingError::client("transactional send", format!("{:?}", half.send_status)));
+            return Err(MessagingError::client(
+                "transactional send",
+                format!("{:?}", half.send_status),
+            ));
         }
         let (state, outcome) = self.local.run(transfer, key.cloned()).await;
         let ending = Instant::now();

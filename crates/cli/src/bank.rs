@@ -11,7 +11,8 @@ use txbank_domain::{AccountNo, BankId, Party};
 use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
-    ensure_topic, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay, TransferProducer,
+    ensure_topic_queues, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay,
+    TransferProducer,
 };
 use txbank_storage::Store;
 
@@ -51,7 +52,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     let settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
     let routes = Routes::new(config.routes()?);
     for topic in routes.topics() {
-        ensure_topic(mq, &settings, topic).await?;
+        ensure_topic_queues(mq, &settings, topic, config.messaging.topic_queues).await?;
     }
     let seed = SeedDefaults {
         sender: BankId::parse(&config.seed.sender_bank)?,

@@ -45,4 +45,4 @@ pub use publish::publish;
 pub use relay::SettlementRelay;
 pub use routes::Routes;
 pub use signing::MessageKey;
-pub use topics::{ensure_topic, ensure_topic_queues, topic_queues};
+pub use topics::{ensure_topic, ensure_topic_queues, topic_queues, DEFAULT_TOPIC_QUEUES};

@@ -10,25 +10,24 @@ use rocketmq_model::topic::TopicConfig;
 
 use crate::{MessagingError, MqClient, MqSettings};
 
-/// Queues a topic gets when txbank creates it: one for each instance of a bank run as
-/// two. A consumer pulls each queue on its own, so every queue more makes each pull
-/// (and each listener callback and group commit) carry fewer messages: on two cores at
-/// 16 clients, bank2 spent 0.49-0.53 ms of CPU per transfer with 8 queues and 0.35-0.37
-/// ms with 2 (docs/PERFORMANCE.md). A topic that has more keeps them (see
-/// [`ensure_topic`]); raise them with `mqadmin updateTopic` to spread one bank's
-/// messages over more instances.
-const QUEUES: u32 = 2;
+/// Queues a topic gets when txbank creates it, unless a bank's configuration says
+/// otherwise: one for each instance of a bank run as two. A consumer pulls each queue on
+/// its own, so every queue more makes each pull (and each listener callback and group
+/// commit) carry fewer messages: on two cores at 16 clients, bank2 spent 0.49-0.53 ms of
+/// CPU per transfer with 8 queues and 0.35-0.37 ms with 2 (docs/PERFORMANCE.md). A topic
+/// that has more keeps them (see [`ensure_topic`]).
+pub const DEFAULT_TOPIC_QUEUES: u32 = 2;
 /// How long to wait for at least one broker to register with the name server (a
 /// restarted name server learns of a broker only at its next registration).
 const BROKER_WAIT: Duration = Duration::from_secs(90);
 
-/// Creates `topic` on every master broker of the cluster with [`QUEUES`] queues, or
+/// Creates `topic` on every master broker of the cluster with [`DEFAULT_TOPIC_QUEUES`] queues, or
 /// updates it to the same settings when it exists, never to fewer queues than the broker
 /// says it has (messages in a queue taken away would no longer be consumed; a broker
 /// that does not answer the question counts as having none). Waits for a broker to
 /// register first.
 pub async fn ensure_topic(client: &MqClient, settings: &MqSettings, topic: &str) -> Result<(), MessagingError> {
-    ensure_topic_queues(client, settings, topic, QUEUES).await
+    ensure_topic_queues(client, settings, topic, DEFAULT_TOPIC_QUEUES).await
 }
 
 /// [`ensure_topic`] with `queues` queues at least.

@@ -283,7 +283,7 @@ impl TransactionListener for LocalTransaction {
 }
 
 /// A future the compiler cannot see is `Send`, which the caller has checked is.
-struct CheckedSend<F>(F);
+struct CheckedSend<F>(Pin<Box<F>>);
 
 // SAFETY: only `end` builds one, around the future of RocketMQ's
 // `DefaultMQProducerImpl::end_transaction`. That future is not `Send` as a type only
@@ -297,9 +297,8 @@ unsafe impl<F> Send for CheckedSend<F> {}
 impl<F: Future> Future for CheckedSend<F> {
     type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: the inner future is never moved out of the pinned wrapper.
-        unsafe { self.map_unchecked_mut(|wrapper| &mut wrapper.0) }.poll(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.0.as_mut().poll(cx)
     }
 }
 

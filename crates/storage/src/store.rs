@@ -1129,7 +1129,7 @@ impl<'a> Script<'a> {
                 Value::Int(number) => query.bind(number),
             };
         }
-        Ok(query.execute(&mut **tx).await?.rows_affected())
+        Ok(rows(&query.execute(&mut **tx).await?))
     }
 }
 

@@ -136,14 +136,19 @@ enum Pending {
         started: Instant,
         credited: Answer<CreditOutcome>,
     },
-    /// A settlement report, queued at `started`.
+    /// A message's settlement reports from `reporter`, queued at `started`.
     Settle {
-        tx_no: TxNo,
         reporter: BankId,
-        settlement: Settlement,
+        reports: Vec<QueuedReport>,
         started: Instant,
-        applied: Answer<Result<SettlementOutcome, StorageError>>,
     },
+}
+
+/// One settlement report on its way through the group commit.
+struct QueuedReport {
+    tx_no: TxNo,
+    settlement: Settlement,
+    applied: Answer<Result<SettlementOutcome, StorageError>>,
 }
 
 impl InboundListener {
@@ -159,11 +164,7 @@ impl InboundListener {
         }
         match wire::decode(&body, &self.acceptance.seed) {
             Ok(Inbound::Transfer(transfer)) => self.start_credit(transfer, msg),
-            Ok(Inbound::Settlement {
-                tx_no,
-                from_bank,
-                settlement,
-            }) => self.start_settle(tx_no, from_bank, settlement),
+            Ok(Inbound::Settlements { from_bank, reports }) => self.start_settle(from_bank, reports),
             Err(error) => Pending::Done(self.set_aside(msg, SetAside::Unreadable, &error.to_string())),
         }
     }
@@ -184,17 +185,10 @@ impl InboundListener {
                 self.credited(&transfer, credited, msg)
             }
             Pending::Settle {
-                tx_no,
                 reporter,
-                settlement,
+                reports,
                 started,
-                applied,
-            } => {
-                let applied = self.runtime.block_on(applied);
-                self.counters
-                    .observe(Timing::Database(DbCall::Settle), started.elapsed());
-                self.settled(&tx_no, &reporter, &settlement, applied, msg)
-            }
+            } => self.finish_settle(&reporter, reports, started, msg),
         }
     }
 
@@ -251,45 +245,56 @@ impl InboundListener {
         }
     }
 
-    fn start_settle(&self, tx_no: TxNo, reporter: BankId, settlement: Settlement) -> Pending {
+    fn start_settle(&self, reporter: BankId, reports: Vec<(TxNo, Settlement)>) -> Pending {
+        let started = Instant::now();
+        let reports = reports
+            .into_iter()
+            .map(|(tx_no, settlement)| QueuedReport {
+                applied: self.commits.settle(tx_no.clone(), reporter.clone(), settlement.clone()),
+                tx_no,
+                settlement,
+            })
+            .collect();
         Pending::Settle {
-            started: Instant::now(),
-            applied: self.commits.settle(tx_no.clone(), reporter.clone(), settlement.clone()),
-            tx_no,
             reporter,
-            settlement,
+            reports,
+            started,
         }
     }
 
-    fn settled(
-        &self,
-        tx_no: &TxNo,
-        reporter: &BankId,
-        settlement: &Settlement,
-        applied: Result<Result<SettlementOutcome, StorageError>, String>,
-        msg: &MessageExt,
-    ) -> bool {
-        let _span = info_span!("transfer.settle", %tx_no).entered();
-        match applied {
-            Ok(Ok(SettlementOutcome::Applied)) => {
-                self.counters.record(Event::Settled);
-                info!(%tx_no, state = %settlement.final_state(), "settled");
-                true
-            }
-            Ok(Ok(SettlementOutcome::AlreadyApplied)) => {
-                self.counters.record(Event::Duplicate);
-                info!(%tx_no, "duplicate settlement absorbed");
-                true
-            }
-            Ok(Err(refusal)) => {
-                self.set_aside(msg, SetAside::BadSettlement, &format!("from {reporter}: {refusal}"))
-            }
-            Err(error) => {
-                self.counters.record(Event::RedeliveryRequested);
-                warn!(%tx_no, reconsumed = msg.reconsume_times(), %error, "settlement failed; will be redelivered");
-                false
+    /// Waits for every report of a message; the reports that apply stay applied when
+    /// another is refused (the message is then set aside) or fails (it is delivered
+    /// again, and the applied ones are absorbed as duplicates).
+    fn finish_settle(&self, reporter: &BankId, reports: Vec<QueuedReport>, started: Instant, msg: &MessageExt) -> bool {
+        let mut failed = false;
+        let mut refusals = Vec::new();
+        for report in reports {
+            let tx_no = &report.tx_no;
+            let _span = info_span!("transfer.settle", %tx_no).entered();
+            match self.runtime.block_on(report.applied) {
+                Ok(Ok(SettlementOutcome::Applied)) => {
+                    self.counters.record(Event::Settled);
+                    info!(%tx_no, state = %report.settlement.final_state(), "settled");
+                }
+                Ok(Ok(SettlementOutcome::AlreadyApplied)) => {
+                    self.counters.record(Event::Duplicate);
+                    info!(%tx_no, "duplicate settlement absorbed");
+                }
+                Ok(Err(refusal)) => refusals.push(refusal.to_string()),
+                Err(error) => {
+                    self.counters.record(Event::RedeliveryRequested);
+                    warn!(%tx_no, reconsumed = msg.reconsume_times(), %error, "settlement failed; will be redelivered");
+                    failed = true;
+                }
             }
         }
+        self.counters
+            .observe(Timing::Database(DbCall::Settle), started.elapsed());
+        if !refusals.is_empty() {
+            let detail = format!("from {reporter}: {}", refusals.join("; "));
+            return self.set_aside(msg, SetAside::BadSettlement, &detail);
+        }
+        !failed
     }
 
     /// Refuses to apply `msg`: logs it, counts it, and records it in the database for

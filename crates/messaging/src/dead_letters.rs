@@ -11,7 +11,7 @@
 
 use rocketmq_client_rust::{DefaultMQPullConsumer, PullStatus};
 use rocketmq_model::common::message::message_ext::MessageExt;
-use rocketmq_model::common::message::MessageTrait;
+use rocketmq_model::common::message::{MessageConst, MessageTrait};
 use serde::Serialize;
 
 use crate::probe::start_pull_consumer;
@@ -27,7 +27,8 @@ const PULL_BATCH: i32 = 32;
 pub struct DeadLetter {
     /// RocketMQ's message id.
     pub msg_id: String,
-    /// The message key: the transfer's `tx_no` for txbank's and the seed's messages.
+    /// The message key: the transfer's `tx_no` for txbank's and the seed's messages;
+    /// for a message of settlement reports, each report's `tx_no`, space-separated.
     pub key: String,
     /// How many times it had been redelivered.
     pub reconsumed: i32,
@@ -85,7 +86,7 @@ async fn read_all(consumer: &DefaultMQPullConsumer, topic: &str) -> Result<Vec<D
     Ok(letters)
 }
 
-/// Sends every dead letter of `group` whose key is `key` again to `topic`, with its
+/// Sends every dead letter of `group` that has the key `key` again to `topic`, with its
 /// original body and signature. Returns how many were sent (0: none has this key).
 pub async fn replay(
     client: &MqClient,
@@ -96,7 +97,7 @@ pub async fn replay(
     let letters: Vec<DeadLetter> = list(client, settings, group)
         .await?
         .into_iter()
-        .filter(|letter| letter.key == key)
+        .filter(|letter| letter.key.split(MessageConst::KEY_SEPARATOR).any(|one| one == key))
         .collect();
     if letters.is_empty() {
         return Ok(0);

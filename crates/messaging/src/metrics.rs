@@ -47,7 +47,7 @@ pub enum DbCall {
     /// Crediting a received transfer: de-duplicate, credit, queue the report (the wait
     /// for its group commit included).
     Credit,
-    /// Applying a settlement report (the wait for its group commit included).
+    /// Applying a settlement message's reports (the wait for their group commit included).
     Settle,
     /// Answering a check-back.
     CheckBack,

@@ -254,8 +254,8 @@ impl TransactionListener for LocalTransaction {
         let body = msg.get_body().map(|b| b.as_ref()).unwrap_or_default();
         let transfer = match wire::decode(body, &self.seed) {
             Ok(Inbound::Transfer(transfer)) => transfer,
-            Ok(Inbound::Settlement { tx_no, .. }) => {
-                error!(%tx_no, "check-back for a settlement report, which is never sent as a half message; rolling back");
+            Ok(Inbound::Settlements { .. }) => {
+                error!(msg_id = %msg.msg_id(), "check-back for settlement reports, which are never sent as a half message; rolling back");
                 return LocalTransactionState::RollbackMessage;
             }
             Err(error) => {

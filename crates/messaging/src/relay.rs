@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::DefaultMQProducer;
+use rocketmq_model::common::message::MessageConst;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -115,23 +116,28 @@ impl Relay {
         all_sent && pending.len() == BATCH as usize
     }
 
-    /// Sends reports bound for one bank as one batch (one broker request, each report
-    /// still its own message), then removes them from the outbox in one transaction.
+    /// Sends reports bound for one bank as one message (one to store and deliver, however
+    /// many reports: the broker's work per report is what limits throughput), keyed by
+    /// every report's `tx_no`, then removes them from the outbox in one transaction.
     async fn send(&self, reports: &[&PendingSettlement]) -> Result<(), MessagingError> {
         let Some(first) = reports.first() else {
             return Ok(());
         };
         let topic = self.routes.topic(&first.to_bank)?;
-        let messages = reports
-            .iter()
-            .map(|report| {
-                let body = wire::encode_settlement(&report.tx_no, self.store.bank(), &report.settlement);
-                signing::message(topic, report.tx_no.as_str(), body, self.signer.as_ref())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let body = wire::encode_settlements(
+            self.store.bank(),
+            reports.iter().map(|report| (&report.tx_no, &report.settlement)),
+        );
+        let keys: Vec<&str> = reports.iter().map(|report| report.tx_no.as_str()).collect();
+        let message = signing::message(
+            topic,
+            &keys.join(MessageConst::KEY_SEPARATOR),
+            body,
+            self.signer.as_ref(),
+        )?;
         let started = Instant::now();
         self.producer
-            .send_batch(messages)
+            .send(message)
             .await
             .map_err(|e| MessagingError::client("send", e))?;
         self.counters

@@ -73,8 +73,8 @@ impl MessageKey {
     }
 }
 
-/// A message to `topic`, keyed by `key` (the transfer's `tx_no`), carrying `body`, and
-/// signed when `signer` is given.
+/// A message to `topic`, keyed by `key` (the `tx_no` of its transfer, or of its reports,
+/// space-separated), carrying `body`, and signed when `signer` is given.
 pub(crate) fn message(
     topic: &str,
     key: &str,

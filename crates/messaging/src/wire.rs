@@ -9,20 +9,28 @@
 //! the receiving bank's default account, as the seed's bank2 does. The amount is read
 //! from its exact JSON text, never through a float.
 //!
-//! A settlement report goes back from the destination to the sender on the sender's
-//! inbound topic:
+//! Settlement reports go back from the destination to the sender on the sender's inbound
+//! topic, as many as the relay has for that bank in one message (version 2):
 //!
 //! ```json
-//! {"settlement":{"txNo":"…","outcome":"returned","reason":"account 9 does not exist"},
-//!  "fromBank":"bank2","version":1}
+//! {"settlements":[{"txNo":"…","outcome":"credited"},
+//!                 {"txNo":"…","outcome":"returned","reason":"account 9 does not exist"}],
+//!  "fromBank":"bank2","version":2}
 //! ```
+//! Earlier builds sent one report per message (version 1), which is still read:
+//! `{"settlement":{"txNo":"…","outcome":"credited"},"fromBank":"bank2","version":1}`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use txbank_domain::{AccountNo, Amount, BankId, Party, Settlement, Transfer, TxNo};
 
-/// The body format version this build writes and the highest it reads.
-pub const VERSION: u32 = 1;
+/// The highest body format version this build reads.
+pub const VERSION: u32 = SETTLEMENTS_VERSION;
+/// The version of a transfer's body (the seed's shape and our fields beside it).
+const TRANSFER_VERSION: u32 = 1;
+/// The version of a body holding a list of settlement reports; builds that read only
+/// version 1 refuse it as too new instead of misreading it.
+const SETTLEMENTS_VERSION: u32 = 2;
 
 /// Why a message body was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +62,12 @@ pub struct SeedDefaults {
 pub enum Inbound {
     /// Money for one of this bank's accounts.
     Transfer(Transfer),
-    /// What a destination did with a transfer this bank sent.
-    Settlement {
-        /// The transfer.
-        tx_no: TxNo,
+    /// What a destination did with transfers this bank sent.
+    Settlements {
         /// The bank that reports.
         from_bank: BankId,
-        /// What it did.
-        settlement: Settlement,
+        /// Each transfer and what became of it, at least one.
+        reports: Vec<(TxNo, Settlement)>,
     },
 }
 
@@ -72,6 +78,8 @@ struct Body<'a> {
     account_change: Option<AccountChange<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     settlement: Option<SettlementBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settlements: Option<Vec<SettlementBody>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     from_bank: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,33 +118,45 @@ pub fn encode(transfer: &Transfer) -> Vec<u8> {
             tx_no: transfer.tx_no.to_string(),
         }),
         settlement: None,
+        settlements: None,
         from_bank: Some(transfer.from_bank.to_string()),
         to_bank: Some(transfer.to_bank.to_string()),
         to_account_no: Some(transfer.to.to_string()),
-        version: Some(VERSION),
+        version: Some(TRANSFER_VERSION),
     };
     serde_json::to_vec(&body).expect("a transfer always serialises")
 }
 
-/// Encodes a settlement report from `from_bank` about transfer `tx_no`.
-pub fn encode_settlement(tx_no: &TxNo, from_bank: &BankId, settlement: &Settlement) -> Vec<u8> {
-    let (outcome, reason) = match settlement {
-        Settlement::Credited => ("credited", None),
-        Settlement::Returned { reason } => ("returned", Some(reason.clone())),
-    };
+/// Encodes settlement reports from `from_bank`, each a transfer and what became of it,
+/// as one body.
+pub fn encode_settlements<'a>(
+    from_bank: &BankId,
+    reports: impl IntoIterator<Item = (&'a TxNo, &'a Settlement)>,
+) -> Vec<u8> {
+    let reports = reports
+        .into_iter()
+        .map(|(tx_no, settlement)| {
+            let (outcome, reason) = match settlement {
+                Settlement::Credited => ("credited", None),
+                Settlement::Returned { reason } => ("returned", Some(reason.clone())),
+            };
+            SettlementBody {
+                tx_no: tx_no.to_string(),
+                outcome: outcome.into(),
+                reason,
+            }
+        })
+        .collect();
     let body = Body {
         account_change: None,
-        settlement: Some(SettlementBody {
-            tx_no: tx_no.to_string(),
-            outcome: outcome.into(),
-            reason,
-        }),
+        settlement: None,
+        settlements: Some(reports),
         from_bank: Some(from_bank.to_string()),
         to_bank: None,
         to_account_no: None,
-        version: Some(VERSION),
+        version: Some(SETTLEMENTS_VERSION),
     };
-    serde_json::to_vec(&body).expect("a settlement always serialises")
+    serde_json::to_vec(&body).expect("settlement reports always serialise")
 }
 
 /// Decodes a message body; the fields a seed message lacks are taken from `seed`.
@@ -149,8 +169,8 @@ pub fn decode(bytes: &[u8], seed: &SeedDefaults) -> Result<Inbound, WireError> {
         Some(bank) => BankId::parse(bank).map_err(invalid("fromBank"))?,
         None => seed.sender.clone(),
     };
-    match (body.account_change, body.settlement) {
-        (Some(change), None) => {
+    match (body.account_change, body.settlement, body.settlements) {
+        (Some(change), None, None) => {
             let amount_text = change.amount.get();
             if amount_text.starts_with('"') {
                 return Err(WireError::Invalid {
@@ -181,29 +201,34 @@ pub fn decode(bytes: &[u8], seed: &SeedDefaults) -> Result<Inbound, WireError> {
             .map_err(invalid("toAccountNo"))?;
             Ok(Inbound::Transfer(transfer))
         }
-        (None, Some(report)) => {
-            let settlement = match (report.outcome.as_str(), report.reason) {
-                ("credited", _) => Settlement::Credited,
-                ("returned", reason) => Settlement::Returned {
-                    reason: reason.unwrap_or_default(),
-                },
-                (other, _) => {
-                    return Err(WireError::Invalid {
-                        field: "outcome",
-                        reason: format!("{other:?} is neither credited nor returned"),
-                    })
-                }
-            };
-            Ok(Inbound::Settlement {
-                tx_no: TxNo::parse(&report.tx_no).map_err(invalid("txNo"))?,
-                from_bank,
-                settlement,
-            })
-        }
+        (None, Some(report), None) => Ok(Inbound::Settlements {
+            from_bank,
+            reports: vec![decode_report(report)?],
+        }),
+        (None, None, Some(reports)) if !reports.is_empty() => Ok(Inbound::Settlements {
+            from_bank,
+            reports: reports.into_iter().map(decode_report).collect::<Result<_, _>>()?,
+        }),
         _ => Err(WireError::Malformed(
-            "expected exactly one of accountChange and settlement".into(),
+            "expected exactly one of accountChange, settlement and a non-empty settlements".into(),
         )),
     }
+}
+
+fn decode_report(report: SettlementBody) -> Result<(TxNo, Settlement), WireError> {
+    let settlement = match (report.outcome.as_str(), report.reason) {
+        ("credited", _) => Settlement::Credited,
+        ("returned", reason) => Settlement::Returned {
+            reason: reason.unwrap_or_default(),
+        },
+        (other, _) => {
+            return Err(WireError::Invalid {
+                field: "outcome",
+                reason: format!("{other:?} is neither credited nor returned"),
+            })
+        }
+    };
+    Ok((TxNo::parse(&report.tx_no).map_err(invalid("txNo"))?, settlement))
 }
 
 fn invalid(field: &'static str) -> impl Fn(txbank_domain::DomainError) -> WireError {
@@ -266,23 +291,39 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_settlement_reports() {
-        let tx_no = TxNo::generate();
+    fn round_trips_settlement_reports_in_one_body() {
         let bank2 = BankId::parse("bank2").unwrap();
-        for settlement in [
-            Settlement::Credited,
-            Settlement::Returned {
-                reason: "account 9 does not exist".into(),
-            },
-        ] {
-            let bytes = encode_settlement(&tx_no, &bank2, &settlement);
-            let expected = Inbound::Settlement {
-                tx_no: tx_no.clone(),
-                from_bank: bank2.clone(),
-                settlement,
-            };
-            assert_eq!(decode(&bytes, &seed()).unwrap(), expected);
-        }
+        let reports = vec![
+            (TxNo::generate(), Settlement::Credited),
+            (
+                TxNo::generate(),
+                Settlement::Returned {
+                    reason: "account 9 does not exist".into(),
+                },
+            ),
+        ];
+        let bytes = encode_settlements(&bank2, reports.iter().map(|(tx_no, settlement)| (tx_no, settlement)));
+        let expected = Inbound::Settlements {
+            from_bank: bank2,
+            reports,
+        };
+        assert_eq!(decode(&bytes, &seed()).unwrap(), expected);
+    }
+
+    #[test]
+    fn reads_the_one_report_bodies_of_earlier_builds() {
+        let body =
+            br#"{"settlement":{"txNo":"t1","outcome":"returned","reason":"closed"},"fromBank":"bank2","version":1}"#;
+        let expected = Inbound::Settlements {
+            from_bank: BankId::parse("bank2").unwrap(),
+            reports: vec![(
+                TxNo::parse("t1").unwrap(),
+                Settlement::Returned {
+                    reason: "closed".into(),
+                },
+            )],
+        };
+        assert_eq!(decode(body, &seed()).unwrap(), expected);
     }
 
     #[test]
@@ -301,6 +342,10 @@ mod tests {
             br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"version":99}"#,
             br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"fromBank":"b a"}"#,
             br#"{"settlement":{"txNo":"t","outcome":"lost"}}"#,
+            br#"{"settlements":[],"fromBank":"bank2","version":2}"#,
+            br#"{"settlements":[{"txNo":"t","outcome":"credited"},{"txNo":"u","outcome":"lost"}],"version":2}"#,
+            br#"{"settlements":[{"txNo":"t","outcome":"credited"}],"settlement":{"txNo":"u","outcome":"credited"}}"#,
+            br#"{"settlements":[{"txNo":"t","outcome":"credited"}],"version":3}"#,
             br#"{"settlement":{"txNo":"t","outcome":"credited"},"accountChange":{"accountNo":"1","amount":1,"txNo":"t"}}"#,
             br#"{}"#,
         ];

@@ -538,21 +538,26 @@ pub(crate) fn sqlite_url(dir: &Path, name: &str) -> String {
     format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display())
 }
 
-/// A free loopback address; for a broker, one whose port two below and one above are
-/// free too (the broker listens there as well).
+/// Where the processes started here listen: below Linux's ephemeral range (32768 and
+/// up), from which the kernel picks the local port of every outgoing connection. A port
+/// taken from that range could be taken again by a connection opened before its server
+/// binds it (the broker then failed to start, one run in a few dozen).
+const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback address in [`LISTEN_PORTS`]; for a broker, one whose port two below
+/// and one above are free too (the broker listens there as well).
 fn free_address(broker: bool) -> Result<SocketAddr> {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let neighbours_free = !broker
-            || (port > 1024
-                && port < 65000
-                && [port - 2, port + 1]
-                    .iter()
-                    .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()));
-        if neighbours_free {
+    let mut random = [0u8; 2];
+    for _ in 0..1_000 {
+        getrandom::getrandom(&mut random).context("no randomness from the operating system")?;
+        let span = LISTEN_PORTS.end - LISTEN_PORTS.start;
+        let port = LISTEN_PORTS.start + u16::from_le_bytes(random) % span;
+        let (below, above) = if broker { (2, 1) } else { (0, 0) };
+        if (port - below..=port + above).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
+    bail!("no free loopback port in {LISTEN_PORTS:?}")
 }
 
 fn print_report(report: &ChaosReport) {

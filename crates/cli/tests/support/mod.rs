@@ -486,20 +486,23 @@ fn path(p: &Path) -> String {
     p.to_string_lossy().to_string()
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up), so that no
+/// outgoing connection takes it before its server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports(0, 0)
 }
 
 /// A port P such that P-2 (the broker's fast listener), P and P+1 (HA) are all free.
 pub fn free_broker_port() -> u16 {
+    free_ports(2, 1)
+}
+
+fn free_ports(below: u16, above: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     loop {
-        let port = free_port();
-        if port > 1024
-            && port < 65000
-            && [port - 2, port + 1]
-                .iter()
-                .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if (port - below..=port + above).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return port;
         }
     }

@@ -111,10 +111,44 @@ pub fn run_broker(settings: &BrokerSettings) -> Result<()> {
             .build()
             .boot_with_lifecycle(lifecycle.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("broker failed: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("broker failed: {e}{}", full_disk_hint(&settings.store_dir)))?;
         anyhow::Ok(())
     });
     finish(owner, &lifecycle, result)
+}
+
+/// The share of its disk in use (percent) above which RocketMQ's store takes no message
+/// (`diskMaxUsedSpaceRatio`, 75 by default); its broker then fails to start without
+/// saying why.
+const STORE_DISK_MAX_USED_PERCENT: u64 = 75;
+
+/// Says why the broker probably failed when the disk holding `store` is fuller than
+/// RocketMQ's store accepts; empty otherwise.
+fn full_disk_hint(store: &Path) -> String {
+    match disk_used_percent(store) {
+        Some(used) if used >= STORE_DISK_MAX_USED_PERCENT => format!(
+            " (the disk holding {} is {used}% full, and RocketMQ's store takes no message above \
+             {STORE_DISK_MAX_USED_PERCENT}%: free space, or put the store on another disk)",
+            store.display()
+        ),
+        _ => String::new(),
+    }
+}
+
+/// How full the file system holding `path` is, in percent, as `df` counts it.
+fn disk_used_percent(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data, for which all zeroes is a valid value.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stats` a statvfs to fill; both
+    // outlive the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return None;
+    }
+    let used = (stats.f_blocks - stats.f_bfree) as u64;
+    let usable = used + stats.f_bavail as u64;
+    (usable > 0).then(|| (used * 100).div_ceil(usable))
 }
 
 /// The broker's configuration in the Java `broker.conf` format both implementations read.

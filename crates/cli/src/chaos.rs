@@ -539,9 +539,9 @@ pub(crate) fn sqlite_url(dir: &Path, name: &str) -> String {
 }
 
 /// Where the processes started here listen: below Linux's ephemeral range (32768 and
-/// up), from which the kernel picks the local port of every outgoing connection. A port
-/// taken from that range could be taken again by a connection opened before its server
-/// binds it (the broker then failed to start, one run in a few dozen).
+/// up), from which the kernel picks the local port of every outgoing connection: a port
+/// found free in that range can be taken by a connection opened before its server binds
+/// it.
 const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
 /// A free loopback address in [`LISTEN_PORTS`]; for a broker, one whose port two below

@@ -547,12 +547,11 @@ const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// A free loopback address in [`LISTEN_PORTS`]; for a broker, one whose port two below
 /// and one above are free too (the broker listens there as well).
 fn free_address(broker: bool) -> Result<SocketAddr> {
+    let (below, above) = if broker { (2, 1) } else { (0, 0) };
     let mut random = [0u8; 2];
     for _ in 0..1_000 {
         getrandom::getrandom(&mut random).context("no randomness from the operating system")?;
-        let span = LISTEN_PORTS.end - LISTEN_PORTS.start;
-        let port = LISTEN_PORTS.start + u16::from_le_bytes(random) % span;
-        let (below, above) = if broker { (2, 1) } else { (0, 0) };
+        let port = LISTEN_PORTS.start + u16::from_le_bytes(random) % LISTEN_PORTS.len() as u16;
         if (port - below..=port + above).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
         }

@@ -116,9 +116,9 @@ impl Relay {
         all_sent && pending.len() == BATCH as usize
     }
 
-    /// Sends reports bound for one bank as one message (one to store and deliver, however
-    /// many reports: the broker's work per report is what limits throughput), keyed by
-    /// every report's `tx_no`, then removes them from the outbox in one transaction.
+    /// Sends reports bound for one bank as one message (one for the broker to store and
+    /// deliver, however many reports), keyed by every report's `tx_no`, then removes them
+    /// from the outbox in one transaction.
     async fn send(&self, reports: &[&PendingSettlement]) -> Result<(), MessagingError> {
         let Some(first) = reports.first() else {
             return Ok(());

@@ -7,9 +7,10 @@
 //! de-duplication insert and a one-row update), same engine and settings, on a scratch
 //! database; (b) the broker's raw transactional-send rate with an empty local
 //! transaction. It reports throughput credited in bank2 and its ratio to each limit,
-//! HTTP and debit-to-credit latencies, each process's peak resident memory, and checks
-//! with the auditor that every transfer was credited exactly once. It can write the
-//! figures as JSON and draw them as an SVG chart.
+//! HTTP and debit-to-credit latencies, each process's peak resident memory and CPU time
+//! per transfer, and (c) the rate the machine's cores would allow at that CPU cost. It
+//! checks with the auditor that every transfer was credited exactly once, and can write
+//! the figures as JSON and draw them as an SVG chart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,11 +26,14 @@ use txbank_messaging::{ensure_topic, MqClient, MqSettings};
 use txbank_storage::{create_mysql_database, drop_mysql_database, Store};
 
 use crate::chaos::{run_folder, sqlite_url, CheckBack, System};
+use crate::process_stats::{cpu_seconds, own_cpu_seconds, peak_memory_kib, MachineCpu};
 
 /// The topic the broker's reference sends go to; nothing consumes it.
 const REFERENCE_TOPIC: &str = "txbank_bench_reference";
 /// Connections of the reference database's pool: a bank's default.
 const REFERENCE_CONNECTIONS: u32 = 8;
+/// This process's part in the CPU figures: the HTTP clients, which are not the system.
+const LOAD_GENERATOR: &str = "load generator";
 
 /// Options of `bench`.
 #[derive(Debug, clap::Args)]
@@ -84,6 +88,18 @@ struct BenchReport {
     /// End-to-end throughput over each limit.
     ratio_to_database: f64,
     ratio_to_broker: f64,
+    /// (c) The transfers per second the machine's cores allow the system at the CPU time
+    /// it spent per transfer in this run: cores × 1000 / the system's milliseconds per
+    /// transfer (the load generator's not counted). 0 when the CPU time is unknown.
+    cpu_bound_per_s: f64,
+    ratio_to_cpu_bound: f64,
+    /// Cores of the machine.
+    cores: usize,
+    /// CPU time (user + system) each process used per credited transfer, in
+    /// milliseconds, from the start of the load until bank2 had credited everything.
+    cpu_ms_per_transfer: BTreeMap<&'static str, f64>,
+    /// The share of that time the machine's cores were busy (0 to 1).
+    machine_busy: f64,
     http_latency_ms: Percentiles,
     debit_to_credit_ms: Percentiles,
     peak_memory_mib: HashMap<&'static str, f64>,
@@ -302,6 +318,7 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let progress = crate::progress::bar(args.duration, "s");
     let debited_so_far = Arc::new(AtomicUsize::new(0));
+    let cpu_at_start = CpuReading::take(system);
     let clients: Vec<_> = (0..args.concurrency)
         .map(|_| {
             let (http, url, token) = (http.clone(), url.clone(), system.token().to_string());
@@ -360,6 +377,7 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     bank1.close().await;
+    let cpu_at_end = CpuReading::take(system);
     let mut audit = system.audit().await?;
     while !audit.is_clean() && Instant::now() < settle_deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -367,9 +385,9 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
     }
     waiting.finish_and_clear();
     let peak_memory_mib = system
-        .peak_memory_kib()
+        .pids()
         .into_iter()
-        .map(|(part, kib)| (part, kib as f64 / 1024.0))
+        .filter_map(|(part, pid)| Some((part, peak_memory_kib(pid)? as f64 / 1024.0)))
         .collect();
     let (bank1, bank2) = (system.store("bank1").await?, system.store("bank2").await?);
     let sent: HashMap<String, i64> = bank1.recorded_times(true).await?.into_iter().collect();
@@ -386,6 +404,14 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
     let span_s = ((last - first) as f64 / 1000.0).max(0.001);
     let credited_per_s = received.len() as f64 / span_s;
     let ratio = |limit: f64| if limit > 0.0 { credited_per_s / limit } else { 0.0 };
+    let cpu_ms_per_transfer = cpu_at_end.ms_per_transfer_since(&cpu_at_start, received.len());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let system_ms: f64 = cpu_ms_per_transfer
+        .iter()
+        .filter(|(part, _)| **part != LOAD_GENERATOR)
+        .map(|(_, ms)| ms)
+        .sum();
+    let cpu_bound_per_s = if system_ms > 0.0 { cores as f64 * 1000.0 / system_ms } else { 0.0 };
     Ok(BenchReport {
         database,
         duration_s: args.duration,
@@ -398,6 +424,14 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
         ratio_to_database: ratio(reference.database_commits_per_s),
         ratio_to_broker: ratio(reference.broker_transactional_sends_per_s),
         reference,
+        cpu_bound_per_s,
+        ratio_to_cpu_bound: ratio(cpu_bound_per_s),
+        cores,
+        cpu_ms_per_transfer,
+        machine_busy: match (cpu_at_start.machine, cpu_at_end.machine) {
+            (Some(start), Some(end)) => end.busy_since(&start),
+            _ => 0.0,
+        },
         http_latency_ms: Percentiles::of(http_latencies),
         debit_to_credit_ms: Percentiles::of(credits.iter().map(|(_, ms)| *ms).collect()),
         peak_memory_mib,
@@ -406,6 +440,44 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
         violations: audit.violations.iter().map(|v| format!("{v:?}")).collect(),
         series: per_second(&credits, first),
     })
+}
+
+/// CPU time used so far by each part of the system and by this process, and by the
+/// whole machine.
+struct CpuReading {
+    seconds: Vec<(&'static str, f64)>,
+    machine: Option<MachineCpu>,
+}
+
+impl CpuReading {
+    fn take(system: &System) -> CpuReading {
+        let mut seconds: Vec<_> = system
+            .pids()
+            .into_iter()
+            .filter_map(|(part, pid)| Some((part, cpu_seconds(pid)?)))
+            .collect();
+        seconds.extend(own_cpu_seconds().map(|own| (LOAD_GENERATOR, own)));
+        CpuReading {
+            seconds,
+            machine: MachineCpu::now(),
+        }
+    }
+
+    /// Milliseconds of CPU time each part used since `earlier`, per transfer of
+    /// `transfers` (parts missing from either reading, such as a restarted process, are
+    /// left out).
+    fn ms_per_transfer_since(&self, earlier: &CpuReading, transfers: usize) -> BTreeMap<&'static str, f64> {
+        if transfers == 0 {
+            return BTreeMap::new();
+        }
+        self.seconds
+            .iter()
+            .filter_map(|(part, now)| {
+                let (_, before) = earlier.seconds.iter().find(|(name, _)| name == part)?;
+                Some((*part, (now - before).max(0.0) * 1000.0 / transfers as f64))
+            })
+            .collect()
+    }
 }
 
 /// Groups `credits` by the second (from `first`) they were credited in.
@@ -439,8 +511,9 @@ fn report_chart(report: &BenchReport) -> crate::chart::Chart {
         seconds: report.series.iter().map(|p| p.second as f64).collect(),
         throughput: report.series.iter().map(|p| p.credited as f64).collect(),
         limits: vec![
-            ("database raw commits/s", report.reference.database_commits_per_s),
-            ("broker raw transactional sends/s", report.reference.broker_transactional_sends_per_s),
+            ("(a) database raw commits", report.reference.database_commits_per_s),
+            ("(b) broker raw sends", report.reference.broker_transactional_sends_per_s),
+            ("(c) CPU bound", report.cpu_bound_per_s),
         ],
         p50_ms: report.series.iter().map(|p| p.p50_ms).collect(),
         p99_ms: report.series.iter().map(|p| p.p99_ms).collect(),
@@ -463,6 +536,24 @@ fn print_report(report: &BenchReport) {
     println!(
         "(b) broker raw        {:.0} transactional sends/s   end-to-end / (b) = {:.2}",
         report.reference.broker_transactional_sends_per_s, report.ratio_to_broker
+    );
+    let parts: Vec<String> = report
+        .cpu_ms_per_transfer
+        .iter()
+        .filter(|(part, _)| **part != LOAD_GENERATOR)
+        .map(|(part, ms)| format!("{part} {ms:.3}"))
+        .collect();
+    println!(
+        "CPU per transfer      {} ms; {LOAD_GENERATOR} {:.3} ms",
+        parts.join(", "),
+        report.cpu_ms_per_transfer.get(LOAD_GENERATOR).unwrap_or(&0.0)
+    );
+    println!(
+        "(c) CPU bound         {:.0} transfers/s on {} cores (machine {:.0} % busy)   end-to-end / (c) = {:.2}",
+        report.cpu_bound_per_s,
+        report.cores,
+        report.machine_busy * 100.0,
+        report.ratio_to_cpu_bound
     );
     let show = |p: &Percentiles| format!("p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms", p.p50, p.p95, p.p99);
     println!("HTTP latency          {}", show(&report.http_latency_ms));

@@ -415,16 +415,11 @@ impl System {
             .map(|(_, _, listen)| format!("http://{listen}"))
     }
 
-    /// Peak resident memory (VmHWM) of each running part, in KiB.
-    pub(crate) fn peak_memory_kib(&self) -> Vec<(&'static str, u64)> {
+    /// The process id of each running part.
+    pub(crate) fn pids(&self) -> Vec<(&'static str, u32)> {
         self.children
             .iter()
-            .filter_map(|(name, child)| {
-                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
-                let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-                let kib = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some((*name, kib))
-            })
+            .filter_map(|(name, child)| Some((*name, child.id()?)))
             .collect()
     }
 

@@ -19,6 +19,8 @@ const PANEL: f64 = 220.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const COLOURS: [&str; 4] = ["#2563eb", "#6b7280", "#16a34a", "#dc2626"];
+/// The dashed lines of the limits, in the order given.
+const LIMIT_COLOURS: [&str; 3] = ["#16a34a", "#6b7280", "#d97706"];
 
 /// The chart as an SVG document.
 pub(crate) fn svg(chart: &Chart) -> String {
@@ -42,7 +44,7 @@ pub(crate) fn svg(chart: &Chart) -> String {
     line(&mut out, &chart.seconds, &chart.throughput, (top, throughput_max, max_second), COLOURS[0]);
     let mut legend = vec![("credited / s", COLOURS[0])];
     for (i, (label, value)) in chart.limits.iter().enumerate() {
-        let colour = if i == 0 { COLOURS[2] } else { COLOURS[1] };
+        let colour = LIMIT_COLOURS[i % LIMIT_COLOURS.len()];
         let y = top + PANEL - value / throughput_max * PANEL;
         let _ = writeln!(
             out,

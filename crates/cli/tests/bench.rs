@@ -1,5 +1,6 @@
 //! A few-second smoke run of `txbank bench`: it measures (nothing here asserts on
-//! speed) and every transfer it made must be credited exactly once.
+//! speed), reports memory and CPU time of every part, and every transfer it made must
+//! be credited exactly once.
 
 use std::process::Command;
 
@@ -23,5 +24,13 @@ fn a_short_benchmark_credits_every_transfer_exactly_once() {
             report["peak_memory_mib"][part].as_f64().unwrap_or(0.0) > 0.0,
             "no memory for {part}: {report:#}"
         );
+        assert!(
+            report["cpu_ms_per_transfer"][part].as_f64().unwrap_or(0.0) > 0.0,
+            "no CPU time for {part}: {report:#}"
+        );
     }
+    let cpu_bound = report["cpu_bound_per_s"].as_f64().unwrap();
+    assert!(cpu_bound > 0.0, "{report:#}");
+    let busy = report["machine_busy"].as_f64().unwrap();
+    assert!(busy > 0.0 && busy <= 1.0, "{report:#}");
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs `txbank bench` for SECONDS (default 600) at CONCURRENCY (default 8) and prints the
-# resident memory (VmRSS, MiB) of each bank and of the broker every 30 s, to show whether
-# memory grows over a long run. Usage: scripts/memory-run.sh [SECONDS] [CONCURRENCY]
+# resident memory (MiB) of each bank and of the broker every 30 s, to show whether memory
+# grows over a long run: each bank's VmRSS, and its two parts, its own memory (RssAnon)
+# and pages of files it maps (RssFile, mostly the txbank binary's code).
+# Usage: scripts/memory-run.sh [SECONDS] [CONCURRENCY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
@@ -12,12 +14,19 @@ dir="$(mktemp -d)"
 "$CARGO_TARGET_DIR/release/txbank" bench --duration "$seconds" --concurrency "$concurrency" \
   --reference-seconds 1 --data-dir "$dir/run" --out "$dir/report.json" >"$dir/bench.out" 2>/dev/null &
 bench=$!
-rss() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo "-"; }
-echo "second bank1 bank2 broker (VmRSS MiB)"
+# MiB of each named field of /proc/PID/status, joined by "/".
+mib() {
+  local pid=$1; shift
+  awk -v want="$*" 'BEGIN { n = split(want, f, " ") } { v[$1] = $2 }
+    END { for (i = 1; i <= n; i++) printf "%s%.1f", (i > 1 ? "/" : ""), v[f[i] ":"] / 1024 }' \
+    "/proc/$pid/status" 2>/dev/null || echo "-"
+}
+bank() { mib "$(pgrep -f "bank --preset $1" | head -1)" VmRSS RssAnon RssFile; }
+echo "second bank1 bank2 (VmRSS/RssAnon/RssFile MiB) broker (VmRSS MiB)"
 for ((t = 30; t <= seconds + 30; t += 30)); do
   sleep 30
   kill -0 "$bench" 2>/dev/null || break
-  echo "$t $(rss "$(pgrep -f 'bank --preset bank1' | head -1)") $(rss "$(pgrep -f 'bank --preset bank2' | head -1)") $(rss "$(pgrep -f 'txbank broker' | head -1)")"
+  echo "$t $(bank bank1) $(bank bank2) $(mib "$(pgrep -f 'txbank broker' | head -1)" VmRSS)"
 done
 wait "$bench" || true
 tail -12 "$dir/bench.out"

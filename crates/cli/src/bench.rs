@@ -26,7 +26,7 @@ use txbank_messaging::{ensure_topic, MqClient, MqSettings};
 use txbank_storage::{create_mysql_database, drop_mysql_database, Store};
 
 use crate::chaos::{run_folder, sqlite_url, CheckBack, System};
-use crate::process_stats::{cpu_seconds, own_cpu_seconds, peak_memory_kib, MachineCpu};
+use crate::process_stats::{cpu_seconds, peak_memory_kib, MachineCpu};
 
 /// The topic the broker's reference sends go to; nothing consumes it.
 const REFERENCE_TOPIC: &str = "txbank_bench_reference";
@@ -456,7 +456,7 @@ impl CpuReading {
             .into_iter()
             .filter_map(|(part, pid)| Some((part, cpu_seconds(pid)?)))
             .collect();
-        seconds.extend(own_cpu_seconds().map(|own| (LOAD_GENERATOR, own)));
+        seconds.extend(cpu_seconds(std::process::id()).map(|own| (LOAD_GENERATOR, own)));
         CpuReading {
             seconds,
             machine: MachineCpu::now(),

@@ -6,11 +6,6 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     cpu_seconds_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// CPU time (user + system) this process has used so far, in seconds.
-pub(crate) fn own_cpu_seconds() -> Option<f64> {
-    cpu_seconds(std::process::id())
-}
-
 /// Peak resident memory (VmHWM) of process `pid`, in KiB.
 pub(crate) fn peak_memory_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -102,7 +97,7 @@ mod tests {
 
     #[test]
     fn this_process_and_the_machine_can_be_read() {
-        assert!(own_cpu_seconds().is_some_and(|seconds| seconds >= 0.0));
+        assert!(cpu_seconds(std::process::id()).is_some_and(|seconds| seconds >= 0.0));
         assert!(peak_memory_kib(std::process::id()).is_some_and(|kib| kib > 0));
         assert!(MachineCpu::now().is_some_and(|cpu| cpu.total >= cpu.busy && cpu.total > 0));
     }

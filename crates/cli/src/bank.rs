@@ -49,7 +49,8 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
             tracing::info!(%bank, account = %no, %balance, "opened account");
         }
     }
-    let settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
+    let mut settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
+    settings.transfers_per_message = config.messaging.transfers_per_message;
     let routes = Routes::new(config.routes()?);
     for topic in routes.topics() {
         ensure_topic_queues(mq, &settings, topic, config.messaging.topic_queues).await?;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use txbank_api::ApiToken;
 use txbank_domain::{AccountName, AccountNo, BankId, Money};
-use txbank_messaging::{MessageKey, DEFAULT_TOPIC_QUEUES};
+use txbank_messaging::{MessageKey, DEFAULT_TOPIC_QUEUES, DEFAULT_TRANSFERS_PER_MESSAGE};
 
 /// Everything one bank process needs. Every bank both sends and receives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +68,13 @@ pub struct MessagingConfig {
     /// docs/PERFORMANCE.md).
     #[serde(default = "default_topic_queues")]
     pub topic_queues: u32,
+    /// Most transfers to one bank that go in one message when they wait for it at the
+    /// same time (the more load, the more share a message; the broker and both banks
+    /// then do one message's work for all). 1 sends each transfer alone, in the seed's
+    /// shape, for a destination that is the seed's Java bank2; more need the receiving
+    /// bank to be txbank from the version that reads them (body version 3).
+    #[serde(default = "default_transfers_per_message")]
+    pub transfers_per_message: usize,
 }
 
 /// The seed's defaults: where money goes when a request or message does not say.
@@ -123,6 +130,9 @@ pub struct BankOverrides {
     /// Queues of the topics the bank creates (`messaging.topic_queues`).
     #[arg(long, env = "TXBANK_TOPIC_QUEUES")]
     pub topic_queues: Option<u32>,
+    /// Most transfers in one message (`messaging.transfers_per_message`).
+    #[arg(long, env = "TXBANK_TRANSFERS_PER_MESSAGE")]
+    pub transfers_per_message: Option<usize>,
 }
 
 /// The secrets a bank needs. They come from files or the environment, never from the
@@ -141,6 +151,14 @@ fn default_max_connections() -> u32 {
 fn default_topic_queues() -> u32 {
     DEFAULT_TOPIC_QUEUES
 }
+
+fn default_transfers_per_message() -> usize {
+    DEFAULT_TRANSFERS_PER_MESSAGE
+}
+
+/// Most transfers `messaging.transfers_per_message` may ask for: one local transaction
+/// debits them all.
+const MAX_TRANSFERS_PER_MESSAGE: usize = 64;
 
 /// Most queues `messaging.topic_queues` may ask for: each is a consume queue the broker
 /// keeps and every consumer pulls.
@@ -198,6 +216,7 @@ impl BankConfig {
                     consumer_group: "consumer_group_txmsg_bank1".into(),
                     inbound_topic: BANK1_TOPIC.into(),
                     topic_queues: default_topic_queues(),
+                    transfers_per_message: default_transfers_per_message(),
                 },
                 "bank2",
                 SEED_TOPIC,
@@ -216,6 +235,7 @@ impl BankConfig {
                     consumer_group: SEED_CONSUMER_GROUP.into(),
                     inbound_topic: SEED_TOPIC.into(),
                     topic_queues: default_topic_queues(),
+                    transfers_per_message: default_transfers_per_message(),
                 },
                 "bank1",
                 BANK1_TOPIC,
@@ -283,6 +303,9 @@ impl BankConfig {
         }
         if let Some(queues) = overrides.topic_queues {
             config.messaging.topic_queues = queues;
+        }
+        if let Some(transfers) = overrides.transfers_per_message {
+            config.messaging.transfers_per_message = transfers;
         }
         config.validate()?;
         Ok(config)
@@ -372,6 +395,12 @@ impl BankConfig {
             bail!(
                 "messaging.topic_queues = {} must be 1 to {MAX_TOPIC_QUEUES}",
                 self.messaging.topic_queues
+            );
+        }
+        if !(1..=MAX_TRANSFERS_PER_MESSAGE).contains(&self.messaging.transfers_per_message) {
+            bail!(
+                "messaging.transfers_per_message = {} must be 1 to {MAX_TRANSFERS_PER_MESSAGE}",
+                self.messaging.transfers_per_message
             );
         }
         Ok(())
@@ -475,6 +504,24 @@ mod tests {
         for refused in [0, 65] {
             let error = load(Some(refused)).unwrap_err().to_string();
             assert!(error.contains("messaging.topic_queues"), "{error}");
+        }
+    }
+
+    #[test]
+    fn transfers_per_message_default_to_32_and_must_be_1_to_64() {
+        let load = |transfers| {
+            let overrides = BankOverrides {
+                transfers_per_message: transfers,
+                ..Default::default()
+            };
+            BankConfig::load(None, Some("bank1"), Path::new("d"), &overrides)
+        };
+        assert_eq!(load(None).unwrap().messaging.transfers_per_message, 32);
+        assert_eq!(load(Some(1)).unwrap().messaging.transfers_per_message, 1);
+        assert_eq!(load(Some(64)).unwrap().messaging.transfers_per_message, 64);
+        for refused in [0, 65] {
+            let error = load(Some(refused)).unwrap_err().to_string();
+            assert!(error.contains("messaging.transfers_per_message"), "{error}");
         }
     }
 

@@ -60,6 +60,47 @@ async fn crash_between_local_commit_and_commit_is_committed_by_check_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn crash_between_a_shared_local_commit_and_commit_is_committed_by_check_back() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1
+        .start_with(&[("TXBANK_CRASH_AT", "after-shared-local-commit")])
+        .await;
+
+    // Enough at once that several share a message; bank1 dies once such a message's
+    // transfers are debited, before it commits the message.
+    let answers = bank1
+        .post_transfers_at_once(
+            (0..40)
+                .map(|_| json!({"from": "1", "to": "2", "amount": "1"}))
+                .collect(),
+        )
+        .await;
+    assert!(answers.iter().any(|(status, _)| *status == 0), "bank1 never died");
+    bank1.kill();
+    bank1.start().await;
+
+    let outgoing = bank1.outgoing().await;
+    let debited = outgoing.iter().filter(|(_, state)| state != "rolled_back").count();
+    assert!(
+        debited >= 2,
+        "the shared message's transfers were not debited: {outgoing:?}"
+    );
+    assert!(
+        bank2.balance_becomes("2", &format!("{debited}.00")).await,
+        "check-back never committed the shared message"
+    );
+    let settled = eventually(|| async {
+        let report = audit_is_clean(&bank2, &bank1);
+        counts(&report, &["in_flight"]) == [0]
+    })
+    .await;
+    assert!(settled, "transfers stayed in flight");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["credited"]), [debited as u64]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn crash_after_credit_before_acknowledgement_credits_once() {
     let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank1.start().await;

@@ -118,3 +118,42 @@ async fn a_retried_request_with_the_same_idempotency_key_debits_once() {
     assert_eq!(reused["error"]["code"], "idempotency_key_reused");
     assert_eq!(bank1.balance("1").await, "9992.75");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_sent_at_the_same_moment_share_messages_and_a_refusal_stays_its_own() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1.start().await;
+    bank2.start().await;
+
+    // 40 transfers of 1.00 from Zhang San, and 4 of 2,000.00 from Wang Wu, whose
+    // 5,000.00 cover only two of them.
+    let small = (0..40).map(|_| json!({"from": "1", "to": "2", "amount": "1"}));
+    let large = (0..4).map(|_| json!({"from": "3", "to": "2", "amount": "2000"}));
+    let answers = bank1.post_transfers_at_once(small.chain(large).collect()).await;
+
+    let (small, large) = answers.split_at(40);
+    assert!(small.iter().all(|(status, _)| *status == 201), "{small:?}");
+    let mut statuses: Vec<u16> = large.iter().map(|(status, _)| *status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [201, 201, 422, 422], "{large:?}");
+    for (_, refused) in large.iter().filter(|(status, _)| *status == 422) {
+        assert_eq!(refused["error"]["code"], "insufficient_funds", "{refused}");
+    }
+    assert_eq!(bank1.balance("1").await, "9960.00");
+    assert_eq!(bank1.balance("3").await, "1000.00");
+    assert!(
+        bank2.balance_becomes("2", "4040.00").await,
+        "not every debit was credited"
+    );
+
+    let messages = bank1
+        .metric("txbank_broker_call_seconds_count{bank=\"bank1\",operation=\"transactional_send\"}")
+        .await
+        .expect("bank1 counts its transactional sends");
+    assert!(
+        messages < 42.0,
+        "42 debited transfers took {messages} messages: none were shared"
+    );
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["rolled_back", "credited", "in_flight"]), [2, 42, 0]);
+}

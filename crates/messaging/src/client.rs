@@ -20,16 +20,21 @@ pub struct MqSettings {
     /// The key every message sent is signed with; `None` sends unsigned messages, as
     /// the seed's Java services do (only `txbank publish` may).
     pub signing_key: Option<MessageKey>,
+    /// Most transfers to one bank carried by one message (1 sends each in the seed's
+    /// shape, which the seed's Java consumer reads).
+    pub transfers_per_message: usize,
 }
 
 impl MqSettings {
-    /// Settings for the name-server list `namesrv_addr`, signing with `signing_key`, and
-    /// a send timeout of 3 s.
+    /// Settings for the name-server list `namesrv_addr`, signing with `signing_key`, a
+    /// send timeout of 3 s, and up to [`DEFAULT_TRANSFERS_PER_MESSAGE`] transfers per
+    /// message.
     pub fn new(namesrv_addr: String, signing_key: Option<MessageKey>) -> MqSettings {
         MqSettings {
             namesrv_addr,
             send_timeout: Duration::from_secs(3),
             signing_key,
+            transfers_per_message: DEFAULT_TRANSFERS_PER_MESSAGE,
         }
     }
 
@@ -46,6 +51,9 @@ impl MqSettings {
         }
     }
 }
+
+/// Most transfers to one bank in one message, unless configured otherwise.
+pub const DEFAULT_TRANSFERS_PER_MESSAGE: usize = 32;
 
 /// Callbacks that may wait for a free callback thread, per thread.
 const CALLBACK_QUEUE_PER_THREAD: usize = 16;

@@ -130,11 +130,10 @@ struct InboundListener {
 enum Pending {
     /// Nothing to commit: applied (true) or to be delivered again (false).
     Done(bool),
-    /// A credit, queued at `started`.
-    Credit {
-        transfer: Transfer,
+    /// A message's credits, queued at `started`.
+    Credits {
+        credits: Vec<(Transfer, Answer<CreditOutcome>)>,
         started: Instant,
-        credited: Answer<CreditOutcome>,
     },
     /// A message's settlement reports from `reporter`, queued at `started`.
     Settle {
@@ -163,7 +162,7 @@ impl InboundListener {
             verdict => return Pending::Done(self.set_aside(msg, SetAside::Unauthenticated, &format!("{verdict:?}"))),
         }
         match wire::decode(&body, &self.acceptance.seed) {
-            Ok(Inbound::Transfer(transfer)) => self.start_credit(transfer, msg),
+            Ok(Inbound::Transfers(transfers)) => self.start_credits(transfers, msg),
             Ok(Inbound::Settlements { from_bank, reports }) => self.start_settle(from_bank, reports),
             Err(error) => Pending::Done(self.set_aside(msg, SetAside::Unreadable, &error.to_string())),
         }
@@ -174,15 +173,15 @@ impl InboundListener {
     fn finish(&self, pending: Pending, msg: &MessageExt) -> bool {
         match pending {
             Pending::Done(applied) => applied,
-            Pending::Credit {
-                transfer,
-                started,
-                credited,
-            } => {
-                let credited = self.runtime.block_on(credited);
+            Pending::Credits { credits, started } => {
+                let mut applied = true;
+                for (transfer, credited) in credits {
+                    let credited = self.runtime.block_on(credited);
+                    applied &= self.credited(&transfer, credited, msg);
+                }
                 self.counters
                     .observe(Timing::Database(DbCall::Credit), started.elapsed());
-                self.credited(&transfer, credited, msg)
+                applied
             }
             Pending::Settle {
                 reporter,
@@ -192,25 +191,34 @@ impl InboundListener {
         }
     }
 
-    fn start_credit(&self, transfer: Transfer, msg: &MessageExt) -> Pending {
-        if transfer.to_bank != *self.store.bank() {
-            return Pending::Done(self.set_aside(
-                msg,
-                SetAside::Misrouted,
-                &format!("transfer {} is for bank {}", transfer.tx_no, transfer.to_bank),
-            ));
+    /// Queues the credits of a message's transfers, unless one is not for this bank or
+    /// comes from a bank with no route back (the message is then set aside whole).
+    fn start_credits(&self, transfers: Vec<Transfer>, msg: &MessageExt) -> Pending {
+        for transfer in &transfers {
+            if transfer.to_bank != *self.store.bank() {
+                return Pending::Done(self.set_aside(
+                    msg,
+                    SetAside::Misrouted,
+                    &format!("transfer {} is for bank {}", transfer.tx_no, transfer.to_bank),
+                ));
+            }
+            if !self.acceptance.routes.reaches(&transfer.from_bank) {
+                let detail = format!(
+                    "transfer {} comes from bank {}, which has no route",
+                    transfer.tx_no, transfer.from_bank
+                );
+                return Pending::Done(self.set_aside(msg, SetAside::Misrouted, &detail));
+            }
         }
-        if !self.acceptance.routes.reaches(&transfer.from_bank) {
-            let detail = format!(
-                "transfer {} comes from bank {}, which has no route",
-                transfer.tx_no, transfer.from_bank
-            );
-            return Pending::Done(self.set_aside(msg, SetAside::Misrouted, &detail));
-        }
-        Pending::Credit {
+        Pending::Credits {
             started: Instant::now(),
-            credited: self.commits.credit(transfer.clone()),
-            transfer,
+            credits: transfers
+                .into_iter()
+                .map(|transfer| {
+                    let credited = self.commits.credit(transfer.clone());
+                    (transfer, credited)
+                })
+                .collect(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! What can go wrong on the RocketMQ side.
 
 /// A messaging failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MessagingError {
     /// The RocketMQ client refused or failed an operation (broker unreachable, timeout...).
     #[error("RocketMQ {operation} failed: {message}")]

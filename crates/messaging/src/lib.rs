@@ -36,7 +36,7 @@ pub mod signing;
 mod topics;
 pub mod wire;
 
-pub use client::{MqClient, MqSettings};
+pub use client::{MqClient, MqSettings, DEFAULT_TRANSFERS_PER_MESSAGE};
 pub use consumer::{Acceptance, CreditConsumer};
 pub use error::MessagingError;
 pub use probe::BrokerProbe;

@@ -70,7 +70,7 @@ impl DbCall {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerCall {
     /// A transactional send without its local transaction: the half message and the
-    /// commit or rollback.
+    /// commit or rollback, one per message whatever the number of transfers it carries.
     TransactionalSend,
     /// A settlement report's plain send.
     SettlementSend,

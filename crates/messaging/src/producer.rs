@@ -2,6 +2,7 @@
 //! answer to the broker's check-back.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,8 +15,10 @@ use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::{MessageConst, MessageTrait};
 use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, info_span, warn, Instrument};
-use txbank_domain::{IdempotencyKey, Transfer};
+use txbank_domain::{BankId, IdempotencyKey, Transfer};
 use txbank_storage::{DebitOutcome, StorageError, Store};
 
 use crate::group_commit::DebitGroup;
@@ -23,7 +26,9 @@ use crate::metrics::{BrokerCall, Counters, DbCall, Event, Timing};
 use crate::signing::{self, MessageKey};
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
-use txbank_storage::faults::{crash_point, AFTER_LOCAL_COMMIT, ANSWERING_CHECK_BACK, BEFORE_LOCAL_TRANSACTION};
+use txbank_storage::faults::{
+    crash_point, AFTER_LOCAL_COMMIT, AFTER_SHARED_LOCAL_COMMIT, ANSWERING_CHECK_BACK, BEFORE_LOCAL_TRANSACTION,
+};
 
 /// How a transfer ended from the sender's point of view, once `send` returns.
 #[derive(Debug)]
@@ -37,22 +42,34 @@ pub enum SendOutcome {
     Pending,
 }
 
+/// Messages of transfers on their way at once, per bank process. A request that finds
+/// them all on their way waits for the next, and goes with the others waiting then: the
+/// more load, the more transfers per message.
+const MESSAGES_IN_FLIGHT: usize = 4;
+
 /// Sends transfers as RocketMQ transactional messages to their destination bank's
 /// topic and runs the debit as their local transaction (producer group
 /// `producer_group_txmsg_bank1` for bank1 by default).
 ///
 /// The steps are RocketMQ's own (`TransactionMQProducer::send_message_in_transaction`):
 /// a half message, then the local transaction, then COMMIT or ROLLBACK, and a listener
-/// that answers the broker's check-backs. Only the local transaction runs differently:
-/// RocketMQ's producer would run it as a synchronous callback on one of its blocking
-/// threads, which would wait for the group commit; here the sending task awaits the
-/// group commit itself, which spares two thread hand-overs per transfer.
+/// that answers the broker's check-backs. Two things differ. RocketMQ's producer would
+/// run the local transaction as a synchronous callback on one of its blocking threads,
+/// which would wait for the group commit; here the sending task awaits it, which spares
+/// two thread hand-overs per transfer. And transfers that wait for a message at the same
+/// time (up to [`MqSettings::transfers_per_message`]) go to their bank in one message,
+/// whose local transaction debits them all or none: see [`Sender::send_together`].
 pub struct TransferProducer {
-    producer: DefaultMQProducer,
-    local: Arc<LocalTransaction>,
-    routes: Routes,
-    signer: Option<MessageKey>,
-    counters: Arc<Counters>,
+    queue: mpsc::UnboundedSender<Request>,
+    batching: JoinHandle<()>,
+    sender: Arc<Sender>,
+}
+
+/// A transfer waiting for its message, and where its outcome goes.
+struct Request {
+    transfer: Transfer,
+    key: Option<IdempotencyKey>,
+    reply: oneshot::Sender<Result<SendOutcome, MessagingError>>,
 }
 
 impl TransferProducer {
@@ -94,27 +111,229 @@ impl TransferProducer {
             .start()
             .await
             .map_err(|e| MessagingError::client("producer start", e))?;
-        Ok(TransferProducer {
+        let sender = Arc::new(Sender {
             producer,
             local,
             routes,
             signer: settings.signing_key.clone(),
             counters,
+        });
+        let (queue, queued) = mpsc::unbounded_channel();
+        let batching = tokio::spawn(send_as_queued(
+            Arc::clone(&sender),
+            queued,
+            settings.transfers_per_message.max(1),
+        ));
+        Ok(TransferProducer {
+            queue,
+            batching,
+            sender,
         })
     }
 
     /// Where this producer can send.
     pub fn routes(&self) -> &Routes {
-        &self.routes
+        &self.sender.routes
     }
 
     /// Sends `transfer`: half message first, then the local debit, then COMMIT or
     /// ROLLBACK. An error means the half message was not stored and nothing moved.
     pub async fn send(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> Result<SendOutcome, MessagingError> {
+        self.sender.routes.topic(&transfer.to_bank)?;
+        let (reply, outcome) = oneshot::channel();
+        let request = Request {
+            transfer: transfer.clone(),
+            key: key.cloned(),
+            reply,
+        };
+        let stopped = || MessagingError::client("transactional send", "the producer is shutting down");
+        self.queue.send(request).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Stops the producer; in-flight sends finish first.
+    pub async fn shutdown(self) {
+        let TransferProducer {
+            queue,
+            batching,
+            sender,
+        } = self;
+        drop(queue);
+        let _ = batching.await;
+        let Ok(Sender { mut producer, .. }) = Arc::try_unwrap(sender) else {
+            warn!("a transfer is still being sent; the producer is left running");
+            return;
+        };
+        producer.shutdown().await;
+        if let Some(inner) = producer.default_mq_producer_impl() {
+            inner.destroy_transaction_env().await;
+        }
+    }
+}
+
+/// Takes the transfers queued for messages, up to `per_message` at a time, and sends
+/// them, with at most [`MESSAGES_IN_FLIGHT`] takes on their way at once. Ends when the
+/// queue is closed and every take is sent.
+async fn send_as_queued(sender: Arc<Sender>, mut queued: mpsc::UnboundedReceiver<Request>, per_message: usize) {
+    let mut in_flight = JoinSet::new();
+    let mut taken = Vec::with_capacity(per_message);
+    loop {
+        while in_flight.try_join_next().is_some() {}
+        if in_flight.len() >= MESSAGES_IN_FLIGHT {
+            in_flight.join_next().await;
+            continue;
+        }
+        if queued.recv_many(&mut taken, per_message).await == 0 {
+            break;
+        }
+        in_flight.spawn(Arc::clone(&sender).send_all(std::mem::take(&mut taken)));
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// The producer and what its sends need, shared by the sending tasks.
+struct Sender {
+    producer: DefaultMQProducer,
+    local: Arc<LocalTransaction>,
+    routes: Routes,
+    signer: Option<MessageKey>,
+    counters: Arc<Counters>,
+}
+
+impl Sender {
+    /// Sends `requests` in one message per destination bank, answering each.
+    async fn send_all(self: Arc<Self>, requests: Vec<Request>) {
+        let mut per_bank: BTreeMap<BankId, Vec<Request>> = BTreeMap::new();
+        for request in requests {
+            per_bank
+                .entry(request.transfer.to_bank.clone())
+                .or_default()
+                .push(request);
+        }
+        let mut messages = JoinSet::new();
+        for requests in per_bank.into_values() {
+            messages.spawn(Arc::clone(&self).send_message(requests));
+        }
+        while messages.join_next().await.is_some() {}
+    }
+
+    /// Sends `requests` (all to one bank) in one message, or each in its own when they
+    /// cannot be debited together.
+    async fn send_message(self: Arc<Self>, mut requests: Vec<Request>) {
+        if requests.len() == 1 {
+            let Request { transfer, key, reply } = requests.remove(0);
+            let _ = reply.send(self.send_one(&transfer, key).await);
+            return;
+        }
+        match self.send_together(&requests).await {
+            Ok(true) => {
+                for request in requests {
+                    let _ = request.reply.send(Ok(SendOutcome::Debited(DebitOutcome::Debited)));
+                }
+            }
+            Ok(false) => {
+                let mut alone = JoinSet::new();
+                for Request { transfer, key, reply } in requests {
+                    let sender = Arc::clone(&self);
+                    alone.spawn(async move {
+                        let _ = reply.send(sender.send_one(&transfer, key).await);
+                    });
+                }
+                while alone.join_next().await.is_some() {}
+            }
+            Err(error) => {
+                for request in requests {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Sends one transfer in a message of its own, in the seed's shape; its local
+    /// transaction is queued with the other lone transfers' debits (group commit).
+    async fn send_one(&self, transfer: &Transfer, key: Option<IdempotencyKey>) -> Result<SendOutcome, MessagingError> {
+        let message = self.half_message(std::slice::from_ref(transfer))?;
+        let started = Instant::now();
+        let half = self
+            .send_half(&message)
+            .instrument(info_span!("transfer.send", tx_no = %transfer.tx_no))
+            .await?;
+        let mut broker_time = started.elapsed();
+        let (state, outcome) = self.local.run(transfer, key).await;
+        let ending = Instant::now();
+        self.end(&message, &half, state).await;
+        broker_time += ending.elapsed();
+        self.counters
+            .observe(Timing::Broker(BrokerCall::TransactionalSend), broker_time);
+        Ok(outcome)
+    }
+
+    /// Sends the transfers of `requests` in one message whose local transaction debits
+    /// them all in one database transaction: true when it committed and the message with
+    /// it. False when it did not (a transfer refused, a conflict, a failure, or an
+    /// outcome not known): the message is rolled back, and each transfer is then to be
+    /// sent on its own, whose local transaction finds out whether it was debited, so a
+    /// refusal stays the refused transfer's alone and no debit is left without its
+    /// message. An error means the half message was not stored and nothing moved.
+    ///
+    /// Should the broker check back on such a message, it is committed if every one of
+    /// its transfers is debited (by it, or each in its own message: the destination
+    /// absorbs the second delivery), and rolled back otherwise.
+    async fn send_together(&self, requests: &[Request]) -> Result<bool, MessagingError> {
+        let debits: Vec<(Transfer, Option<IdempotencyKey>)> = requests
+            .iter()
+            .map(|request| (request.transfer.clone(), request.key.clone()))
+            .collect();
+        let transfers: Vec<Transfer> = debits.iter().map(|(transfer, _)| transfer.clone()).collect();
+        let message = self.half_message(&transfers)?;
+        let started = Instant::now();
+        let half = self
+            .send_half(&message)
+            .instrument(info_span!("transfers.send", transfers = transfers.len()))
+            .await?;
+        let mut broker_time = started.elapsed();
+        crash_point(BEFORE_LOCAL_TRANSACTION);
+        let debiting = Instant::now();
+        let debited = self.local.store.debit_together(&debits).await;
+        self.counters
+            .observe(Timing::Database(DbCall::Debit), debiting.elapsed());
+        let committed = match debited {
+            Ok(committed) => committed,
+            Err(error) => {
+                warn!(%error, transfers = transfers.len(), "debit of a message's transfers failed; sending each alone");
+                false
+            }
+        };
+        if committed {
+            crash_point(AFTER_LOCAL_COMMIT);
+            crash_point(AFTER_SHARED_LOCAL_COMMIT);
+        }
+        let state = match committed {
+            true => LocalTransactionState::CommitMessage,
+            false => LocalTransactionState::RollbackMessage,
+        };
+        let ending = Instant::now();
+        self.end(&message, &half, state).await;
+        broker_time += ending.elapsed();
+        self.counters
+            .observe(Timing::Broker(BrokerCall::TransactionalSend), broker_time);
+        if committed {
+            for transfer in &transfers {
+                self.counters.record(Event::Debited);
+                info!(tx_no = %transfer.tx_no, from = %transfer.from, to = %transfer.to, amount = %transfer.amount, "debited");
+            }
+        }
+        Ok(committed)
+    }
+
+    /// The half message carrying `transfers` (at least one, all to one bank), keyed by
+    /// each one's `tx_no`.
+    fn half_message(&self, transfers: &[Transfer]) -> Result<Message, MessagingError> {
+        let keys: Vec<&str> = transfers.iter().map(|transfer| transfer.tx_no.as_str()).collect();
         let mut message = signing::message(
-            self.routes.topic(&transfer.to_bank)?,
-            transfer.tx_no.as_str(),
-            wire::encode(transfer),
+            self.routes.topic(&transfers[0].to_bank)?,
+            &keys.join(MessageConst::KEY_SEPARATOR),
+            wire::encode_transfers(transfers),
             self.signer.as_ref(),
         )?;
         message.put_property(
@@ -125,30 +344,26 @@ impl TransferProducer {
             CheetahString::from_static_str(MessageConst::PROPERTY_PRODUCER_GROUP),
             self.producer.producer_group(),
         );
-        let started = Instant::now();
+        Ok(message)
+    }
+
+    /// Stores `message` as a half message.
+    async fn send_half(&self, message: &Message) -> Result<SendResult, MessagingError> {
         // RocketMQ's send is a future of tens of kilobytes: boxed, this one stays small.
         let half = Box::pin(self.producer.send(message.clone()))
-            .instrument(info_span!("transfer.send", tx_no = %transfer.tx_no))
             .await
             .map_err(|e| MessagingError::client("transactional send", e))?
             .ok_or_else(|| MessagingError::client("transactional send", "the broker gave no send result"))?;
-        let mut broker_time = started.elapsed();
         if half.send_status != SendStatus::SendOk {
             // Stored, but not as durably as asked: RocketMQ rolls such a half message back
             // without running the local transaction, and so does this.
-            self.end(&message, &half, LocalTransactionState::RollbackMessage).await;
+            self.end(message, &half, LocalTransactionState::RollbackMessage).await;
             return Err(MessagingError::client(
                 "transactional send",
                 format!("{:?}", half.send_status),
             ));
         }
-        let (state, outcome) = self.local.run(transfer, key.cloned()).await;
-        let ending = Instant::now();
-        self.end(&message, &half, state).await;
-        broker_time += ending.elapsed();
-        self.counters
-            .observe(Timing::Broker(BrokerCall::TransactionalSend), broker_time);
-        Ok(outcome)
+        Ok(half)
     }
 
     /// Tells the broker to commit or roll back the half message `half` answered, as
@@ -163,14 +378,6 @@ impl TransferProducer {
         shared(&**inner);
         if let Err(error) = CheckedSend(Box::pin(inner.end_transaction(message, half, state, None))).await {
             warn!(%error, verdict = ?state, "cannot end the transaction now; the broker will check back");
-        }
-    }
-
-    /// Stops the producer; in-flight sends finish first.
-    pub async fn shutdown(mut self) {
-        self.producer.shutdown().await;
-        if let Some(inner) = self.producer.default_mq_producer_impl() {
-            inner.destroy_transaction_env().await;
         }
     }
 }
@@ -250,10 +457,13 @@ impl TransactionListener for LocalTransaction {
         LocalTransactionState::Unknown
     }
 
+    /// Settles each transfer of the message: COMMIT when every one is debited, ROLLBACK
+    /// when none can be any more (a transfer rolled back is not debited later), UNKNOWN
+    /// when one cannot be settled now.
     fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
         let body = msg.get_body().map(|b| b.as_ref()).unwrap_or_default();
-        let transfer = match wire::decode(body, &self.seed) {
-            Ok(Inbound::Transfer(transfer)) => transfer,
+        let transfers = match wire::decode(body, &self.seed) {
+            Ok(Inbound::Transfers(transfers)) => transfers,
             Ok(Inbound::Settlements { .. }) => {
                 error!(msg_id = %msg.msg_id(), "check-back for settlement reports, which are never sent as a half message; rolling back");
                 return LocalTransactionState::RollbackMessage;
@@ -266,9 +476,20 @@ impl TransactionListener for LocalTransaction {
             }
         };
         let started = Instant::now();
-        let state = self
-            .runtime
-            .block_on(self.settle(&transfer, "no local commit when the broker checked back"));
+        let states: Vec<LocalTransactionState> = transfers
+            .iter()
+            .map(|transfer| {
+                self.runtime
+                    .block_on(self.settle(transfer, "no local commit when the broker checked back"))
+            })
+            .collect();
+        let state = if states.iter().all(|s| *s == LocalTransactionState::CommitMessage) {
+            LocalTransactionState::CommitMessage
+        } else if states.contains(&LocalTransactionState::Unknown) {
+            LocalTransactionState::Unknown
+        } else {
+            LocalTransactionState::RollbackMessage
+        };
         self.counters
             .observe(Timing::Database(DbCall::CheckBack), started.elapsed());
         self.counters.record(Event::CheckBack(match state {
@@ -277,7 +498,9 @@ impl TransactionListener for LocalTransaction {
             LocalTransactionState::Unknown => None,
         }));
         crash_point(ANSWERING_CHECK_BACK);
-        info!(tx_no = %transfer.tx_no, verdict = ?state, "answered check-back");
+        for (transfer, own) in transfers.iter().zip(&states) {
+            info!(tx_no = %transfer.tx_no, verdict = ?state, debited = (*own == LocalTransactionState::CommitMessage), "answered check-back");
+        }
         state
     }
 }

@@ -9,6 +9,16 @@
 //! the receiving bank's default account, as the seed's bank2 does. The amount is read
 //! from its exact JSON text, never through a float.
 //!
+//! Under load bank1 carries several transfers to the same bank in one message (version
+//! 3), each element a transfer's `accountChange` and destination account; a lone transfer
+//! still goes in the seed's shape:
+//!
+//! ```json
+//! {"transfers":[{"accountChange":{"accountNo":"1","amount":0.01,"txNo":"…"},"toAccountNo":"2"},
+//!               {"accountChange":{"accountNo":"3","amount":5,"txNo":"…"},"toAccountNo":"2"}],
+//!  "fromBank":"bank1","toBank":"bank2","version":3}
+//! ```
+//!
 //! Settlement reports go back from the destination to the sender on the sender's inbound
 //! topic, as many as the relay has for that bank in one message (version 2):
 //!
@@ -25,12 +35,15 @@ use serde_json::value::RawValue;
 use txbank_domain::{AccountNo, Amount, BankId, Party, Settlement, Transfer, TxNo};
 
 /// The highest body format version this build reads.
-pub const VERSION: u32 = SETTLEMENTS_VERSION;
+pub const VERSION: u32 = TRANSFERS_VERSION;
 /// The version of a transfer's body (the seed's shape and our fields beside it).
 const TRANSFER_VERSION: u32 = 1;
 /// The version of a body holding a list of settlement reports; builds that read only
 /// version 1 refuse it as too new instead of misreading it.
 const SETTLEMENTS_VERSION: u32 = 2;
+/// The version of a body holding several transfers; builds that read only versions 1
+/// and 2 refuse it as too new.
+const TRANSFERS_VERSION: u32 = 3;
 
 /// Why a message body was refused.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +73,9 @@ pub struct SeedDefaults {
 /// A message a bank receives on its inbound topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    /// Money for one of this bank's accounts.
-    Transfer(Transfer),
+    /// Money for this bank's accounts: one transfer, or several from one bank (at least
+    /// one).
+    Transfers(Vec<Transfer>),
     /// What a destination did with transfers this bank sent.
     Settlements {
         /// The bank that reports.
@@ -76,6 +90,8 @@ pub enum Inbound {
 struct Body<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     account_change: Option<AccountChange<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    transfers: Option<Vec<TransferItem<'a>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     settlement: Option<SettlementBody>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +115,15 @@ struct AccountChange<'a> {
     tx_no: String,
 }
 
+/// One transfer of a version 3 body.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransferItem<'a> {
+    #[serde(borrow)]
+    account_change: AccountChange<'a>,
+    to_account_no: String,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SettlementBody {
@@ -108,23 +133,78 @@ struct SettlementBody {
     reason: Option<String>,
 }
 
-/// Encodes a transfer as a message body.
+/// Encodes a transfer as a message body, in the seed's shape.
 pub fn encode(transfer: &Transfer) -> Vec<u8> {
-    let amount = RawValue::from_string(transfer.amount.to_string()).expect("a decimal is valid JSON");
+    let amount = raw_amount(transfer);
     let body = Body {
-        account_change: Some(AccountChange {
-            account_no: transfer.from.to_string(),
-            amount: &amount,
-            tx_no: transfer.tx_no.to_string(),
-        }),
-        settlement: None,
-        settlements: None,
-        from_bank: Some(transfer.from_bank.to_string()),
+        account_change: Some(account_change(transfer, &amount)),
         to_bank: Some(transfer.to_bank.to_string()),
         to_account_no: Some(transfer.to.to_string()),
-        version: Some(TRANSFER_VERSION),
+        ..Body::empty(&transfer.from_bank, TRANSFER_VERSION)
     };
     serde_json::to_vec(&body).expect("a transfer always serialises")
+}
+
+/// Encodes transfers from one bank to one bank as one message body: a lone transfer in
+/// the seed's shape, several as version 3.
+///
+/// # Panics
+/// If `transfers` is empty or its transfers do not all go from and to the same banks.
+pub fn encode_transfers(transfers: &[Transfer]) -> Vec<u8> {
+    let [first, rest @ ..] = transfers else {
+        panic!("a message carries at least one transfer");
+    };
+    if rest.is_empty() {
+        return encode(first);
+    }
+    assert!(
+        rest.iter()
+            .all(|t| t.from_bank == first.from_bank && t.to_bank == first.to_bank),
+        "the transfers of one message go from and to the same banks"
+    );
+    let amounts: Vec<Box<RawValue>> = transfers.iter().map(raw_amount).collect();
+    let items = transfers
+        .iter()
+        .zip(&amounts)
+        .map(|(transfer, amount)| TransferItem {
+            account_change: account_change(transfer, amount),
+            to_account_no: transfer.to.to_string(),
+        })
+        .collect();
+    let body = Body {
+        transfers: Some(items),
+        to_bank: Some(first.to_bank.to_string()),
+        ..Body::empty(&first.from_bank, TRANSFERS_VERSION)
+    };
+    serde_json::to_vec(&body).expect("transfers always serialise")
+}
+
+fn raw_amount(transfer: &Transfer) -> Box<RawValue> {
+    RawValue::from_string(transfer.amount.to_string()).expect("a decimal is valid JSON")
+}
+
+fn account_change<'a>(transfer: &Transfer, amount: &'a RawValue) -> AccountChange<'a> {
+    AccountChange {
+        account_no: transfer.from.to_string(),
+        amount,
+        tx_no: transfer.tx_no.to_string(),
+    }
+}
+
+impl Body<'_> {
+    /// A body of `version` from `from_bank`, with nothing else in it yet.
+    fn empty(from_bank: &BankId, version: u32) -> Self {
+        Body {
+            account_change: None,
+            transfers: None,
+            settlement: None,
+            settlements: None,
+            from_bank: Some(from_bank.to_string()),
+            to_bank: None,
+            to_account_no: None,
+            version: Some(version),
+        }
+    }
 }
 
 /// Encodes settlement reports from `from_bank`, each a transfer and what became of it,
@@ -148,13 +228,8 @@ pub fn encode_settlements<'a>(
         })
         .collect();
     let body = Body {
-        account_change: None,
-        settlement: None,
         settlements: Some(reports),
-        from_bank: Some(from_bank.to_string()),
-        to_bank: None,
-        to_account_no: None,
-        version: Some(SETTLEMENTS_VERSION),
+        ..Body::empty(from_bank, SETTLEMENTS_VERSION)
     };
     serde_json::to_vec(&body).expect("settlement reports always serialise")
 }
@@ -169,50 +244,71 @@ pub fn decode(bytes: &[u8], seed: &SeedDefaults) -> Result<Inbound, WireError> {
         Some(bank) => BankId::parse(bank).map_err(invalid("fromBank"))?,
         None => seed.sender.clone(),
     };
-    match (body.account_change, body.settlement, body.settlements) {
-        (Some(change), None, None) => {
-            let amount_text = change.amount.get();
-            if amount_text.starts_with('"') {
-                return Err(WireError::Invalid {
-                    field: "amount",
-                    reason: "must be a JSON number".into(),
-                });
-            }
+    let to_bank = || match &body.to_bank {
+        Some(bank) => BankId::parse(bank).map_err(invalid("toBank")),
+        None => Ok(seed.receiver.clone()),
+    };
+    match (body.account_change, body.transfers, body.settlement, body.settlements) {
+        (Some(change), None, None, None) => {
+            let to_account = match &body.to_account_no {
+                Some(to) => AccountNo::parse(to).map_err(invalid("toAccountNo"))?,
+                None => seed.account.clone(),
+            };
             let to = Party {
-                bank: match body.to_bank {
-                    Some(bank) => BankId::parse(&bank).map_err(invalid("toBank"))?,
-                    None => seed.receiver.clone(),
-                },
-                account: match body.to_account_no {
-                    Some(to) => AccountNo::parse(&to).map_err(invalid("toAccountNo"))?,
-                    None => seed.account.clone(),
-                },
+                bank: to_bank()?,
+                account: to_account,
             };
-            let from = Party {
-                bank: from_bank,
-                account: AccountNo::parse(&change.account_no).map_err(invalid("accountNo"))?,
-            };
-            let transfer = Transfer::new(
-                TxNo::parse(&change.tx_no).map_err(invalid("txNo"))?,
-                from,
-                to,
-                Amount::parse(amount_text).map_err(invalid("amount"))?,
-            )
-            .map_err(invalid("toAccountNo"))?;
-            Ok(Inbound::Transfer(transfer))
+            Ok(Inbound::Transfers(vec![decode_transfer(change, &from_bank, to)?]))
         }
-        (None, Some(report), None) => Ok(Inbound::Settlements {
+        (None, Some(items), None, None) if !items.is_empty() && body.to_account_no.is_none() => {
+            let to_bank = to_bank()?;
+            let transfers = items
+                .into_iter()
+                .map(|item| {
+                    let to = Party {
+                        bank: to_bank.clone(),
+                        account: AccountNo::parse(&item.to_account_no).map_err(invalid("toAccountNo"))?,
+                    };
+                    decode_transfer(item.account_change, &from_bank, to)
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Inbound::Transfers(transfers))
+        }
+        (None, None, Some(report), None) => Ok(Inbound::Settlements {
             from_bank,
             reports: vec![decode_report(report)?],
         }),
-        (None, None, Some(reports)) if !reports.is_empty() => Ok(Inbound::Settlements {
+        (None, None, None, Some(reports)) if !reports.is_empty() => Ok(Inbound::Settlements {
             from_bank,
             reports: reports.into_iter().map(decode_report).collect::<Result<_, _>>()?,
         }),
         _ => Err(WireError::Malformed(
-            "expected exactly one of accountChange, settlement and a non-empty settlements".into(),
+            "expected exactly one of accountChange, a non-empty transfers, settlement and a non-empty settlements"
+                .into(),
         )),
     }
+}
+
+/// One transfer from `from_bank`'s account in `change` to `to`.
+fn decode_transfer(change: AccountChange, from_bank: &BankId, to: Party) -> Result<Transfer, WireError> {
+    let amount_text = change.amount.get();
+    if amount_text.starts_with('"') {
+        return Err(WireError::Invalid {
+            field: "amount",
+            reason: "must be a JSON number".into(),
+        });
+    }
+    let from = Party {
+        bank: from_bank.clone(),
+        account: AccountNo::parse(&change.account_no).map_err(invalid("accountNo"))?,
+    };
+    Transfer::new(
+        TxNo::parse(&change.tx_no).map_err(invalid("txNo"))?,
+        from,
+        to,
+        Amount::parse(amount_text).map_err(invalid("amount"))?,
+    )
+    .map_err(invalid("toAccountNo"))
 }
 
 fn decode_report(report: SettlementBody) -> Result<(TxNo, Settlement), WireError> {
@@ -252,8 +348,8 @@ mod tests {
 
     fn transfer_in(inbound: Inbound) -> Transfer {
         match inbound {
-            Inbound::Transfer(transfer) => transfer,
-            other => panic!("not a transfer: {other:?}"),
+            Inbound::Transfers(mut transfers) if transfers.len() == 1 => transfers.remove(0),
+            other => panic!("not one transfer: {other:?}"),
         }
     }
 
@@ -287,7 +383,36 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["accountChange"]["accountNo"], "1");
         assert!(json["accountChange"]["amount"].is_number());
-        assert_eq!(decode(&bytes, &seed()).unwrap(), Inbound::Transfer(transfer));
+        assert_eq!(
+            decode(&bytes, &seed()).unwrap(),
+            Inbound::Transfers(vec![transfer.clone()])
+        );
+        assert_eq!(
+            encode_transfers(&[transfer]),
+            bytes,
+            "a lone transfer keeps the seed's shape"
+        );
+    }
+
+    #[test]
+    fn round_trips_several_transfers_in_one_body() {
+        let transfers: Vec<Transfer> = [("1", "2", "0.01"), ("3", "9", "12345.67")]
+            .into_iter()
+            .map(|(from, to, amount)| {
+                Transfer::new(
+                    TxNo::generate(),
+                    party("bank1", from),
+                    party("bank2", to),
+                    Amount::parse(amount).unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        let bytes = encode_transfers(&transfers);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["version"], 3);
+        assert!(json["transfers"][1]["accountChange"]["amount"].is_number());
+        assert_eq!(decode(&bytes, &seed()).unwrap(), Inbound::Transfers(transfers));
     }
 
     #[test]
@@ -345,7 +470,12 @@ mod tests {
             br#"{"settlements":[],"fromBank":"bank2","version":2}"#,
             br#"{"settlements":[{"txNo":"t","outcome":"credited"},{"txNo":"u","outcome":"lost"}],"version":2}"#,
             br#"{"settlements":[{"txNo":"t","outcome":"credited"}],"settlement":{"txNo":"u","outcome":"credited"}}"#,
-            br#"{"settlements":[{"txNo":"t","outcome":"credited"}],"version":3}"#,
+            br#"{"settlements":[{"txNo":"t","outcome":"credited"}],"version":4}"#,
+            br#"{"transfers":[],"fromBank":"bank1","toBank":"bank2","version":3}"#,
+            br#"{"transfers":[{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"}}],"version":3}"#,
+            br#"{"transfers":[{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"toAccountNo":"2"},{"accountChange":{"accountNo":"1","amount":-1,"txNo":"u"},"toAccountNo":"2"}],"version":3}"#,
+            br#"{"transfers":[{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"toAccountNo":"2"}],"toAccountNo":"2","version":3}"#,
+            br#"{"transfers":[{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"toAccountNo":"2"}],"accountChange":{"accountNo":"1","amount":1,"txNo":"u"}}"#,
             br#"{"settlement":{"txNo":"t","outcome":"credited"},"accountChange":{"accountNo":"1","amount":1,"txNo":"t"}}"#,
             br#"{}"#,
         ];

@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 pub const BEFORE_LOCAL_TRANSACTION: &str = "before-local-transaction";
 /// Crash: after the local transaction commits, before COMMIT is sent to the broker.
 pub const AFTER_LOCAL_COMMIT: &str = "after-local-commit";
+/// Crash: after the local transaction of a message carrying several transfers commits,
+/// before COMMIT is sent to the broker.
+pub const AFTER_SHARED_LOCAL_COMMIT: &str = "after-shared-local-commit";
 /// Crash: after the destination's credit commits, before the message is acknowledged.
 pub const AFTER_CREDIT_COMMIT: &str = "after-credit-commit";
 /// Crash or failure: inside the local transaction, after the debit, before its commit.

@@ -353,9 +353,11 @@ impl Store {
         outcomes
     }
 
-    /// The common case of [`Store::debit_all`] in one transaction: true when committed,
-    /// false (nothing changed) when a transfer needs to be debited on its own.
-    async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
+    /// Debits every transfer of `requests` in one transaction, or none: true when
+    /// committed, false (nothing changed) when any is refused or conflicts (a transfer
+    /// or idempotency key seen before, a source that cannot cover its part of the sum)
+    /// and needs to be debited on its own. The common case of [`Store::debit_all`].
+    pub async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut script = Script::default();

@@ -233,7 +233,15 @@ impl Cluster {
     pub fn publish(&self, body: &str, key: &str, key_file: Option<&Path>, times: u32) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
         command
-            .args(["publish", "--namesrv-addr", &self.namesrv_addr, "--body", body, "--key", key])
+            .args([
+                "publish",
+                "--namesrv-addr",
+                &self.namesrv_addr,
+                "--body",
+                body,
+                "--key",
+                key,
+            ])
             .args(["--times", &times.to_string()])
             .env_remove("TXBANK_MESSAGE_KEY_FILE");
         if let Some(key_file) = key_file {
@@ -345,6 +353,46 @@ impl Bank {
     /// `POST /transfers` with a JSON body.
     pub async fn post_transfer(&self, body: Value) -> (u16, Value) {
         self.post("/transfers", body).await
+    }
+
+    /// `POST /transfers` with each of `bodies`, all at once; the answers in order, each
+    /// `(0, null)` when the bank did not answer.
+    pub async fn post_transfers_at_once(&self, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+        let client = reqwest::Client::new();
+        let sends: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let request = client.post(format!("{}/transfers", self.url())).json(&body);
+                tokio::spawn(async move {
+                    match request.bearer_auth(API_TOKEN).send().await {
+                        Ok(response) => (response.status().as_u16(), response.json().await.unwrap_or(Value::Null)),
+                        Err(_) => (0, Value::Null),
+                    }
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for sent in sends {
+            answers.push(sent.await.expect("the request's task"));
+        }
+        answers
+    }
+
+    /// The value of the Prometheus series that `series` names exactly (name and
+    /// labels), as `GET /metrics` shows it.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let metrics = reqwest::Client::new()
+            .get(format!("{}/metrics", self.url()))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("bank answers")
+            .text()
+            .await
+            .expect("metrics are text");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// Waits until the transfer `tx_no` this bank sent is in `state`; its last view

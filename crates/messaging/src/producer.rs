@@ -44,8 +44,10 @@ pub enum SendOutcome {
 
 /// Messages of transfers on their way at once, per bank process. A request that finds
 /// them all on their way waits for the next, and goes with the others waiting then: the
-/// more load, the more transfers per message.
-const MESSAGES_IN_FLIGHT: usize = 4;
+/// more load, the more transfers per message. With 2 one message's local transaction
+/// runs while the next one's half message is sent; more made smaller messages, each
+/// waiting for SQLite's one writer (docs/PERFORMANCE.md, change 26).
+const MESSAGES_IN_FLIGHT: usize = 2;
 
 /// Sends transfers as RocketMQ transactional messages to their destination bank's
 /// topic and runs the debit as their local transaction (producer group

@@ -17,6 +17,8 @@ pub struct Money(i64);
 impl Money {
     /// Zero.
     pub const ZERO: Money = Money(0);
+    /// The most a balance holds: 99,999,999.99.
+    pub const MAX: Money = Money(MAX_CENTS);
 
     /// Money from whole cents; refuses negative values and values above 99,999,999.99.
     pub fn from_cents(cents: i64) -> Result<Self, DomainError> {

@@ -28,7 +28,8 @@ pub struct DeadLetter {
     /// RocketMQ's message id.
     pub msg_id: String,
     /// The message key: the transfer's `tx_no` for txbank's and the seed's messages;
-    /// for a message of settlement reports, each report's `tx_no`, space-separated.
+    /// for a message of several transfers or of settlement reports, each one's `tx_no`,
+    /// space-separated.
     pub key: String,
     /// How many times it had been redelivered.
     pub reconsumed: i32,

@@ -60,7 +60,7 @@ const MESSAGES_IN_FLIGHT: usize = 2;
 /// which would wait for the group commit; here the sending task awaits it, which spares
 /// two thread hand-overs per transfer. And transfers that wait for a message at the same
 /// time (up to [`MqSettings::transfers_per_message`]) go to their bank in one message,
-/// whose local transaction debits them all or none: see [`Sender::send_together`].
+/// whose local transaction debits them all or none (see `Sender::send_together`).
 pub struct TransferProducer {
     queue: mpsc::UnboundedSender<Request>,
     batching: JoinHandle<()>,
@@ -138,8 +138,9 @@ impl TransferProducer {
         &self.sender.routes
     }
 
-    /// Sends `transfer`: half message first, then the local debit, then COMMIT or
-    /// ROLLBACK. An error means the half message was not stored and nothing moved.
+    /// Sends `transfer`, alone or with others that wait at the same moment: half message
+    /// first, then the local debit, then COMMIT or ROLLBACK. An error means the half
+    /// message was not stored and nothing moved.
     pub async fn send(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> Result<SendOutcome, MessagingError> {
         self.sender.routes.topic(&transfer.to_bank)?;
         let (reply, outcome) = oneshot::channel();
@@ -148,9 +149,11 @@ impl TransferProducer {
             key: key.cloned(),
             reply,
         };
-        let stopped = || MessagingError::client("transactional send", "the producer is shutting down");
-        self.queue.send(request).map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        self.queue
+            .send(request)
+            .map_err(|_| MessagingError::client("transactional send", "the producer is shutting down"))?;
+        // No answer means its sending task ended midway: the check-back settles it.
+        outcome.await.unwrap_or(Ok(SendOutcome::Pending))
     }
 
     /// Stops the producer; in-flight sends finish first.

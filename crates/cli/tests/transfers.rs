@@ -121,7 +121,16 @@ async fn a_retried_request_with_the_same_idempotency_key_debits_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_sent_at_the_same_moment_share_messages_and_a_refusal_stays_its_own() {
-    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    share_messages_and_refuse_alone(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_share_messages_on_mariadb_too() {
+    share_messages_and_refuse_alone(Db::MySql).await;
+}
+
+async fn share_messages_and_refuse_alone(db: Db) {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(db).await;
     bank1.start().await;
     bank2.start().await;
 

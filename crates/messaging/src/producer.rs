@@ -224,21 +224,26 @@ impl Sender {
 
     /// Sends `requests` (all to one bank) in one message, or each in its own when they
     /// cannot be debited together.
-    async fn send_message(self: Arc<Self>, mut requests: Vec<Request>) {
-        if requests.len() == 1 {
-            let Request { transfer, key, reply } = requests.remove(0);
-            let _ = reply.send(self.send_one(&transfer, key).await);
+    async fn send_message(self: Arc<Self>, requests: Vec<Request>) {
+        let (mut debits, mut replies): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .map(|Request { transfer, key, reply }| ((transfer, key), reply))
+            .unzip();
+        if debits.len() == 1 {
+            if let (Some((transfer, key)), Some(reply)) = (debits.pop(), replies.pop()) {
+                let _ = reply.send(self.send_one(&transfer, key).await);
+            }
             return;
         }
-        match self.send_together(&requests).await {
+        match self.send_together(&debits).await {
             Ok(true) => {
-                for request in requests {
-                    let _ = request.reply.send(Ok(SendOutcome::Debited(DebitOutcome::Debited)));
+                for reply in replies {
+                    let _ = reply.send(Ok(SendOutcome::Debited(DebitOutcome::Debited)));
                 }
             }
             Ok(false) => {
                 let mut alone = JoinSet::new();
-                for Request { transfer, key, reply } in requests {
+                for ((transfer, key), reply) in debits.into_iter().zip(replies) {
                     let sender = Arc::clone(&self);
                     alone.spawn(async move {
                         let _ = reply.send(sender.send_one(&transfer, key).await);
@@ -247,8 +252,8 @@ impl Sender {
                 while alone.join_next().await.is_some() {}
             }
             Err(error) => {
-                for request in requests {
-                    let _ = request.reply.send(Err(error.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
@@ -273,7 +278,7 @@ impl Sender {
         Ok(outcome)
     }
 
-    /// Sends the transfers of `requests` in one message whose local transaction debits
+    /// Sends the transfers of `debits` in one message whose local transaction debits
     /// them all in one database transaction: true when it committed and the message with
     /// it. False when it did not (a transfer refused, a conflict, a failure, or an
     /// outcome not known): the message is rolled back, and each transfer is then to be
@@ -284,11 +289,7 @@ impl Sender {
     /// Should the broker check back on such a message, it is committed if every one of
     /// its transfers is debited (by it, or each in its own message: the destination
     /// absorbs the second delivery), and rolled back otherwise.
-    async fn send_together(&self, requests: &[Request]) -> Result<bool, MessagingError> {
-        let debits: Vec<(Transfer, Option<IdempotencyKey>)> = requests
-            .iter()
-            .map(|request| (request.transfer.clone(), request.key.clone()))
-            .collect();
+    async fn send_together(&self, debits: &[(Transfer, Option<IdempotencyKey>)]) -> Result<bool, MessagingError> {
         let transfers: Vec<Transfer> = debits.iter().map(|(transfer, _)| transfer.clone()).collect();
         let message = self.half_message(&transfers)?;
         let started = Instant::now();
@@ -299,7 +300,7 @@ impl Sender {
         let mut broker_time = started.elapsed();
         crash_point(BEFORE_LOCAL_TRANSACTION);
         let debiting = Instant::now();
-        let debited = self.local.store.debit_together(&debits).await;
+        let debited = self.local.store.debit_together(debits).await;
         self.counters
             .observe(Timing::Database(DbCall::Debit), debiting.elapsed());
         let committed = match debited {

@@ -1,6 +1,7 @@
 //! Identifiers of transfers: the transaction number and the client's idempotency key.
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::account::is_identifier;
 use crate::DomainError;
@@ -11,9 +12,16 @@ use crate::DomainError;
 pub struct TxNo(String);
 
 impl TxNo {
-    /// A fresh random transaction number (UUID v4).
+    /// A fresh transaction number: a UUID v7, which begins with the time it was made in
+    /// milliseconds and goes on with 74 random bits. Numbers made later sort later, so
+    /// the databases' indexes on them grow at one end instead of at random places
+    /// (docs/PERFORMANCE.md, change 28).
     pub fn generate() -> Self {
-        TxNo(uuid::Uuid::new_v4().to_string())
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let tail: &[u8; 10] = random[..10].try_into().expect("a UUID has 16 bytes");
+        TxNo(uuid::Builder::from_unix_timestamp_millis(millis, tail).into_uuid().to_string())
     }
 
     /// Parses a transaction number received from a client or a message.
@@ -69,6 +77,15 @@ mod tests {
     fn generated_numbers_parse_back() {
         let tx = TxNo::generate();
         assert_eq!(TxNo::parse(tx.as_str()).unwrap(), tx);
+    }
+
+    #[test]
+    fn numbers_made_later_sort_later() {
+        for _ in 0..20 {
+            let earlier = TxNo::generate();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            assert!(earlier < TxNo::generate());
+        }
     }
 
     #[test]

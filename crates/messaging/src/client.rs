@@ -40,10 +40,13 @@ impl MqSettings {
 
     /// The client configuration every producer and consumer starts from: this name
     /// server list, with routes refreshed and heartbeats sent every 10 s (the client's
-    /// minimum).
+    /// minimum), and one instance name per process, so that a process's producers and
+    /// consumers share one RocketMQ client instance (its connections, route tables and
+    /// pending-request table) instead of each starting its own.
     pub(crate) fn client_config(&self) -> ClientConfig {
         ClientConfig {
             namesrv_addr: Some(self.namesrv_addr.clone().into()),
+            instance_name: format!("txbank#{}", std::process::id()).into(),
             poll_name_server_interval: 10_000,
             // Re-register with a restarted broker soon, so its check-backs find a producer.
             heartbeat_broker_interval: 10_000,

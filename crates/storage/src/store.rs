@@ -687,39 +687,29 @@ impl Store {
             .collect()
     }
 
-    /// Removes settlement reports from the outbox once the broker stored them. On SQLite
-    /// one `DELETE ... IN (...)` per 500 reports, each its own transaction (one call to
-    /// the database and one durable commit; a crash between two leaves reports that are
-    /// sent again, which their receiver absorbs). On MySQL one transaction in which each
-    /// row goes by its own primary-key `DELETE`: one `DELETE ... IN (...)` locks the gaps
-    /// between the keys on InnoDB, and deadlocked with the credits inserting new reports
-    /// meanwhile.
+    /// Removes settlement reports from the outbox once the broker stored them: one
+    /// `DELETE ... IN (...)` per 500 reports, each its own transaction (one call to the
+    /// database and one durable commit; a crash between two leaves reports that are sent
+    /// again, which their receiver absorbs). On MySQL at `READ COMMITTED`: at InnoDB's
+    /// default `REPEATABLE READ` such a `DELETE` locks the gaps between its keys, and
+    /// deadlocked with the credits inserting new reports meanwhile.
     pub async fn settlements_sent(&self, tx_nos: &[TxNo]) -> StorageResult<()> {
         if tx_nos.is_empty() {
             return Ok(());
         }
         let _turn = self.write_turn().await;
-        match self.engine {
-            Engine::Sqlite => {
-                for chunk in tx_nos.chunks(500) {
-                    let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({})", placeholders(chunk.len()));
-                    let mut removing = sqlx::query(&statement).persistent(false);
-                    for tx_no in chunk {
-                        removing = removing.bind(tx_no.as_str());
-                    }
-                    removing.execute(&self.pool).await?;
-                }
+        for chunk in tx_nos.chunks(500) {
+            let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({})", placeholders(chunk.len()));
+            let mut removing = sqlx::query(&statement).persistent(false);
+            for tx_no in chunk {
+                removing = removing.bind(tx_no.as_str());
             }
-            Engine::MySql => {
-                let mut tx = self.pool.begin().await?;
-                for tx_no in tx_nos {
-                    sqlx::query("DELETE FROM settlement_outbox WHERE tx_no = ?")
-                        .bind(tx_no.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
+            let mut conn = self.pool.acquire().await?;
+            if self.engine == Engine::MySql {
+                // Applies to the next transaction of this connection only: the DELETE.
+                conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
             }
+            removing.execute(&mut *conn).await?;
         }
         Ok(())
     }

@@ -319,6 +319,41 @@ async fn a_credit_queues_its_credited_report_in_the_same_transaction() {
     }
 }
 
+/// On InnoDB, removing reports with one `DELETE ... IN (...)` at `REPEATABLE READ`
+/// deadlocked with the credits here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_reports_are_removed_while_credits_queue_new_ones() {
+    for (engine, store, _dir) in stores().await {
+        let crediting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..150 {
+                    let batch: Vec<Delivery> = (0..20).map(|_| Delivery::Transfer(transfer("0.01"))).collect();
+                    store.apply_deliveries(&batch).await.unwrap();
+                }
+            })
+        };
+        let mut removed = 0;
+        while removed < 3000 {
+            let sent: Vec<TxNo> = store
+                .pending_settlements(100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|report| report.tx_no)
+                .collect();
+            store
+                .settlements_sent(&sent)
+                .await
+                .unwrap_or_else(|error| panic!("{engine}: {error}"));
+            removed += sent.len();
+        }
+        crediting.await.unwrap();
+        assert!(store.pending_settlements(10).await.unwrap().is_empty(), "{engine}");
+        assert_eq!(balance(&store, "2").await, "30.00", "{engine}");
+    }
+}
+
 /// A "credited" report from bank2 about `t`.
 fn credited_report(t: &Transfer) -> Delivery {
     Delivery::Settlement {

@@ -26,7 +26,7 @@ use clap::Parser;
 use cli::{Cli, Command, LogFormat};
 
 fn main() -> Result<()> {
-    tune_malloc();
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
@@ -165,22 +165,13 @@ fn dlq(action: &cli::DlqAction, group: &str, topic: &str, namesrv_addr: String) 
     outcome
 }
 
-/// Sets glibc's allocator for a long-running service (measured in docs/PERFORMANCE.md,
-/// changes 31 and earlier):
-/// - two arenas: glibc gives threads that allocate at once arenas of their own, up to
-///   eight per core, and a bank's callback threads would keep many of them;
-/// - fixed mmap and trim thresholds of 256 KiB: by default glibc raises both when a
-///   large block is freed (to 4 and 8 MiB once RocketMQ's client frees its first 4 MiB
-///   tables at start), after which a heap never gives back the free memory at its top
-///   and a bank's resident memory creeps up to the highest its transient use ever
-///   reached. Fixed, every heap returns what is free above 256 KiB at its top.
-fn tune_malloc() {
-    const THRESHOLD: libc::c_int = 256 * 1024;
-    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
+/// glibc gives threads that allocate at once arenas of their own, up to eight per core,
+/// and a bank's callback threads would keep many of them: two arenas keep a bank's
+/// resident memory near what it uses (measured in docs/PERFORMANCE.md).
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -20,6 +21,9 @@ use crate::config::BankConfig;
 
 /// Threads for RocketMQ's synchronous callbacks: each holds one database transaction.
 const CALLBACK_THREADS: usize = 64;
+
+/// How often a bank gives the memory its allocator holds free back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the bank until SIGINT/SIGTERM.
 pub fn run(config: BankConfig) -> Result<()> {
@@ -108,9 +112,11 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     println!("{bank} listening on http://{}", listener.local_addr()?);
     let app = txbank_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let trimming = tokio::spawn(give_back_free_memory());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    trimming.abort();
 
     tracing::info!(%bank, "draining");
     consumer.shutdown().await;
@@ -123,6 +129,22 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// Every [`TRIM_EVERY`], asks glibc to return the pages it holds free (`malloc_trim`).
+/// glibc keeps freed memory for reuse and gives back only what is free at a heap's top,
+/// so a burst of allocations would stay resident after it: after a broker refused 12 %
+/// of sends for nine seconds, bank1 kept 16 MiB more than usual (66 MiB resident) until
+/// a trim gave back 10 (docs/PERFORMANCE.md, change 32).
+async fn give_back_free_memory() {
+    let mut every = tokio::time::interval(TRIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // SAFETY: malloc_trim only hands free pages back to the kernel, under the
+        // allocator's own locks.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+    }
 }
 
 /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.

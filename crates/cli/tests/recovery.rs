@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{audit_is_clean, counts, eventually, Cluster, Db, API_TOKEN};
+use support::{audit_is_clean, counts, eventually, send, Cluster, Db, API_TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {
@@ -257,6 +257,39 @@ async fn killing_the_broker_in_the_middle_of_a_burst_leaves_every_transfer_settl
     assert!(debited > 0, "no transfer went through before the broker was killed");
     assert_eq!(debited, credited);
     assert_eq!(bank2.balance("2").await, format!("{debited}.00"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_pause_longer_than_the_send_timeout_delays_a_transfer_but_does_not_fail_it() {
+    let (mut cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1.start().await;
+    bank2.start().await;
+    bank1.pay("1").await;
+    assert!(bank2.balance_becomes("2", "1.00").await);
+
+    // The half message's first attempt waits in the paused broker past the 3 s send
+    // timeout; a later one is stored once the broker goes on.
+    cluster.pause_broker();
+    let url = bank1.url();
+    let transfer = tokio::spawn(async move {
+        send(
+            reqwest::Client::new()
+                .post(format!("{url}/transfers"))
+                .bearer_auth(API_TOKEN)
+                .json(&json!({"from": "1", "to": "2", "amount": "2"})),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.resume_broker();
+
+    let (status, body) = transfer.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert!(bank1.metric("txbank_half_messages_resent_total{bank=\"bank1\"}").await >= Some(1.0));
+    assert!(bank2.balance_becomes("2", "3.00").await);
+    assert_eq!(bank1.balance("1").await, "9997.00");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited"]), [2, 2]);
 }
 
 /// Runs the futures concurrently and waits for all of them.

@@ -138,6 +138,7 @@ impl Histogram {
 pub struct Counters {
     debited: AtomicU64,
     rolled_back: AtomicU64,
+    half_messages_resent: AtomicU64,
     check_backs_commit: AtomicU64,
     check_backs_rollback: AtomicU64,
     check_backs_unknown: AtomicU64,
@@ -159,6 +160,8 @@ pub enum Event {
     Debited,
     /// A local transaction was refused or failed, and its message rolled back.
     RolledBack,
+    /// A half message the broker did not store was sent again.
+    HalfMessageResent,
     /// A check-back answered COMMIT, ROLLBACK or UNKNOWN (`Some(true)`, `Some(false)`,
     /// `None`).
     CheckBack(Option<bool>),
@@ -182,6 +185,7 @@ impl Counters {
         let counter = match event {
             Event::Debited => &self.debited,
             Event::RolledBack => &self.rolled_back,
+            Event::HalfMessageResent => &self.half_messages_resent,
             Event::CheckBack(Some(true)) => &self.check_backs_commit,
             Event::CheckBack(Some(false)) => &self.check_backs_rollback,
             Event::CheckBack(None) => &self.check_backs_unknown,
@@ -222,6 +226,11 @@ impl Counters {
                 (",outcome=\"debited\"", get(&self.debited)),
                 (",outcome=\"rolled_back\"", get(&self.rolled_back)),
             ],
+        );
+        family(
+            "txbank_half_messages_resent_total",
+            "Half messages sent again after the broker did not store them (busy, paused, unreachable).",
+            &[("", get(&self.half_messages_resent))],
         );
         family(
             "txbank_check_backs_total",

@@ -7,10 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cheetah_string::CheetahString;
-use rocketmq_client_rust::{DefaultMQProducer, LocalTransactionState, SendResult, SendStatus, TransactionListener};
+use rocketmq_client_rust::{
+    ClientError, DefaultMQProducer, LocalTransactionState, SendResult, SendStatus, TransactionListener,
+};
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
 use rocketmq_model::common::message::{MessageConst, MessageTrait};
@@ -48,6 +50,16 @@ pub enum SendOutcome {
 /// runs while the next one's half message is sent; more made smaller messages, each
 /// waiting for SQLite's one writer (docs/PERFORMANCE.md, change 26).
 const MESSAGES_IN_FLIGHT: usize = 2;
+
+/// How long a half message the broker did not store is sent again before the transfers
+/// it carries fail (each attempt itself gives up after the send timeout).
+const HALF_MESSAGE_RETRY_WINDOW: Duration = Duration::from_secs(10);
+
+/// The pause before a half message's second attempt; it doubles with every further one.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The longest pause between two attempts.
+const LAST_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Sends transfers as RocketMQ transactional messages to their destination bank's
 /// topic and runs the debit as their local transaction (producer group
@@ -353,13 +365,38 @@ impl Sender {
         Ok(message)
     }
 
-    /// Stores `message` as a half message.
+    /// Stores `message` as a half message. A failure RocketMQ says may pass (a broker
+    /// busy, paused or restarting, a connection lost, an answer late) is tried again
+    /// after a growing pause for up to [`HALF_MESSAGE_RETRY_WINDOW`], so a broker's
+    /// hiccup costs the transfers time, not a failure: until a half message is stored,
+    /// nothing is debited.
+    ///
+    /// An attempt whose answer was late may still have stored its half message. That
+    /// extra half message is never committed by this producer; the broker checks back
+    /// on it, and the check-back answers from the transfers' state like any other: COMMIT
+    /// when they were debited (the destination absorbs the second delivery), ROLLBACK
+    /// otherwise.
     async fn send_half(&self, message: &Message) -> Result<SendResult, MessagingError> {
-        // RocketMQ's send is a future of tens of kilobytes: boxed, this one stays small.
-        let half = Box::pin(self.producer.send(message.clone()))
-            .await
-            .map_err(|e| MessagingError::client("transactional send", e))?
-            .ok_or_else(|| MessagingError::client("transactional send", "the broker gave no send result"))?;
+        let started = Instant::now();
+        let mut pause = FIRST_RETRY_PAUSE;
+        let half = loop {
+            // RocketMQ's send is a future of tens of kilobytes: boxed, this one stays small.
+            match Box::pin(self.producer.send(message.clone())).await {
+                Ok(Some(half)) => break half,
+                Ok(None) => return Err(MessagingError::client("transactional send", "the broker gave no send result")),
+                Err(error) if may_pass(&error) && started.elapsed() + pause < HALF_MESSAGE_RETRY_WINDOW => {
+                    warn!(%error, broker_code = ?error.broker_response_code(), retry_in_ms = pause.as_millis() as u64,
+                        "half message not stored; sending it again");
+                    self.counters.record(Event::HalfMessageResent);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LAST_RETRY_PAUSE);
+                }
+                Err(error) => {
+                    warn!(%error, broker_code = ?error.broker_response_code(), "half message not stored");
+                    return Err(MessagingError::client("transactional send", error));
+                }
+            }
+        };
         if half.send_status != SendStatus::SendOk {
             // Stored, but not as durably as asked: RocketMQ rolls such a half message back
             // without running the local transaction, and so does this.
@@ -509,6 +546,17 @@ impl TransactionListener for LocalTransaction {
         }
         state
     }
+}
+
+/// True when RocketMQ says `error` may pass by itself, after a pause or on another try
+/// (a broker busy or unreachable, an answer late), rather than needing a different
+/// message, configuration or operator.
+fn may_pass(error: &ClientError) -> bool {
+    // The hint's stable names: its type is not exported by the client crate.
+    !matches!(
+        error.descriptor().recovery_hint().as_str(),
+        "never" | "operator_action" | "refresh_credentials"
+    )
 }
 
 /// A future the compiler cannot see is `Send`, which the caller has checked is.

@@ -69,6 +69,20 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP: the process stays, answering nothing, until `resume`.
+    pub fn pause(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -181,6 +195,17 @@ impl Cluster {
         if let Some(mut broker) = self.broker.take() {
             broker.kill();
         }
+    }
+
+    /// Stops the broker answering (SIGSTOP), as a stalled disk or machine would; its
+    /// connections stay open and what is sent to it waits.
+    pub fn pause_broker(&mut self) {
+        self.broker.as_mut().expect("broker running").pause();
+    }
+
+    /// Lets a paused broker go on.
+    pub fn resume_broker(&mut self) {
+        self.broker.as_mut().expect("broker running").resume();
     }
 
     /// A cluster with bank1 and bank2 on `db`, not started yet.

@@ -27,8 +27,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the bank until SIGINT/SIGTERM.
 pub fn run(config: BankConfig) -> Result<()> {
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let mq = MqClient::build(workers, CALLBACK_THREADS)?;
+    let mq = MqClient::build(config.worker_threads(), CALLBACK_THREADS)?;
     let result = mq.block_on(serve(&mq, config));
     mq.shutdown();
     result

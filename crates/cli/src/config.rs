@@ -24,6 +24,10 @@ pub struct BankConfig {
     /// Most database connections the bank opens.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Threads running the bank's asynchronous work (HTTP, RocketMQ client, handlers);
+    /// unset, [`BankConfig::worker_threads`] chooses from the database engine.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
     /// The RocketMQ name-server list, `;`-separated.
     pub namesrv_addr: String,
     /// This bank's producer group, consumer group and inbound topic.
@@ -133,6 +137,9 @@ pub struct BankOverrides {
     /// Most transfers in one message (`messaging.transfers_per_message`).
     #[arg(long, env = "TXBANK_TRANSFERS_PER_MESSAGE")]
     pub transfers_per_message: Option<usize>,
+    /// Threads for the bank's asynchronous work (`worker_threads`).
+    #[arg(long, env = "TXBANK_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The secrets a bank needs. They come from files or the environment, never from the
@@ -159,6 +166,9 @@ fn default_transfers_per_message() -> usize {
 /// Most transfers `messaging.transfers_per_message` may ask for: one local transaction
 /// debits them all.
 const MAX_TRANSFERS_PER_MESSAGE: usize = 64;
+
+/// Most threads `worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 256;
 
 /// Most queues `messaging.topic_queues` may ask for: each is a consume queue the broker
 /// keeps and every consumer pulls.
@@ -254,6 +264,7 @@ impl BankConfig {
             listen: listen.parse()?,
             database_url,
             max_connections: default_max_connections(),
+            worker_threads: None,
             namesrv_addr: defaults::NAMESRV.into(),
             messaging,
             routes: BTreeMap::from([(peer.to_string(), peer_topic.to_string())]),
@@ -307,8 +318,24 @@ impl BankConfig {
         if let Some(transfers) = overrides.transfers_per_message {
             config.messaging.transfers_per_message = transfers;
         }
+        if let Some(threads) = overrides.worker_threads {
+            config.worker_threads = Some(threads);
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The threads for the bank's asynchronous work: as configured, else one per core
+    /// on MySQL/MariaDB, whose driver works on them, and half as many (at least one) on
+    /// SQLite, whose connections run on threads of their own, so that the workers mostly
+    /// hand work over, and fewer of them hand it over with fewer thread switches
+    /// (docs/PERFORMANCE.md, change 34).
+    pub fn worker_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        self.worker_threads.unwrap_or(match self.database_url.starts_with("sqlite:") {
+            true => (cores / 2).max(1),
+            false => cores,
+        })
     }
 
     /// Reads the secrets: each from its environment variable when set, else from its
@@ -396,6 +423,11 @@ impl BankConfig {
                 "messaging.topic_queues = {} must be 1 to {MAX_TOPIC_QUEUES}",
                 self.messaging.topic_queues
             );
+        }
+        if let Some(threads) = self.worker_threads {
+            if !(1..=MAX_WORKER_THREADS).contains(&threads) {
+                bail!("worker_threads = {threads} must be 1 to {MAX_WORKER_THREADS}");
+            }
         }
         if !(1..=MAX_TRANSFERS_PER_MESSAGE).contains(&self.messaging.transfers_per_message) {
             bail!(
@@ -504,6 +536,27 @@ mod tests {
         for refused in [0, 65] {
             let error = load(Some(refused)).unwrap_err().to_string();
             assert!(error.contains("messaging.topic_queues"), "{error}");
+        }
+    }
+
+    #[test]
+    fn worker_threads_default_to_half_the_cores_on_sqlite_and_all_on_mysql_and_must_be_1_to_256() {
+        let load = |url: &str, threads| {
+            let overrides = BankOverrides {
+                database_url: Some(url.into()),
+                worker_threads: threads,
+                ..Default::default()
+            };
+            BankConfig::load(None, Some("bank1"), Path::new("d"), &overrides)
+        };
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let sqlite = "sqlite://d/bank1.db?mode=rwc";
+        assert_eq!(load(sqlite, None).unwrap().worker_threads(), (cores / 2).max(1));
+        assert_eq!(load("mysql://root@db/bank1", None).unwrap().worker_threads(), cores);
+        assert_eq!(load(sqlite, Some(3)).unwrap().worker_threads(), 3);
+        for refused in [0, 257] {
+            let error = load(sqlite, Some(refused)).unwrap_err().to_string();
+            assert!(error.contains("worker_threads"), "{error}");
         }
     }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use txbank_api::ApiToken;
 use txbank_domain::{AccountName, AccountNo, BankId, Money};
 use txbank_messaging::{MessageKey, DEFAULT_TOPIC_QUEUES, DEFAULT_TRANSFERS_PER_MESSAGE};
+use txbank_storage::Engine;
 
 /// Everything one bank process needs. Every bank both sends and receives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -332,9 +333,9 @@ impl BankConfig {
     /// (docs/PERFORMANCE.md, change 34).
     pub fn worker_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        self.worker_threads.unwrap_or(match self.database_url.starts_with("sqlite:") {
-            true => (cores / 2).max(1),
-            false => cores,
+        self.worker_threads.unwrap_or(match Engine::of(&self.database_url) {
+            Some(Engine::Sqlite) => (cores / 2).max(1),
+            _ => cores,
         })
     }
 

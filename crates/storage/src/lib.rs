@@ -16,5 +16,5 @@ pub mod test_support;
 pub use error::StorageError;
 pub use store::{
     create_mysql_database, drop_mysql_database, redact, AccountRecord, CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome,
-    PendingSettlement, SettlementOutcome, Store, TransferRecord,
+    Engine, PendingSettlement, SettlementOutcome, Store, TransferRecord,
 };

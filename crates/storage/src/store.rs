@@ -19,9 +19,24 @@ const MAX_BALANCE_CENTS: i64 = 9_999_999_999;
 
 /// Which SQL engine a [`Store`] talks to; only schema creation differs between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
+pub enum Engine {
+    /// SQLite, by a `sqlite:` URL.
     Sqlite,
+    /// MySQL or MariaDB, by a `mysql:` or `mariadb:` URL.
     MySql,
+}
+
+impl Engine {
+    /// The engine a database URL names, if any.
+    pub fn of(url: &str) -> Option<Engine> {
+        if url.starts_with("sqlite:") {
+            Some(Engine::Sqlite)
+        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            Some(Engine::MySql)
+        } else {
+            None
+        }
+    }
 }
 
 /// A bank's database: a connection pool plus the statements that read and change it.
@@ -149,11 +164,7 @@ impl Store {
     /// runs in WAL mode with `synchronous=FULL`, so every commit is durable.
     pub async fn connect(bank: BankId, url: &str, max_connections: u32) -> StorageResult<Store> {
         sqlx::any::install_default_drivers();
-        let engine = if url.starts_with("sqlite:") {
-            Engine::Sqlite
-        } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
-            Engine::MySql
-        } else {
+        let Some(engine) = Engine::of(url) else {
             return Err(StorageError::Database(sqlx::Error::Configuration(
                 format!("database URL must start with sqlite: or mysql:, got {:?}", redact(url)).into(),
             )));

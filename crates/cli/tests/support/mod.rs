@@ -63,23 +63,25 @@ impl Process {
 
     /// SIGTERM (a clean stop), and wait for the process to exit.
     pub fn terminate(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
+        self.signal(libc::SIGTERM);
         let _ = self.child.wait();
     }
 
     /// SIGSTOP: the process stays, answering nothing, until `resume`.
     pub fn pause(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGSTOP);
-        }
+        self.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT after `pause`.
     pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Sends the process `signal`.
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill only sends a signal to our own child's process id.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGCONT);
+            libc::kill(self.child.id() as i32, signal);
         }
     }
 

@@ -26,6 +26,19 @@ async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_bank_limits_glibcs_per_thread_caches_and_still_serves_on_its_own_arguments() {
+    let (_cluster, mut bank1, _bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1.start().await;
+
+    let process = bank1.process.as_ref().unwrap();
+    assert_eq!(
+        process.environment_variable("GLIBC_TUNABLES").as_deref(),
+        Some("glibc.malloc.tcache_max=256")
+    );
+    assert_eq!(bank1.balance("1").await, "10000.00");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_whole_flow_runs_on_mariadb_too() {
     let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::MySql).await;
     bank1.start().await;

@@ -55,6 +55,17 @@ impl Process {
         }
     }
 
+    /// The value of `name` in the process's environment as it runs now, which is what
+    /// it started itself with when it replaced its own program (`exec`).
+    pub fn environment_variable(&self, name: &str) -> Option<String> {
+        let environ = std::fs::read(format!("/proc/{}/environ", self.child.id())).ok()?;
+        let prefix = format!("{name}=");
+        environ
+            .split(|byte| *byte == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok())
+            .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_string))
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

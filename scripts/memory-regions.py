@@ -58,12 +58,12 @@ def main():
         time.sleep(period)
         for bank in ("bank1", "bank2"):
             pid = pid_of(bank)
+            if not pid:
+                continue
             try:
-                threads, kib, anon = sample(pid) if pid else (None, None, None)
+                threads, kib, anon = sample(pid)
             except (FileNotFoundError, ProcessLookupError, StopIteration):
-                continue
-            if threads is None:
-                continue
+                continue  # the bank ended while it was read
             mib = " ".join(f"{kib[name] / 1024:.2f}" for name in ("heap", "arena", "stack", "other"))
             print(second, bank, threads, "|", mib, "|", f"{anon / 1024:.2f}", flush=True)
 

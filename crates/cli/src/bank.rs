@@ -19,12 +19,15 @@ use txbank_storage::Store;
 
 use crate::config::BankConfig;
 
+/// Threads for RocketMQ's synchronous callbacks: each holds one database transaction.
+const CALLBACK_THREADS: usize = 64;
+
 /// How often a bank gives the memory its allocator holds free back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the bank until SIGINT/SIGTERM.
 pub fn run(config: BankConfig) -> Result<()> {
-    let mq = MqClient::build(config.worker_threads(), config.callback_threads)?;
+    let mq = MqClient::build(config.worker_threads(), CALLBACK_THREADS)?;
     let result = mq.block_on(serve(&mq, config));
     mq.shutdown();
     result

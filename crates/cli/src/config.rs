@@ -29,10 +29,6 @@ pub struct BankConfig {
     /// unset, [`BankConfig::worker_threads`] chooses from the database engine.
     #[serde(default)]
     pub worker_threads: Option<usize>,
-    /// Threads for RocketMQ's synchronous callbacks (consumed messages, check-backs),
-    /// all started with the bank and kept; each holds one callback at a time.
-    #[serde(default = "default_callback_threads")]
-    pub callback_threads: usize,
     /// The RocketMQ name-server list, `;`-separated.
     pub namesrv_addr: String,
     /// This bank's producer group, consumer group and inbound topic.
@@ -145,9 +141,6 @@ pub struct BankOverrides {
     /// Threads for the bank's asynchronous work (`worker_threads`).
     #[arg(long, env = "TXBANK_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
-    /// Threads for RocketMQ's synchronous callbacks (`callback_threads`).
-    #[arg(long, env = "TXBANK_CALLBACK_THREADS")]
-    pub callback_threads: Option<usize>,
 }
 
 /// The secrets a bank needs. They come from files or the environment, never from the
@@ -161,10 +154,6 @@ pub struct Secrets {
 
 fn default_max_connections() -> u32 {
     8
-}
-
-fn default_callback_threads() -> usize {
-    DEFAULT_CALLBACK_THREADS
 }
 
 fn default_topic_queues() -> u32 {
@@ -181,16 +170,6 @@ const MAX_TRANSFERS_PER_MESSAGE: usize = 64;
 
 /// Most threads `worker_threads` may ask for.
 const MAX_WORKER_THREADS: usize = 256;
-
-/// Callback threads unless configured otherwise. A callback waits a few milliseconds for
-/// its group commit with up to 32 messages: at 64 clients a bank whose pool grew on
-/// demand ran 10 threads in all, and 64 callback threads started up front cost each
-/// bank 3 MiB (docs/PERFORMANCE.md, change 37).
-const DEFAULT_CALLBACK_THREADS: usize = 16;
-
-/// Fewest and most threads `callback_threads` may ask for (RocketMQ's runtime needs one
-/// for each of its three kinds of blocking work).
-const CALLBACK_THREADS: std::ops::RangeInclusive<usize> = 3..=256;
 
 /// Most queues `messaging.topic_queues` may ask for: each is a consume queue the broker
 /// keeps and every consumer pulls.
@@ -287,7 +266,6 @@ impl BankConfig {
             database_url,
             max_connections: default_max_connections(),
             worker_threads: None,
-            callback_threads: default_callback_threads(),
             namesrv_addr: defaults::NAMESRV.into(),
             messaging,
             routes: BTreeMap::from([(peer.to_string(), peer_topic.to_string())]),
@@ -343,9 +321,6 @@ impl BankConfig {
         }
         if let Some(threads) = overrides.worker_threads {
             config.worker_threads = Some(threads);
-        }
-        if let Some(threads) = overrides.callback_threads {
-            config.callback_threads = threads;
         }
         config.validate()?;
         Ok(config)
@@ -454,14 +429,6 @@ impl BankConfig {
             if !(1..=MAX_WORKER_THREADS).contains(&threads) {
                 bail!("worker_threads = {threads} must be 1 to {MAX_WORKER_THREADS}");
             }
-        }
-        if !CALLBACK_THREADS.contains(&self.callback_threads) {
-            bail!(
-                "callback_threads = {} must be {} to {}",
-                self.callback_threads,
-                CALLBACK_THREADS.start(),
-                CALLBACK_THREADS.end()
-            );
         }
         if !(1..=MAX_TRANSFERS_PER_MESSAGE).contains(&self.messaging.transfers_per_message) {
             bail!(
@@ -591,24 +558,6 @@ mod tests {
         for refused in [0, 257] {
             let error = load(sqlite, Some(refused)).unwrap_err().to_string();
             assert!(error.contains("worker_threads"), "{error}");
-        }
-    }
-
-    #[test]
-    fn callback_threads_default_to_16_and_must_be_3_to_256() {
-        let load = |threads| {
-            let overrides = BankOverrides {
-                callback_threads: threads,
-                ..Default::default()
-            };
-            BankConfig::load(None, Some("bank2"), Path::new("d"), &overrides)
-        };
-        assert_eq!(load(None).unwrap().callback_threads, 16);
-        assert_eq!(load(Some(3)).unwrap().callback_threads, 3);
-        assert_eq!(load(Some(256)).unwrap().callback_threads, 256);
-        for refused in [0, 2, 257] {
-            let error = load(Some(refused)).unwrap_err().to_string();
-            assert!(error.contains("callback_threads"), "{error}");
         }
     }
 

@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::json;
-use support::{audit_is_clean, counts, Bank, Cluster, Db};
+use support::{audit_is_clean, counts, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {
@@ -36,22 +36,6 @@ async fn a_bank_limits_glibcs_per_thread_caches_and_still_serves_on_its_own_argu
         Some("glibc.malloc.tcache_max=256")
     );
     assert_eq!(bank1.balance("1").await, "10000.00");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bank_starts_its_threads_up_front_so_a_burst_of_transfers_adds_none() {
-    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
-    bank1.start().await;
-    bank2.start().await;
-    let threads = |bank: &Bank| bank.process.as_ref().unwrap().thread_count();
-    let at_start = [threads(&bank1), threads(&bank2)];
-
-    let burst = (0..300).map(|_| json!({"from": "1", "to": "2", "amount": "0.01"})).collect();
-    let answers = bank1.post_transfers_at_once(burst).await;
-
-    assert!(answers.iter().all(|(status, _)| *status == 201), "{answers:?}");
-    assert!(bank2.balance_becomes("2", "3.00").await, "not every debit was credited");
-    assert_eq!([threads(&bank1), threads(&bank2)], at_start);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,8 @@
 //! The process-wide RocketMQ client runtime and the settings every client shares.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rocketmq_client_rust::{ClientConfig, ClientRuntime, ClientRuntimeConfig};
 use rocketmq_observability::TelemetryHandle;
@@ -62,14 +61,6 @@ pub const DEFAULT_TRANSFERS_PER_MESSAGE: usize = 32;
 /// Callbacks that may wait for a free callback thread, per thread.
 const CALLBACK_QUEUE_PER_THREAD: usize = 16;
 
-/// How long an idle callback thread is kept: in effect for ever, as they all start with
-/// the runtime.
-const CALLBACK_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// How long starting the callback threads may take before the runtime goes on with the
-/// ones that started.
-const THREAD_START_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// The Tokio runtime a bank process runs on, owned the way the RocketMQ client
 /// requires, and the RocketMQ client runtime built on it.
 ///
@@ -79,10 +70,6 @@ const THREAD_START_TIMEOUT: Duration = Duration::from_secs(5);
 /// per core at once and queues 8 more per core: bursts beyond the queue failed with
 /// `runtime.capacity.exhausted` (a consumed message failed that way comes back only
 /// after RocketMQ's 10 s retry delay).
-///
-/// Its callback threads all start with it and stay: a pool that grew on demand started
-/// threads whenever more callbacks ran at once than ever before, and each new thread
-/// raised the bank's memory for good (docs/PERFORMANCE.md, change 37).
 pub struct MqClient {
     owner: RuntimeOwner,
     client: Arc<ClientRuntime>,
@@ -99,13 +86,11 @@ impl MqClient {
         let callbacks = &mut config.blocking_lane_policies.metadata_io;
         callbacks.max_concurrency = blocking_threads;
         callbacks.max_queue_depth = blocking_threads * CALLBACK_QUEUE_PER_THREAD;
-        config.thread_keep_alive = CALLBACK_THREAD_KEEP_ALIVE;
         config.validate().map_err(|e| runtime_error(&e))?;
         let owner = RuntimeOwner::plan(config)
             .map_err(|e| runtime_error(&e))?
             .build()
             .map_err(|e| runtime_error(&e))?;
-        owner.block_on(start_blocking_threads(owner.config().tokio_blocking_threads()));
         let client = ClientRuntime::try_new(
             owner.root_context().component("txbank-client"),
             ClientRuntimeConfig::default(),
@@ -133,26 +118,5 @@ impl MqClient {
             owner.shutdown_tasks().await;
         });
         owner.shutdown_background();
-    }
-}
-
-/// Starts `count` threads in the current runtime's blocking pool: each waits until all
-/// have started (or [`THREAD_START_TIMEOUT`] passed), so that none can be reused.
-async fn start_blocking_threads(count: usize) {
-    let started = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + THREAD_START_TIMEOUT;
-    let threads: Vec<_> = (0..count)
-        .map(|_| {
-            let started = Arc::clone(&started);
-            tokio::task::spawn_blocking(move || {
-                started.fetch_add(1, Ordering::SeqCst);
-                while started.load(Ordering::SeqCst) < count && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        let _ = thread.await;
     }
 }

@@ -33,8 +33,7 @@ const PULLED_PER_QUEUE: u32 = 256;
 /// load), so RocketMQ's default of 20 capped a bank near 2,500 callbacks a second and
 /// made pulled messages queue behind the callbacks: at 1,800 transfers/s, 20 were
 /// running for over half the time and a message waited 25 ms (p50) to 150 ms (p99)
-/// between the broker and its callback. They run on the process's callback threads
-/// (`MqClient`), and wait there for one when there are fewer.
+/// between the broker and its callback.
 const CONCURRENT_CALLBACKS: u32 = 64;
 /// Milliseconds a queue waits after a pull that found messages before pulling again.
 const PULL_INTERVAL_MS: u64 = 5;

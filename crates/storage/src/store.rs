@@ -160,9 +160,8 @@ type StorageResult<T> = Result<T, StorageError>;
 
 impl Store {
     /// Connects to bank `bank`'s database at `url` (`sqlite://path?mode=rwc` or
-    /// `mysql://user:pass@host/db`) with `max_connections` connections, all opened now
-    /// and kept. SQLite runs in WAL mode with `synchronous=FULL`, so every commit is
-    /// durable.
+    /// `mysql://user:pass@host/db`) with at most `max_connections` connections. SQLite
+    /// runs in WAL mode with `synchronous=FULL`, so every commit is durable.
     pub async fn connect(bank: BankId, url: &str, max_connections: u32) -> StorageResult<Store> {
         sqlx::any::install_default_drivers();
         let Some(engine) = Engine::of(url) else {
@@ -171,18 +170,9 @@ impl Store {
             )));
         };
         let url = url.replacen("mariadb:", "mysql:", 1);
-        // A fixed pool, opened now: a SQLite connection is a thread with its own page
-        // cache, and one opened when more work ran at once than ever before raised the
-        // bank's memory for good (docs/PERFORMANCE.md, change 37). A SQLite connection
-        // never goes stale, so it is kept; MySQL ones are renewed as sqlx does by default.
-        let mut options = AnyPoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .min_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10));
-        if engine == Engine::Sqlite {
-            options = options.idle_timeout(None).max_lifetime(None);
-        }
-        let pool = options
+            .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
@@ -198,11 +188,6 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        let mut opened = Vec::with_capacity(max_connections as usize);
-        while opened.len() < max_connections as usize {
-            opened.push(pool.acquire().await?);
-        }
-        drop(opened);
         Ok(Store {
             pool,
             engine,

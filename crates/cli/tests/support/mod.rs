@@ -66,13 +66,6 @@ impl Process {
             .find_map(|entry| entry.strip_prefix(&prefix).map(str::to_string))
     }
 
-    /// How many threads the process runs now.
-    pub fn thread_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
-            .expect("the process's thread list")
-            .count()
-    }
-
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -238,7 +238,10 @@ async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
         let sqlite = |name: &str| sqlite_url(dir, name);
         return Ok(Databases {
             engine: "sqlite",
-            banks: vec![format!("bank2={}", sqlite("bank2")), format!("bank1={}", sqlite("bank1"))],
+            banks: vec![
+                format!("bank2={}", sqlite("bank2")),
+                format!("bank1={}", sqlite("bank1")),
+            ],
             reference: sqlite("reference"),
             created: Vec::new(),
         });
@@ -316,7 +319,12 @@ async fn reference_broker(mq: &MqClient, dir: &Path, system: &System, args: &Ben
     Ok(sent as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn measure(system: &System, args: &BenchArgs, reference: Reference, database: &'static str) -> Result<BenchReport> {
+async fn measure(
+    system: &System,
+    args: &BenchArgs,
+    reference: Reference,
+    database: &'static str,
+) -> Result<BenchReport> {
     let bank1 = system.url("bank1a").context("no bank1")?;
     let url = format!("{bank1}/transfers");
     let http = reqwest::Client::new();
@@ -426,7 +434,11 @@ async fn measure(system: &System, args: &BenchArgs, reference: Reference, databa
         .filter(|(part, _)| **part != LOAD_GENERATOR)
         .map(|(_, ms)| ms)
         .sum();
-    let cpu_bound_per_s = if system_ms > 0.0 { cores as f64 * 1000.0 / system_ms } else { 0.0 };
+    let cpu_bound_per_s = if system_ms > 0.0 {
+        cores as f64 * 1000.0 / system_ms
+    } else {
+        0.0
+    };
     Ok(BenchReport {
         database,
         duration_s: args.duration,
@@ -527,7 +539,10 @@ fn report_chart(report: &BenchReport) -> crate::chart::Chart {
         throughput: report.series.iter().map(|p| p.credited as f64).collect(),
         limits: vec![
             ("(a) database raw commits", report.reference.database_commits_per_s),
-            ("(b) broker raw sends", report.reference.broker_transactional_sends_per_s),
+            (
+                "(b) broker raw sends",
+                report.reference.broker_transactional_sends_per_s,
+            ),
             ("(c) CPU bound", report.cpu_bound_per_s),
         ],
         p50_ms: report.series.iter().map(|p| p.p50_ms).collect(),

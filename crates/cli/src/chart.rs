@@ -41,7 +41,13 @@ pub(crate) fn svg(chart: &Chart) -> String {
         .fold(1.0, f64::max)
         * 1.1;
     panel(&mut out, top, "transfers credited / s", throughput_max, max_second);
-    line(&mut out, &chart.seconds, &chart.throughput, (top, throughput_max, max_second), COLOURS[0]);
+    line(
+        &mut out,
+        &chart.seconds,
+        &chart.throughput,
+        (top, throughput_max, max_second),
+        COLOURS[0],
+    );
     let mut legend = vec![("credited / s", COLOURS[0])];
     for (i, (label, value)) in chart.limits.iter().enumerate() {
         let colour = LIMIT_COLOURS[i % LIMIT_COLOURS.len()];
@@ -56,8 +62,20 @@ pub(crate) fn svg(chart: &Chart) -> String {
     let top2 = top + PANEL + 50.0;
     let latency_max = chart.p99_ms.iter().copied().fold(1.0, f64::max) * 1.1;
     panel(&mut out, top2, "debit → credit latency, ms", latency_max, max_second);
-    line(&mut out, &chart.seconds, &chart.p50_ms, (top2, latency_max, max_second), COLOURS[0]);
-    line(&mut out, &chart.seconds, &chart.p99_ms, (top2, latency_max, max_second), COLOURS[3]);
+    line(
+        &mut out,
+        &chart.seconds,
+        &chart.p50_ms,
+        (top2, latency_max, max_second),
+        COLOURS[0],
+    );
+    line(
+        &mut out,
+        &chart.seconds,
+        &chart.p99_ms,
+        (top2, latency_max, max_second),
+        COLOURS[3],
+    );
     legend.push(("p50 latency", COLOURS[0]));
     legend.push(("p99 latency", COLOURS[3]));
     let legend_y = top2 + PANEL + 44.0;

@@ -25,7 +25,11 @@ where
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "txbank".into());
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
         .build();
     let tracer = provider.tracer("txbank");
     opentelemetry::global::set_tracer_provider(provider);

@@ -31,14 +31,20 @@ async fn a_transfer_sent_from_the_dashboard_form_shows_in_both_banks_balances() 
             "{balance} never showed {expected}"
         );
     }
-    assert!(browser.text_becomes("#audit", |text| text.starts_with("conserved")).await);
+    assert!(
+        browser
+            .text_becomes("#audit", |text| text.starts_with("conserved"))
+            .await
+    );
 
     browser.fill("#from", "1").await;
     browser.fill("#to", "2").await;
     browser.fill("#amount", "250.75").await;
     browser.click("#send").await;
     assert!(
-        browser.text_becomes("#transfer-result", |text| text.starts_with("debited")).await,
+        browser
+            .text_becomes("#transfer-result", |text| text.starts_with("debited"))
+            .await,
         "the form's transfer was not debited: {}",
         browser.text("#transfer-result").await
     );
@@ -50,19 +56,28 @@ async fn a_transfer_sent_from_the_dashboard_form_shows_in_both_banks_balances() 
         );
     }
     assert!(browser.text_becomes("#recent", |text| text.contains("credited")).await);
-    assert!(browser.text_becomes("#audit", |text| text.starts_with("conserved")).await);
+    assert!(
+        browser
+            .text_becomes("#audit", |text| text.starts_with("conserved"))
+            .await
+    );
 
     browser.fill("#amount", "-5").await;
     browser.click("#send").await;
     assert!(
-        browser.text_becomes("#transfer-result", |text| text.starts_with("refused (400)")).await,
+        browser
+            .text_becomes("#transfer-result", |text| text.starts_with("refused (400)"))
+            .await,
         "bad input must get a clear refusal: {}",
         browser.text("#transfer-result").await
     );
 
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     browser.screenshot(&screenshot).await;
-    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "an empty screenshot");
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "an empty screenshot"
+    );
     browser.quit().await;
     let (clean, printed) = up.interrupt();
     assert!(clean, "up did not stop cleanly:\n{printed}");

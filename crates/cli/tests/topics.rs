@@ -18,7 +18,9 @@ fn a_new_topic_gets_two_queues_and_an_existing_one_keeps_more() {
         ensure_topic(&mq, &settings, "txbank_test_fresh").await.unwrap();
         assert_eq!(topic_queues(&mq, &settings, "txbank_test_fresh").await.unwrap(), 2);
 
-        ensure_topic_queues(&mq, &settings, "txbank_test_wide", 8).await.unwrap();
+        ensure_topic_queues(&mq, &settings, "txbank_test_wide", 8)
+            .await
+            .unwrap();
         ensure_topic(&mq, &settings, "txbank_test_wide").await.unwrap();
         assert_eq!(
             topic_queues(&mq, &settings, "txbank_test_wide").await.unwrap(),

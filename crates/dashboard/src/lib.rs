@@ -138,7 +138,11 @@ async fn login(State(shared): State<Shared>, Form(form): Form<LoginForm>) -> Res
     if !same_secret(form.token.trim(), &shared.settings.api_token) {
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         tracing::warn!("dashboard login with a wrong token");
-        return (StatusCode::UNAUTHORIZED, Html(LOGIN.replace("<!--error-->", "Wrong token."))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(LOGIN.replace("<!--error-->", "Wrong token.")),
+        )
+            .into_response();
     }
     let mut id = [0u8; 32];
     getrandom::getrandom(&mut id).expect("the system's random source");
@@ -167,7 +171,10 @@ async fn events(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     let stream = futures_util::stream::unfold(snapshots, |mut snapshots| async move {
         snapshots.changed().await.ok()?;
         let text = Arc::clone(&snapshots.borrow_and_update());
-        Some((Ok::<_, std::convert::Infallible>(Event::default().data(text.as_str())), snapshots))
+        Some((
+            Ok::<_, std::convert::Infallible>(Event::default().data(text.as_str())),
+            snapshots,
+        ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }

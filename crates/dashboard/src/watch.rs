@@ -204,7 +204,11 @@ impl Watcher {
         }
         let in_flight_cents = sent - received;
         if fresh {
-            self.skewed_readings = if in_flight_cents < 0 { self.skewed_readings + 1 } else { 0 };
+            self.skewed_readings = if in_flight_cents < 0 {
+                self.skewed_readings + 1
+            } else {
+                0
+            };
         }
         if self.skewed_readings >= 2 {
             violations.push(format!(
@@ -265,9 +269,9 @@ async fn read_bank(
         ..BankView::default()
     };
     let mut errors = Vec::new();
-    let mut json = |read: Result<String, String>| match read.and_then(|text| {
-        serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
-    }) {
+    let mut json = |read: Result<String, String>| match read
+        .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()))
+    {
         Ok(value) => Some(value),
         Err(error) => {
             errors.push(error);

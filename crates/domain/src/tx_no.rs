@@ -22,7 +22,11 @@ impl TxNo {
         // A v4 UUID's bytes are random but for 6 and 8, which hold its version and variant.
         let v4 = uuid::Uuid::new_v4().into_bytes();
         let random = [v4[0], v4[1], v4[2], v4[3], v4[4], v4[5], v4[9], v4[10], v4[11], v4[12]];
-        TxNo(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string())
+        TxNo(
+            uuid::Builder::from_unix_timestamp_millis(millis, &random)
+                .into_uuid()
+                .to_string(),
+        )
     }
 
     /// Parses a transaction number received from a client or a message.

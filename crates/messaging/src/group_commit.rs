@@ -49,7 +49,12 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
     /// Queues `request` now; its outcome comes through the returned [`Queued`].
     fn enqueue(&self, request: R) -> Queued<O> {
         let (reply, outcome) = oneshot::channel();
-        Queued(self.queue.send((request, reply)).map(|()| outcome).map_err(|_| SHUTTING_DOWN))
+        Queued(
+            self.queue
+                .send((request, reply))
+                .map(|()| outcome)
+                .map_err(|_| SHUTTING_DOWN),
+        )
     }
 }
 

@@ -115,7 +115,10 @@ struct Histogram {
 impl Histogram {
     fn observe(&self, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        let bucket = BUCKETS.iter().position(|bound| seconds <= *bound).unwrap_or(BUCKETS.len());
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
@@ -124,12 +127,20 @@ impl Histogram {
     /// Writes the `_bucket`, `_sum` and `_count` samples of `name` with `labels`.
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (bound, count) in BUCKETS.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).zip(&self.buckets) {
+        for (bound, count) in BUCKETS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".to_string()])
+            .zip(&self.buckets)
+        {
             cumulative += count.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}"
+        );
     }
 }
 
@@ -290,7 +301,12 @@ impl Counters {
                 "Database transactions on the hot path, by operation.",
                 DbCall::ALL
                     .iter()
-                    .map(|call| (format!(",operation=\"{}\"", call.as_str()), &self.db_calls[*call as usize]))
+                    .map(|call| {
+                        (
+                            format!(",operation=\"{}\"", call.as_str()),
+                            &self.db_calls[*call as usize],
+                        )
+                    })
                     .collect(),
             ),
             (
@@ -298,7 +314,12 @@ impl Counters {
                 "Broker calls, by operation (a transactional send without its local transaction).",
                 BrokerCall::ALL
                     .iter()
-                    .map(|call| (format!(",operation=\"{}\"", call.as_str()), &self.broker_calls[*call as usize]))
+                    .map(|call| {
+                        (
+                            format!(",operation=\"{}\"", call.as_str()),
+                            &self.broker_calls[*call as usize],
+                        )
+                    })
                     .collect(),
             ),
         ];

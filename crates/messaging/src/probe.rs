@@ -54,14 +54,12 @@ impl BrokerProbe {
                 .map_err(|e| MessagingError::client("broker offset", e))?;
             Ok(())
         };
-        tokio::time::timeout(PROBE_TIMEOUT, probe)
-            .await
-            .unwrap_or_else(|_| {
-                Err(MessagingError::Client {
-                    operation: "broker probe",
-                    message: format!("no answer within {PROBE_TIMEOUT:?}"),
-                })
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await.unwrap_or_else(|_| {
+            Err(MessagingError::Client {
+                operation: "broker probe",
+                message: format!("no answer within {PROBE_TIMEOUT:?}"),
             })
+        })
     }
 
     /// Stops the probe's client.

@@ -383,7 +383,12 @@ impl Sender {
             // RocketMQ's send is a future of tens of kilobytes: boxed, this one stays small.
             match Box::pin(self.producer.send(message.clone())).await {
                 Ok(Some(half)) => break half,
-                Ok(None) => return Err(MessagingError::client("transactional send", "the broker gave no send result")),
+                Ok(None) => {
+                    return Err(MessagingError::client(
+                        "transactional send",
+                        "the broker gave no send result",
+                    ))
+                }
                 Err(error) if may_pass(&error) && started.elapsed() + pause < HALF_MESSAGE_RETRY_WINDOW => {
                     warn!(%error, broker_code = ?error.broker_response_code(), retry_in_ms = pause.as_millis() as u64,
                         "half message not stored; sending it again");

@@ -55,7 +55,11 @@ pub async fn transactional_sends(
                     n += 1;
                     let key = format!("reference-{sender}-{n}");
                     let message = signing::message(&topic, &key, BODY.to_vec(), signer.as_ref())?;
-                    if producer.send_message_in_transaction::<(), _>(message, None).await.is_ok() {
+                    if producer
+                        .send_message_in_transaction::<(), _>(message, None)
+                        .await
+                        .is_ok()
+                    {
                         sent.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -15,6 +15,6 @@ pub mod test_support;
 
 pub use error::StorageError;
 pub use store::{
-    create_mysql_database, drop_mysql_database, redact, AccountRecord, CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome,
-    Engine, PendingSettlement, SettlementOutcome, Store, TransferRecord,
+    create_mysql_database, drop_mysql_database, redact, AccountRecord, CreditOutcome, DebitOutcome, Delivery,
+    DeliveryOutcome, Engine, PendingSettlement, SettlementOutcome, Store, TransferRecord,
 };

@@ -354,7 +354,9 @@ impl Store {
             match self.debit_together(requests).await {
                 Ok(true) => return requests.iter().map(|_| Ok(DebitOutcome::Debited)).collect(),
                 Ok(false) => {}
-                Err(error) => tracing::debug!(%error, transfers = requests.len(), "group debit failed; debiting one by one"),
+                Err(error) => {
+                    tracing::debug!(%error, transfers = requests.len(), "group debit failed; debiting one by one")
+                }
             }
         }
         let mut outcomes = Vec::with_capacity(requests.len());
@@ -710,7 +712,10 @@ impl Store {
         }
         let _turn = self.write_turn().await;
         for chunk in tx_nos.chunks(500) {
-            let statement = format!("DELETE FROM settlement_outbox WHERE tx_no IN ({})", placeholders(chunk.len()));
+            let statement = format!(
+                "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
+                placeholders(chunk.len())
+            );
             let mut removing = sqlx::query(&statement).persistent(false);
             for tx_no in chunk {
                 removing = removing.bind(tx_no.as_str());
@@ -754,7 +759,9 @@ impl Store {
             match self.apply_together(deliveries, now).await {
                 Ok(true) => return Ok(deliveries.iter().map(Delivery::applied).collect()),
                 Ok(false) => {}
-                Err(error) => tracing::debug!(%error, deliveries = deliveries.len(), "group apply failed; applying one by one"),
+                Err(error) => {
+                    tracing::debug!(%error, deliveries = deliveries.len(), "group apply failed; applying one by one")
+                }
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -982,7 +989,11 @@ fn credit_together<'a>(script: &mut Script<'a>, transfers: &'a [&'a Transfer], n
         script.push(
             "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
              WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
-            vec![Value::Int(cents), Value::Text(account), Value::Int(MAX_BALANCE_CENTS - cents)],
+            vec![
+                Value::Int(cents),
+                Value::Text(account),
+                Value::Int(MAX_BALANCE_CENTS - cents),
+            ],
             1,
         );
     }
@@ -1023,7 +1034,9 @@ fn credit_together<'a>(script: &mut Script<'a>, transfers: &'a [&'a Transfer], n
 /// `de_duplication`; a number seen before fails the script with a unique violation.
 fn remember_all<'a, T>(script: &mut Script<'a>, items: &'a [T], tx_no: impl Fn(&'a T) -> &'a TxNo, now: i64) {
     for run in in_runs(items) {
-        let rows = run.iter().map(|item| vec![Value::Text(tx_no(item).as_str()), Value::Int(now)]);
+        let rows = run
+            .iter()
+            .map(|item| vec![Value::Text(tx_no(item).as_str()), Value::Int(now)]);
         script.insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", rows);
     }
 }
@@ -1086,7 +1099,11 @@ impl<'a> Script<'a> {
             count += 1;
             values.extend(row_values);
         }
-        self.push(format!("INSERT INTO {into} VALUES {}", vec![row; count].join(", ")), values, count);
+        self.push(
+            format!("INSERT INTO {into} VALUES {}", vec![row; count].join(", ")),
+            values,
+            count,
+        );
     }
 
     /// Runs the statements inside `tx`: true when each changed what it aimed at; false
@@ -1105,7 +1122,12 @@ impl<'a> Script<'a> {
         match engine {
             Engine::Sqlite => {
                 // Batches of other sizes make other texts: prepared each time, not kept.
-                let sql = self.statements.iter().map(|(sql, _)| sql.as_str()).collect::<Vec<_>>().join(";\n");
+                let sql = self
+                    .statements
+                    .iter()
+                    .map(|(sql, _)| sql.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";\n");
                 let values = self.statements.iter().flat_map(|(_, values)| values);
                 Self::execute(sqlx::query(&sql).persistent(false), values, tx).await
             }
@@ -1169,14 +1191,15 @@ async fn settle_in(
         Settlement::Credited => None,
         Settlement::Returned { reason } => Some(reason.chars().take(255).collect::<String>()),
     };
-    let moved = sqlx::query("UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?")
-        .bind(reported.as_str())
-        .bind(reason)
-        .bind(tx_no.as_str())
-        .bind(reporter.as_str())
-        .bind(TransferState::Debited.as_str())
-        .execute(&mut **tx)
-        .await?;
+    let moved =
+        sqlx::query("UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?")
+            .bind(reported.as_str())
+            .bind(reason)
+            .bind(tx_no.as_str())
+            .bind(reporter.as_str())
+            .bind(TransferState::Debited.as_str())
+            .execute(&mut **tx)
+            .await?;
     if rows(&moved) == 0 {
         let existing: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ?"))
             .bind(tx_no.as_str())

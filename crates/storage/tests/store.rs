@@ -167,7 +167,11 @@ async fn a_group_of_new_transfers_is_debited_together() {
         assert_eq!(balance(&store, "1").await, "9993.40", "{engine}");
         for (t, _) in &group {
             let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
-            assert_eq!((record.state, &record.transfer), (TransferState::Debited, t), "{engine}");
+            assert_eq!(
+                (record.state, &record.transfer),
+                (TransferState::Debited, t),
+                "{engine}"
+            );
         }
         let repeated = store.debit_all(&group).await;
         assert!(
@@ -193,8 +197,14 @@ async fn in_a_group_each_refusal_stays_its_own_transfers() {
             (transfer("3"), None),
         ];
         let outcomes = store.debit_all(&group).await;
-        assert!(matches!(outcomes[0], Ok(DebitOutcome::Debited)), "{engine}: {outcomes:?}");
-        assert!(matches!(outcomes[1], Ok(DebitOutcome::AlreadyDebited)), "{engine}: {outcomes:?}");
+        assert!(
+            matches!(outcomes[0], Ok(DebitOutcome::Debited)),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[1], Ok(DebitOutcome::AlreadyDebited)),
+            "{engine}: {outcomes:?}"
+        );
         assert!(
             matches!(outcomes[2], Err(StorageError::InsufficientFunds { .. })),
             "{engine}: {outcomes:?}"
@@ -203,8 +213,15 @@ async fn in_a_group_each_refusal_stays_its_own_transfers() {
             matches!(outcomes[3], Err(StorageError::IdempotencyKeyTaken { .. })),
             "{engine}: {outcomes:?}"
         );
-        assert!(matches!(outcomes[4], Ok(DebitOutcome::Debited)), "{engine}: {outcomes:?}");
-        assert_eq!(balance(&store, "1").await, "5995.00", "{engine}: 10000 - 1 - 1 - 4000 - 3");
+        assert!(
+            matches!(outcomes[4], Ok(DebitOutcome::Debited)),
+            "{engine}: {outcomes:?}"
+        );
+        assert_eq!(
+            balance(&store, "1").await,
+            "5995.00",
+            "{engine}: 10000 - 1 - 1 - 4000 - 3"
+        );
         assert!(
             store.transfer_out(&group[2].0.tx_no).await.unwrap().is_none(),
             "{engine}: the refused transfer is not recorded"
@@ -230,10 +247,16 @@ async fn recent_transfers_out_are_newest_first_and_filter_by_state() {
         let latest: Vec<_> = latest.iter().map(|r| (r.transfer.tx_no.clone(), r.state)).collect();
         assert_eq!(
             latest,
-            [(refused.tx_no.clone(), TransferState::RolledBack), (sent[2].clone(), TransferState::Debited)],
+            [
+                (refused.tx_no.clone(), TransferState::RolledBack),
+                (sent[2].clone(), TransferState::Debited)
+            ],
             "{engine}"
         );
-        let debited = store.recent_transfers_out(Some(TransferState::Debited), 10).await.unwrap();
+        let debited = store
+            .recent_transfers_out(Some(TransferState::Debited), 10)
+            .await
+            .unwrap();
         let debited: Vec<_> = debited.iter().map(|r| r.transfer.tx_no.clone()).collect();
         assert_eq!(debited, [sent[2].clone(), sent[1].clone(), sent[0].clone()], "{engine}");
     }
@@ -410,7 +433,11 @@ async fn a_batch_of_deliveries_is_applied_together_and_once() {
                 .all(|o| matches!(o, DeliveryOutcome::Settlement(SettlementOutcome::AlreadyApplied))),
             "{engine}: {again:?}"
         );
-        assert_eq!(balance(&store, "2").await, "3.75", "{engine}: a redelivered batch changes nothing");
+        assert_eq!(
+            balance(&store, "2").await,
+            "3.75",
+            "{engine}: a redelivered batch changes nothing"
+        );
         assert_eq!(store.pending_settlements(10).await.unwrap().len(), 3, "{engine}");
     }
 }
@@ -439,22 +466,41 @@ async fn in_a_batch_each_delivery_gets_its_own_answer() {
             credited_report(&debited),
         ];
         let outcomes = store.apply_deliveries(&batch).await.unwrap();
-        assert!(matches!(outcomes[0], DeliveryOutcome::Credit(CreditOutcome::Credited)), "{engine}: {outcomes:?}");
-        assert!(matches!(outcomes[1], DeliveryOutcome::Credit(CreditOutcome::Duplicate)), "{engine}: {outcomes:?}");
-        assert!(matches!(outcomes[2], DeliveryOutcome::Credit(CreditOutcome::Refused(_))), "{engine}: {outcomes:?}");
         assert!(
-            matches!(outcomes[3], DeliveryOutcome::BadSettlement(StorageError::ForeignSettlement { .. })),
+            matches!(outcomes[0], DeliveryOutcome::Credit(CreditOutcome::Credited)),
             "{engine}: {outcomes:?}"
         );
         assert!(
-            matches!(outcomes[4], DeliveryOutcome::BadSettlement(StorageError::UnknownTransfer(_))),
+            matches!(outcomes[1], DeliveryOutcome::Credit(CreditOutcome::Duplicate)),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[2], DeliveryOutcome::Credit(CreditOutcome::Refused(_))),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(
+                outcomes[3],
+                DeliveryOutcome::BadSettlement(StorageError::ForeignSettlement { .. })
+            ),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            matches!(
+                outcomes[4],
+                DeliveryOutcome::BadSettlement(StorageError::UnknownTransfer(_))
+            ),
             "{engine}: {outcomes:?}"
         );
         assert!(
             matches!(outcomes[5], DeliveryOutcome::Settlement(SettlementOutcome::Applied)),
             "{engine}: {outcomes:?}"
         );
-        assert_eq!(balance(&store, "2").await, "3.00", "{engine}: 1 before, 2 now; nothing for the missing account");
+        assert_eq!(
+            balance(&store, "2").await,
+            "3.00",
+            "{engine}: 1 before, 2 now; nothing for the missing account"
+        );
         let state = store.transfer_out(&debited.tx_no).await.unwrap().unwrap().state;
         assert_eq!(state, TransferState::Credited, "{engine}");
     }

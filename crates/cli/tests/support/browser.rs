@@ -79,13 +79,20 @@ impl Browser {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer: Value = request.send().await.expect("chromedriver answers").json().await.unwrap();
+        let answer: Value = request
+            .send()
+            .await
+            .expect("chromedriver answers")
+            .json()
+            .await
+            .unwrap();
         answer["value"].clone()
     }
 
     /// Opens `url`.
     pub async fn open(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
     }
 
     /// The element matching the CSS `selector` now, if any.
@@ -109,8 +116,12 @@ impl Browser {
     /// Replaces the text of the input matching `selector` with `text`.
     pub async fn fill(&self, selector: &str, text: &str) {
         let element = self.element(selector).await;
-        self.call(reqwest::Method::POST, &format!("/element/{element}/clear"), Some(json!({})))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .await;
         self.call(
             reqwest::Method::POST,
             &format!("/element/{element}/value"),
@@ -122,8 +133,12 @@ impl Browser {
     /// Clicks the element matching `selector`.
     pub async fn click(&self, selector: &str) {
         let element = self.element(selector).await;
-        self.call(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({})))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// The visible text of the element matching `selector`, empty when there is none

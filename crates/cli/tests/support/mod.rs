@@ -271,7 +271,15 @@ impl Cluster {
     pub fn publish(&self, body: &str, key: &str, key_file: Option<&Path>, times: u32) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
         command
-            .args(["publish", "--namesrv-addr", &self.namesrv_addr, "--body", body, "--key", key])
+            .args([
+                "publish",
+                "--namesrv-addr",
+                &self.namesrv_addr,
+                "--body",
+                body,
+                "--key",
+                key,
+            ])
             .args(["--times", &times.to_string()])
             .env_remove("TXBANK_MESSAGE_KEY_FILE");
         if let Some(key_file) = key_file {

@@ -1,4 +1,5 @@
-//! Runs one bank: its database, its RocketMQ producer, consumer and settlement relay,
+//! Runs one bank: its database, its RocketMQ producer, consumer, settlement relay and
+//! re-drive,
 //! its HTTP API, and a shutdown that drains in-flight work.
 
 use std::net::SocketAddr;
@@ -12,8 +13,8 @@ use txbank_domain::{AccountNo, BankId, Party};
 use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
-    ensure_topic_queues, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Routes, SettlementRelay,
-    TransferProducer,
+    ensure_topic_queues, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Redriver, Routes,
+    SettlementRelay, TransferProducer,
 };
 use txbank_storage::Store;
 
@@ -54,7 +55,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     }
     let mut settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
     settings.transfers_per_message = config.messaging.transfers_per_message;
-    let routes = Routes::new(config.routes()?);
+    let routes = Routes::new(config.routes()?).with_silent(config.silent_banks()?);
     for topic in routes.topics() {
         ensure_topic_queues(mq, &settings, topic, config.messaging.topic_queues).await?;
     }
@@ -75,6 +76,15 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     )
     .await?;
     let relay = SettlementRelay::start(mq, &settings, routes.clone(), store.clone(), Arc::clone(&counters)).await?;
+    let redriver = Redriver::start(
+        mq,
+        &settings,
+        routes.clone(),
+        store.clone(),
+        config.redrive_after(),
+        Arc::clone(&counters),
+    )
+    .await?;
     let acceptance = Acceptance {
         routes,
         seed,
@@ -118,6 +128,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     trimming.abort();
 
     tracing::info!(%bank, "draining");
+    redriver.shutdown().await;
     consumer.shutdown().await;
     relay.shutdown().await;
     if let Ok(producer) = Arc::try_unwrap(state.producer) {

@@ -34,9 +34,10 @@ pub struct BankConfig {
     /// This bank's producer group, consumer group and inbound topic.
     pub messaging: MessagingConfig,
     /// Every other bank this one exchanges money with: bank identifier → its inbound
-    /// topic.
+    /// topic (`bank2 = "topic_txmsg"`), or a table saying also whether it sends
+    /// settlement reports (`bank2 = { topic = "topic_txmsg", reports = false }`).
     #[serde(default)]
-    pub routes: BTreeMap<String, String>,
+    pub routes: BTreeMap<String, Route>,
     /// What the seed's API and the seed's message bodies mean here.
     pub seed: SeedConfig,
     /// File holding the key shared by the banks to sign and check messages.
@@ -80,6 +81,56 @@ pub struct MessagingConfig {
     /// bank to be txbank from the version that reads them (body version 3).
     #[serde(default = "default_transfers_per_message")]
     pub transfers_per_message: usize,
+    /// Seconds a sent transfer may stay without a settlement report before its message
+    /// is sent again from this bank's books (re-drive); longer than a normal delivery
+    /// and check-back. The pause then doubles with every attempt, up to a minute.
+    #[serde(default = "default_redrive_after_secs")]
+    pub redrive_after_secs: u64,
+}
+
+/// How to reach another bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Route {
+    /// Its inbound topic: a txbank bank, which reports on every transfer it receives.
+    Topic(String),
+    /// Its inbound topic, and whether it reports.
+    Table(RouteTable),
+}
+
+/// A route written as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    /// The bank's inbound topic.
+    pub topic: String,
+    /// Whether the bank sends settlement reports (true by default). The seed's Java
+    /// bank2 sends none: with `false`, transfers to it are never re-driven, and stay
+    /// `debited` (in flight) as the sender's books see them.
+    #[serde(default = "reports_by_default")]
+    pub reports: bool,
+}
+
+fn reports_by_default() -> bool {
+    true
+}
+
+impl Route {
+    /// The bank's inbound topic.
+    pub fn topic(&self) -> &str {
+        match self {
+            Route::Topic(topic) => topic,
+            Route::Table(table) => &table.topic,
+        }
+    }
+
+    /// Whether the bank sends settlement reports.
+    pub fn reports(&self) -> bool {
+        match self {
+            Route::Topic(_) => true,
+            Route::Table(table) => table.reports,
+        }
+    }
 }
 
 /// The seed's defaults: where money goes when a request or message does not say.
@@ -141,6 +192,9 @@ pub struct BankOverrides {
     /// Threads for the bank's asynchronous work (`worker_threads`).
     #[arg(long, env = "TXBANK_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Seconds before an unsettled transfer is sent again (`messaging.redrive_after_secs`).
+    #[arg(long, env = "TXBANK_REDRIVE_AFTER_SECS")]
+    pub redrive_after_secs: Option<u64>,
 }
 
 /// The secrets a bank needs. They come from files or the environment, never from the
@@ -155,6 +209,13 @@ pub struct Secrets {
 fn default_max_connections() -> u32 {
     8
 }
+
+fn default_redrive_after_secs() -> u64 {
+    60
+}
+
+/// Most seconds `messaging.redrive_after_secs` may ask for: a day.
+const MAX_REDRIVE_AFTER_SECS: u64 = 86_400;
 
 fn default_topic_queues() -> u32 {
     DEFAULT_TOPIC_QUEUES
@@ -228,6 +289,7 @@ impl BankConfig {
                     inbound_topic: BANK1_TOPIC.into(),
                     topic_queues: default_topic_queues(),
                     transfers_per_message: default_transfers_per_message(),
+                    redrive_after_secs: default_redrive_after_secs(),
                 },
                 "bank2",
                 SEED_TOPIC,
@@ -247,6 +309,7 @@ impl BankConfig {
                     inbound_topic: SEED_TOPIC.into(),
                     topic_queues: default_topic_queues(),
                     transfers_per_message: default_transfers_per_message(),
+                    redrive_after_secs: default_redrive_after_secs(),
                 },
                 "bank1",
                 BANK1_TOPIC,
@@ -268,7 +331,7 @@ impl BankConfig {
             worker_threads: None,
             namesrv_addr: defaults::NAMESRV.into(),
             messaging,
-            routes: BTreeMap::from([(peer.to_string(), peer_topic.to_string())]),
+            routes: BTreeMap::from([(peer.to_string(), Route::Topic(peer_topic.to_string()))]),
             seed: seed_config,
             message_key_file: Some(data_dir.join(MESSAGE_KEY_FILE)),
             accept_unsigned_messages: false,
@@ -321,6 +384,9 @@ impl BankConfig {
         }
         if let Some(threads) = overrides.worker_threads {
             config.worker_threads = Some(threads);
+        }
+        if let Some(secs) = overrides.redrive_after_secs {
+            config.messaging.redrive_after_secs = secs;
         }
         config.validate()?;
         Ok(config)
@@ -387,13 +453,27 @@ impl BankConfig {
     /// Every bank's inbound topic, this one's included.
     pub fn routes(&self) -> Result<Vec<(BankId, String)>> {
         let mut routes = vec![(self.bank_id()?, self.messaging.inbound_topic.clone())];
-        for (bank, topic) in &self.routes {
+        for (bank, route) in &self.routes {
             routes.push((
                 BankId::parse(bank).with_context(|| format!("routes.{bank}"))?,
-                topic.clone(),
+                route.topic().to_string(),
             ));
         }
         Ok(routes)
+    }
+
+    /// The routed banks that send no settlement reports.
+    pub fn silent_banks(&self) -> Result<Vec<BankId>> {
+        self.routes
+            .iter()
+            .filter(|(_, route)| !route.reports())
+            .map(|(bank, _)| BankId::parse(bank).with_context(|| format!("routes.{bank}")))
+            .collect()
+    }
+
+    /// How long a sent transfer may stay unsettled before it is re-driven.
+    pub fn redrive_after(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.messaging.redrive_after_secs)
     }
 
     /// Refuses a configuration that would fail later: bad names, account numbers or
@@ -429,6 +509,12 @@ impl BankConfig {
             if !(1..=MAX_WORKER_THREADS).contains(&threads) {
                 bail!("worker_threads = {threads} must be 1 to {MAX_WORKER_THREADS}");
             }
+        }
+        if !(1..=MAX_REDRIVE_AFTER_SECS).contains(&self.messaging.redrive_after_secs) {
+            bail!(
+                "messaging.redrive_after_secs = {} must be 1 to {MAX_REDRIVE_AFTER_SECS}",
+                self.messaging.redrive_after_secs
+            );
         }
         if !(1..=MAX_TRANSFERS_PER_MESSAGE).contains(&self.messaging.transfers_per_message) {
             bail!(
@@ -502,7 +588,8 @@ mod tests {
     fn presets_are_the_seed_banks() {
         let bank1 = BankConfig::load(None, Some("bank1"), Path::new("d"), &BankOverrides::default()).unwrap();
         assert_eq!(bank1.messaging.producer_group, "producer_group_txmsg_bank1");
-        assert_eq!(bank1.routes["bank2"], "topic_txmsg");
+        assert_eq!(bank1.routes["bank2"], Route::Topic("topic_txmsg".into()));
+        assert_eq!(bank1.messaging.redrive_after_secs, 60);
         assert_eq!(bank1.accounts[0].balance, "10000.00");
         let bank2 = BankConfig::load(None, Some("bank2"), Path::new("d"), &BankOverrides::default()).unwrap();
         assert_eq!(bank2.messaging.consumer_group, "consumer_group_txmsg_bank2");
@@ -577,6 +664,42 @@ mod tests {
             let error = load(Some(refused)).unwrap_err().to_string();
             assert!(error.contains("messaging.transfers_per_message"), "{error}");
         }
+    }
+
+    #[test]
+    fn a_route_may_say_its_bank_sends_no_reports_and_is_then_never_redriven() {
+        let text = r#"
+            name = "bank1"
+            listen = "127.0.0.1:56081"
+            database_url = "sqlite://d/bank1.db?mode=rwc"
+            namesrv_addr = "127.0.0.1:9876"
+            [messaging]
+            producer_group = "producer_group_txmsg_bank1"
+            consumer_group = "consumer_group_txmsg_bank1"
+            inbound_topic = "topic_txmsg_bank1"
+            redrive_after_secs = 30
+            [routes]
+            bank2 = { topic = "topic_txmsg", reports = false }
+            bank3 = "topic_bank3"
+            bank4 = { topic = "topic_bank4" }
+            [seed]
+            destination_bank = "bank2"
+            destination_account = "2"
+            sender_bank = "bank2"
+            default_account = "1"
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bank.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).unwrap();
+        assert_eq!(config.silent_banks().unwrap(), [BankId::parse("bank2").unwrap()]);
+        assert_eq!(config.routes["bank2"].topic(), "topic_txmsg");
+        assert_eq!(config.redrive_after().as_secs(), 30);
+        std::fs::write(&path, text.replace("reports = false", "report = false")).unwrap();
+        assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_err());
+        std::fs::write(&path, text.replace("redrive_after_secs = 30", "redrive_after_secs = 0")).unwrap();
+        let error = BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).unwrap_err();
+        assert!(error.to_string().contains("redrive_after_secs"), "{error}");
     }
 
     #[test]

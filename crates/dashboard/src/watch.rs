@@ -61,6 +61,8 @@ pub struct BankView {
     pub dead_lettered_total: f64,
     /// Messages it handed back for redelivery since it started.
     pub redeliveries_total: f64,
+    /// Unsettled transfers it sent again from its books since it started (re-drive).
+    pub redriven_total: f64,
     /// Redeliveries absorbed by de-duplication since it started.
     pub duplicates_total: f64,
     /// `GET /audit`: its own books.
@@ -305,6 +307,7 @@ async fn read_bank(
     view.dead_lettered_total = prometheus::total(&samples, "txbank_messages_set_aside_total");
     view.redeliveries_total = prometheus::total(&samples, "txbank_redeliveries_requested_total");
     view.duplicates_total = prometheus::total(&samples, "txbank_duplicates_absorbed_total");
+    view.redriven_total = prometheus::total(&samples, "txbank_transfers_redriven_total");
     errors.dedup();
     view.error = (!errors.is_empty()).then(|| errors.join("; "));
     (view, samples)

@@ -240,9 +240,13 @@ impl InboundListener {
                 warn!(tx_no = %transfer.tx_no, to = %transfer.to, %reason, "refused; returning the money to its sender");
                 true
             }
-            Ok(CreditOutcome::Duplicate) => {
+            Ok(CreditOutcome::Duplicate { reported_again }) => {
                 self.counters.record(Event::Duplicate);
-                info!(tx_no = %transfer.tx_no, "duplicate delivery absorbed");
+                if reported_again {
+                    self.counters.record(Event::ReportRepeated);
+                    self.settled.notify_one();
+                }
+                info!(tx_no = %transfer.tx_no, reported_again, "duplicate delivery absorbed");
                 true
             }
             Err(error) => {

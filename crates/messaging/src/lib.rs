@@ -6,6 +6,8 @@
 //! - [`CreditConsumer`] consumes a bank's inbound topic: it credits each transfer exactly
 //!   once (or refuses it for good and queues its return), and applies settlement reports
 //!   about the transfers this bank sent.
+//! - [`Redriver`] sends again, from the sender's own books, the transfers whose
+//!   settlement report is overdue (their message or its report was lost).
 //! - [`SettlementRelay`] sends the settlement reports queued in the database's outbox.
 //! - [`BrokerProbe`] tells whether the name server and the broker answer.
 //! - [`Routes`] maps each bank to its inbound topic.
@@ -29,6 +31,7 @@ pub mod metrics;
 mod probe;
 mod producer;
 mod publish;
+mod redrive;
 pub mod reference;
 mod relay;
 mod routes;
@@ -42,6 +45,7 @@ pub use error::MessagingError;
 pub use probe::BrokerProbe;
 pub use producer::{SendOutcome, TransferProducer};
 pub use publish::publish;
+pub use redrive::{Redriver, LONGEST_PAUSE as LONGEST_REDRIVE_PAUSE};
 pub use relay::SettlementRelay;
 pub use routes::Routes;
 pub use signing::MessageKey;

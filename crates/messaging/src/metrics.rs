@@ -156,6 +156,8 @@ pub struct Counters {
     credited: AtomicU64,
     refused: AtomicU64,
     duplicates: AtomicU64,
+    reports_repeated: AtomicU64,
+    redriven: AtomicU64,
     redelivery_requests: AtomicU64,
     settlements: AtomicU64,
     set_aside: [AtomicU64; 4],
@@ -182,6 +184,11 @@ pub enum Event {
     Refused,
     /// A redelivered message was absorbed by `de_duplication`.
     Duplicate,
+    /// A transfer received before was received again, and its settlement report queued
+    /// again from what this bank recorded.
+    ReportRepeated,
+    /// An unsettled transfer's message was sent again from the sender's books.
+    Redriven,
     /// A message failed for a passing reason and will be delivered again.
     RedeliveryRequested,
     /// A settlement report moved a sent transfer to its final state.
@@ -203,6 +210,8 @@ impl Counters {
             Event::Credited => &self.credited,
             Event::Refused => &self.refused,
             Event::Duplicate => &self.duplicates,
+            Event::ReportRepeated => &self.reports_repeated,
+            Event::Redriven => &self.redriven,
             Event::RedeliveryRequested => &self.redelivery_requests,
             Event::Settled => &self.settlements,
             Event::SetAside(reason) => &self.set_aside[reason as usize],
@@ -264,6 +273,16 @@ impl Counters {
             "txbank_duplicates_absorbed_total",
             "Redelivered messages absorbed by de_duplication.",
             &[("", get(&self.duplicates))],
+        );
+        family(
+            "txbank_reports_repeated_total",
+            "Settlement reports queued again because a transfer applied before was received again.",
+            &[("", get(&self.reports_repeated))],
+        );
+        family(
+            "txbank_transfers_redriven_total",
+            "Unsettled transfers whose message this bank sent again from its own books.",
+            &[("", get(&self.redriven))],
         );
         family(
             "txbank_redeliveries_requested_total",

@@ -1,7 +1,7 @@
 //! Routing: which topic reaches which bank. Each bank consumes one inbound topic; a
 //! transfer goes to its destination bank's topic, a settlement report to its sender's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use txbank_domain::BankId;
 
@@ -11,6 +11,9 @@ use crate::MessagingError;
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     topics: BTreeMap<BankId, String>,
+    /// Banks that never send settlement reports (the seed's Java bank2): their
+    /// transfers are never re-driven, since no report would ever stop it.
+    silent: BTreeSet<BankId>,
 }
 
 impl Routes {
@@ -18,7 +21,23 @@ impl Routes {
     pub fn new(topics: impl IntoIterator<Item = (BankId, String)>) -> Routes {
         Routes {
             topics: topics.into_iter().collect(),
+            silent: BTreeSet::new(),
         }
+    }
+
+    /// These routes, knowing that `banks` never send settlement reports.
+    pub fn with_silent(mut self, banks: impl IntoIterator<Item = BankId>) -> Routes {
+        self.silent.extend(banks);
+        self
+    }
+
+    /// The banks that send settlement reports, whose unsettled transfers are re-driven.
+    pub fn reporting(&self) -> Vec<BankId> {
+        self.topics
+            .keys()
+            .filter(|bank| !self.silent.contains(*bank))
+            .cloned()
+            .collect()
     }
 
     /// The inbound topic of `bank`.

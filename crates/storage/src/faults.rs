@@ -1,9 +1,10 @@
 //! Fault points: named places on the transfer path where a test can make this process
-//! die at once (as with SIGKILL) or make the current database transaction fail.
+//! die at once (as with SIGKILL), make the current database transaction fail, or hold
+//! it open for a while (as a stalled database or a long pause would).
 //!
-//! A point is armed only by an environment variable naming it (`TXBANK_CRASH_AT` or
-//! `TXBANK_FAIL_AT`); the code around it is the production path. Unarmed, a point costs
-//! one comparison.
+//! A point is armed only by an environment variable naming it (`TXBANK_CRASH_AT`,
+//! `TXBANK_FAIL_AT` or `TXBANK_PAUSE_AT`, with `TXBANK_PAUSE_MS`, default 5000); the code
+//! around it is the production path. Unarmed, a point costs one comparison.
 
 use std::sync::OnceLock;
 
@@ -38,6 +39,20 @@ pub fn crash_point(point: &str) {
 pub(crate) fn fail_point(point: &str) -> bool {
     static ARMED: OnceLock<Option<String>> = OnceLock::new();
     is_armed(&ARMED, "TXBANK_FAIL_AT", point)
+}
+
+/// Waits `TXBANK_PAUSE_MS` milliseconds (5000 by default) when `point` is the armed
+/// pause point; the caller's transaction stays open meanwhile.
+pub(crate) async fn pause_point(point: &str) {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    if is_armed(&ARMED, "TXBANK_PAUSE_AT", point) {
+        let millis = std::env::var("TXBANK_PAUSE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(5000);
+        tracing::warn!(point, millis, "pause point reached: holding the transaction open");
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    }
 }
 
 fn is_armed(armed: &OnceLock<Option<String>>, variable: &str, point: &str) -> bool {

@@ -8,12 +8,14 @@
 
 mod error;
 pub mod faults;
+mod redrive;
 mod schema;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
 pub use error::StorageError;
+pub use redrive::DueRedrive;
 pub use store::{
     create_mysql_database, drop_mysql_database, redact, AccountRecord, CreditOutcome, DebitOutcome, Delivery,
     DeliveryOutcome, Engine, PendingSettlement, SettlementOutcome, Store, TransferRecord,

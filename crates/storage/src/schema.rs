@@ -7,6 +7,8 @@
 //! - `transfer_in`: each transfer this bank received, credited or refused;
 //! - `settlement_outbox`: reports owed to senders ("credited" / "returned"), written in
 //!   the same transaction as the credit or refusal and deleted once sent;
+//! - `redrive`: sent transfers whose message was sent again because no settlement came,
+//!   how often, and when next (see `Store::due_redrives`);
 //! - `set_aside`: received messages that were never applied (unreadable, unauthenticated,
 //!   misrouted), one row per message however often it was delivered.
 
@@ -62,6 +64,11 @@ pub(crate) const SQLITE: &[&str] = &[
         deliveries BIGINT NOT NULL,
         first_seen BIGINT NOT NULL,
         last_seen BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS redrive (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        attempts BIGINT NOT NULL,
+        next_at BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS transfer_out_by_state_time ON transfer_out (state, create_time)",
     "CREATE INDEX IF NOT EXISTS transfer_out_by_time ON transfer_out (create_time)",
@@ -122,4 +129,9 @@ pub(crate) const MYSQL: &[&str] = &[
         first_seen BIGINT NOT NULL,
         last_seen BIGINT NOT NULL
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    "CREATE TABLE IF NOT EXISTS redrive (
+        tx_no VARCHAR(64) PRIMARY KEY,
+        attempts BIGINT NOT NULL,
+        next_at BIGINT NOT NULL
+    ) ENGINE=InnoDB",
 ];

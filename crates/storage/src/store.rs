@@ -42,9 +42,9 @@ impl Engine {
 /// A bank's database: a connection pool plus the statements that read and change it.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    engine: Engine,
-    bank: BankId,
+    pub(crate) pool: AnyPool,
+    pub(crate) engine: Engine,
+    pub(crate) bank: BankId,
     /// Whose turn it is to write (SQLite only; see [`Store::write_turn`]).
     writes: Arc<tokio::sync::Mutex<()>>,
 }
@@ -94,8 +94,13 @@ pub enum CreditOutcome {
     /// The destination cannot take it (unknown or closed account, balance at its
     /// maximum): recorded as refused, and the money's return to the sender queued.
     Refused(String),
-    /// The transaction number was already applied; nothing changed.
-    Duplicate,
+    /// The transaction number was already applied; nothing changed but, when this bank
+    /// recorded what it did with it, its settlement report was queued again
+    /// (`reported_again`), so that a sender whose report was lost hears it.
+    Duplicate {
+        /// True when the report was queued again.
+        reported_again: bool,
+    },
 }
 
 /// What [`Store::apply_settlement`] did.
@@ -326,6 +331,7 @@ impl Store {
             return Err(refusal);
         }
         faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
+        faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
             tx.rollback().await?;
             return Err(StorageError::Database(sqlx::Error::Protocol(
@@ -412,6 +418,7 @@ impl Store {
             return Ok(false);
         }
         faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
+        faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
             tx.rollback().await?;
             return Ok(false);
@@ -623,6 +630,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Holds the database's write lock for `length`, as another process stalled inside
+    /// a write transaction would (SQLite; for `txbank chaos`'s database outages): a
+    /// bank's writes wait meanwhile, and fail once they waited its busy timeout.
+    pub async fn hold_write_lock(&self, length: Duration) -> StorageResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        conn.execute("BEGIN IMMEDIATE").await?;
+        tokio::time::sleep(length).await;
+        conn.execute("ROLLBACK").await?;
         Ok(())
     }
 
@@ -874,7 +892,7 @@ impl Store {
     /// writer that finds the database locked sleeps in SQLite's busy handler, backing off
     /// up to 100 ms a try; writers queued here are handed the lock at once instead. Other
     /// engines lock rows, not the database: no turn to wait for.
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.engine {
             Engine::Sqlite => Some(self.writes.lock().await),
             Engine::MySql => None,
@@ -945,7 +963,10 @@ async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> Stora
         .await;
     match first_time {
         Ok(_) => {}
-        Err(error) if is_unique_violation(&error) => return Ok(CreditOutcome::Duplicate),
+        Err(error) if is_unique_violation(&error) => {
+            let reported_again = report_again(tx, &transfer.tx_no, now).await?;
+            return Ok(CreditOutcome::Duplicate { reported_again });
+        }
         Err(error) => return Err(error.into()),
     }
     let (settlement, outcome) = match credit(tx, transfer).await {
@@ -973,6 +994,40 @@ async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> Stora
         .execute(&mut **tx)
         .await?;
     Ok(outcome)
+}
+
+/// Queues again, inside `tx`, the settlement report of a transfer this bank received
+/// before, from what it recorded (credited or refused), to the bank it recorded as the
+/// sender; true when there was one to queue. A report still waiting in the outbox
+/// stays as it is.
+async fn report_again(tx: &mut Transaction, tx_no: &TxNo, now: i64) -> StorageResult<bool> {
+    let recorded: Option<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT from_bank, state, reason FROM transfer_in WHERE tx_no = ?")
+            .bind(tx_no.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    let Some((from_bank, state, reason)) = recorded else {
+        return Ok(false);
+    };
+    let outcome = match state.as_str() {
+        "refused" => TransferState::Returned,
+        _ => TransferState::Credited,
+    };
+    let queued = sqlx::query(
+        "INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(tx_no.as_str())
+    .bind(from_bank)
+    .bind(outcome.as_str())
+    .bind(reason)
+    .bind(now)
+    .execute(&mut **tx)
+    .await;
+    match queued {
+        Ok(_) => Ok(true),
+        Err(error) if is_unique_violation(&error) => Ok(true),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Adds to `script` the statements that credit `transfers` as [`credit_in`] would each,
@@ -1159,7 +1214,7 @@ impl<'a> Script<'a> {
 }
 
 /// `?, ?, ...`: `count` placeholders.
-fn placeholders(count: usize) -> String {
+pub(crate) fn placeholders(count: usize) -> String {
     vec!["?"; count].join(", ")
 }
 
@@ -1298,7 +1353,7 @@ async fn account_in(tx: &mut Transaction, no: &AccountNo) -> StorageResult<Optio
 }
 
 #[derive(sqlx::FromRow)]
-struct TransferRow {
+pub(crate) struct TransferRow {
     tx_no: String,
     from_account: String,
     to_bank: String,
@@ -1332,15 +1387,15 @@ impl TransferRow {
     }
 }
 
-fn parse<T>(value: Result<T, txbank_domain::DomainError>) -> StorageResult<T> {
+pub(crate) fn parse<T>(value: Result<T, txbank_domain::DomainError>) -> StorageResult<T> {
     value.map_err(|error| StorageError::Corrupt(error.to_string()))
 }
 
-fn rows(result: &AnyQueryResult) -> u64 {
+pub(crate) fn rows(result: &AnyQueryResult) -> u64 {
     result.rows_affected()
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
 

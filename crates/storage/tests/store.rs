@@ -293,10 +293,126 @@ async fn credit_applies_once_when_message_is_delivered_twice() {
         );
         assert_eq!(
             store.credit_once(&t).await.unwrap(),
-            CreditOutcome::Duplicate,
+            CreditOutcome::Duplicate { reported_again: true },
             "{engine}"
         );
         assert_eq!(balance(&store, "2").await, "100.00", "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn a_transfer_received_again_has_its_report_queued_again_from_what_was_recorded() {
+    for (engine, store, _dir) in stores().await {
+        let credited = transfer("7");
+        let refused = transfer_to("missing", "8");
+        for t in [&credited, &refused] {
+            store.credit_once(t).await.unwrap();
+        }
+        let sent: Vec<TxNo> = store
+            .pending_settlements(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|report| report.tx_no)
+            .collect();
+        store.settlements_sent(&sent).await.unwrap();
+        assert!(store.pending_settlements(10).await.unwrap().is_empty(), "{engine}");
+
+        for t in [&credited, &refused] {
+            assert_eq!(
+                store.credit_once(t).await.unwrap(),
+                CreditOutcome::Duplicate { reported_again: true },
+                "{engine}"
+            );
+        }
+        let again = store.pending_settlements(10).await.unwrap();
+        let outcome_of = |t: &Transfer| again.iter().find(|r| r.tx_no == t.tx_no).map(|r| r.settlement.clone());
+        assert_eq!(outcome_of(&credited), Some(Settlement::Credited), "{engine}");
+        assert!(
+            matches!(outcome_of(&refused), Some(Settlement::Returned { reason }) if reason.contains("missing")),
+            "{engine}: {again:?}"
+        );
+        assert!(again.iter().all(|r| r.to_bank == bank("bank1")), "{engine}");
+        assert_eq!(balance(&store, "2").await, "7.00", "{engine}: nothing credited twice");
+    }
+}
+
+#[tokio::test]
+async fn only_unsettled_committed_debits_are_due_for_redrive_and_each_attempt_is_claimed_once() {
+    use std::time::Duration;
+    for (engine, store, _dir) in stores().await {
+        let unsettled = transfer("1");
+        let settled = transfer("2");
+        let rolled_back = transfer("3");
+        store.debit_and_record(&unsettled, None).await.unwrap();
+        store.debit_and_record(&settled, None).await.unwrap();
+        store
+            .apply_settlement(&settled.tx_no, &bank("bank2"), &Settlement::Credited)
+            .await
+            .unwrap();
+        store.roll_back_unless_debited(&rolled_back, "test").await.unwrap();
+        let to_bank2 = [bank("bank2")];
+
+        let not_yet = store
+            .due_redrives(&to_bank2, Duration::from_secs(60), 10)
+            .await
+            .unwrap();
+        assert!(not_yet.is_empty(), "{engine}: not overdue yet");
+        let due = store.due_redrives(&to_bank2, Duration::ZERO, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "{engine}: {due:?}");
+        assert_eq!((&due[0].transfer, due[0].attempts), (&unsettled, 0), "{engine}");
+        assert!(
+            store
+                .due_redrives(&[bank("bank3")], Duration::ZERO, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{engine}: other banks' only"
+        );
+
+        let pause = Duration::from_millis(300);
+        assert!(
+            store.claim_redrive(&unsettled.tx_no, 0, pause).await.unwrap(),
+            "{engine}: first claim"
+        );
+        assert!(
+            !store.claim_redrive(&unsettled.tx_no, 0, pause).await.unwrap(),
+            "{engine}: another instance's claim of the same attempt"
+        );
+        assert!(
+            store
+                .due_redrives(&to_bank2, Duration::ZERO, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{engine}: pausing"
+        );
+        tokio::time::sleep(pause * 2).await;
+        let due = store.due_redrives(&to_bank2, Duration::ZERO, 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.attempts).collect::<Vec<_>>(), [1], "{engine}");
+        assert!(
+            store.claim_redrive(&unsettled.tx_no, 1, pause).await.unwrap(),
+            "{engine}: second attempt"
+        );
+        assert!(
+            !store.claim_redrive(&unsettled.tx_no, 1, pause).await.unwrap(),
+            "{engine}: claimed once"
+        );
+
+        store
+            .apply_settlement(&unsettled.tx_no, &bank("bank2"), &Settlement::Credited)
+            .await
+            .unwrap();
+        assert_eq!(store.forget_settled_redrives().await.unwrap(), 1, "{engine}");
+        tokio::time::sleep(pause * 2).await;
+        assert!(
+            store
+                .due_redrives(&to_bank2, Duration::ZERO, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{engine}: settled"
+        );
     }
 }
 
@@ -309,7 +425,7 @@ async fn a_credit_to_a_missing_or_closed_account_is_refused_for_good_and_its_ret
             assert!(matches!(outcome, CreditOutcome::Refused(_)), "{engine}: {outcome:?}");
             assert_eq!(
                 store.credit_once(&t).await.unwrap(),
-                CreditOutcome::Duplicate,
+                CreditOutcome::Duplicate { reported_again: true },
                 "{engine}: a refusal is final"
             );
         }
@@ -424,7 +540,7 @@ async fn a_batch_of_deliveries_is_applied_together_and_once() {
         assert!(
             again[..3]
                 .iter()
-                .all(|o| matches!(o, DeliveryOutcome::Credit(CreditOutcome::Duplicate))),
+                .all(|o| matches!(o, DeliveryOutcome::Credit(CreditOutcome::Duplicate { .. }))),
             "{engine}: {again:?}"
         );
         assert!(
@@ -471,7 +587,7 @@ async fn in_a_batch_each_delivery_gets_its_own_answer() {
             "{engine}: {outcomes:?}"
         );
         assert!(
-            matches!(outcomes[1], DeliveryOutcome::Credit(CreditOutcome::Duplicate)),
+            matches!(outcomes[1], DeliveryOutcome::Credit(CreditOutcome::Duplicate { .. })),
             "{engine}: {outcomes:?}"
         );
         assert!(

@@ -210,6 +210,15 @@ impl Cluster {
         }
     }
 
+    /// Loses the broker's store for good, as a lost disk would: the broker is killed, its
+    /// store folder deleted (every half message, message and consumer offset in it), and
+    /// it starts again empty on the same address.
+    pub async fn lose_broker_store(&mut self) {
+        self.kill_broker();
+        std::fs::remove_dir_all(self.dir.path().join("rocketmq").join("store")).unwrap();
+        self.start_broker().await;
+    }
+
     /// Stops the broker answering (SIGSTOP), as a stalled disk or machine would; its
     /// connections stay open and what is sent to it waits.
     pub fn pause_broker(&mut self) {
@@ -360,6 +369,16 @@ impl Bank {
         if let Some(mut process) = self.process.take() {
             process.kill();
         }
+    }
+
+    /// Stops the bank (SIGSTOP): it answers nothing and consumes nothing until `resume`.
+    pub fn pause(&mut self) {
+        self.process.as_mut().expect("bank running").pause();
+    }
+
+    /// Lets a paused bank go on (SIGCONT).
+    pub fn resume(&mut self) {
+        self.process.as_mut().expect("bank running").resume();
     }
 
     /// The bank's API base URL.

@@ -1,0 +1,108 @@
+//! Delivery that does not depend on the broker keeping every message: the sender's books
+//! re-drive what stays unsettled, the receiver answers a transfer it already applied
+//! again, and a local transaction held open past the check-back ends in one outcome.
+
+mod support;
+
+use support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
+
+/// Re-drive after two seconds, so that the tests see it soon.
+const REDRIVE_SOON: (&str, &str) = ("TXBANK_REDRIVE_AFTER_SECS", "2");
+
+/// Waits until every transfer `bank` sent is credited.
+async fn all_credited(bank: &Bank) -> bool {
+    eventually(|| async { bank.outgoing().await.iter().all(|(_, state)| state == "credited") }).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_stranded_by_a_broker_that_lost_its_store_are_redriven_and_credited_once() {
+    let (mut cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1.start_with(&[REDRIVE_SOON]).await;
+
+    bank2.pause();
+    for _ in 0..10 {
+        bank1.pay("1").await;
+    }
+    cluster.lose_broker_store().await;
+    bank2.resume();
+
+    assert!(
+        bank2.balance_becomes("2", "10.00").await,
+        "stranded transfers never arrived; bank1 log:\n{}",
+        bank1.log_text()
+    );
+    assert!(all_credited(&bank1).await, "{:?}", bank1.outgoing().await);
+    let redriven = bank1.metric("txbank_transfers_redriven_total{bank=\"bank1\"}").await;
+    assert!(redriven.unwrap_or(0.0) >= 1.0, "{redriven:?}");
+    assert!(bank1.log_text().contains("re-driving the transfer"));
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [10, 10, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_report_lost_on_its_way_back_heals() {
+    let (mut cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1.start_with(&[REDRIVE_SOON]).await;
+
+    // bank2 credits only once bank1 has stopped, so bank1 cannot read the report before
+    // the broker loses it.
+    bank2.pause();
+    bank1.pay("1").await;
+    bank1.pause();
+    bank2.resume();
+    assert!(bank2.balance_becomes("2", "1.00").await);
+    let repeated = || async { bank2.metric("txbank_reports_repeated_total{bank=\"bank2\"}").await };
+    assert_eq!(repeated().await, Some(0.0));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    cluster.lose_broker_store().await;
+    bank1.resume();
+
+    assert!(all_credited(&bank1).await, "{:?}", bank1.outgoing().await);
+    assert!(repeated().await.unwrap_or(0.0) >= 1.0);
+    assert_eq!(bank2.balance("2").await, "1.00", "credited once");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [1, 1, 0]);
+}
+
+/// The local transaction stays open 5 s, past the broker's 1 s transaction timeout: the
+/// check-back comes while it is open, waits for it (the check-back's rollback marker
+/// conflicts with the open debit's row), and answers COMMIT once it commits: the
+/// transfer is debited and credited once, never also rolled back.
+async fn a_paused_local_transaction_ends_in_one_outcome(db: Db) {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(db).await;
+    bank2.start().await;
+    bank1
+        .start_with(&[
+            ("TXBANK_PAUSE_AT", "inside-local-transaction"),
+            ("TXBANK_PAUSE_MS", "5000"),
+        ])
+        .await;
+
+    let (status, body) = bank1
+        .post_transfer(serde_json::json!({"from": "1", "to": "2", "amount": "1"}))
+        .await;
+    assert_eq!(status, 201, "a debit held open still commits: {body}");
+    let checked_back = eventually(|| async {
+        let series = "txbank_check_backs_total{bank=\"bank1\",verdict=\"commit\"}";
+        bank1.metric(series).await.unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(checked_back, "the broker checked back while the debit was open");
+    assert!(bank2.balance_becomes("2", "1.00").await);
+    assert!(all_credited(&bank1).await);
+    assert_eq!(bank1.balance("1").await, "9999.00");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "rolled_back"]), [1, 1, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_sqlite() {
+    a_paused_local_transaction_ends_in_one_outcome(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_mysql() {
+    a_paused_local_transaction_ends_in_one_outcome(Db::MySql).await;
+}

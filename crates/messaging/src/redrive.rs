@@ -1,0 +1,210 @@
+//! Re-drive: delivery that does not depend on the broker keeping every message. A
+//! transfer debited here stays `debited` until its destination reports on it; when no
+//! report came within `redrive_after` (the message was lost with a broker's store,
+//! expired, dead-lettered, or its report was lost on the way back), its message is sent
+//! again from this bank's own books, same `tx_no` and body, signed, with pauses that
+//! double up to [`LONGEST_PAUSE`], until the report arrives. The destination absorbs a
+//! transfer it already applied and reports on it again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rocketmq_client_rust::DefaultMQProducer;
+use rocketmq_model::common::message::MessageConst;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+use txbank_domain::{BankId, Transfer};
+use txbank_storage::{DueRedrive, Store};
+
+use crate::metrics::{Counters, Event};
+use crate::publish::start_plain_producer;
+use crate::signing::{self, MessageKey};
+use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
+
+/// The longest pause between two re-drives of one transfer (or `redrive_after`, when
+/// that is longer): once the faults end, every transfer is sent again within it.
+pub const LONGEST_PAUSE: Duration = Duration::from_secs(60);
+
+/// Most overdue transfers read from the database in one sweep.
+const SWEEP_LIMIT: u32 = 1024;
+
+/// How often settled transfers' claims are removed from the `redrive` table.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
+
+/// The pause before the re-drive that follows the `attempt`-th (1 for the first):
+/// `after`, doubling with every attempt, at most [`LONGEST_PAUSE`] (or `after`).
+pub fn pause_after(after: Duration, attempt: u32) -> Duration {
+    let longest = after.max(LONGEST_PAUSE);
+    let doublings = attempt.saturating_sub(1).min(20);
+    after.saturating_mul(1 << doublings).min(longest)
+}
+
+/// The running re-drive of one bank.
+pub struct Redriver {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Redriver {
+    /// Starts re-driving `store`'s transfers to the reporting banks of `routes` that
+    /// stay unsettled for `after`, counting each in `counters`.
+    pub async fn start(
+        client: &MqClient,
+        settings: &MqSettings,
+        routes: Routes,
+        store: Store,
+        after: Duration,
+        counters: Arc<Counters>,
+    ) -> Result<Redriver, MessagingError> {
+        let producer = start_plain_producer(client, settings, &format!("txbank_redrive_{}", store.bank())).await?;
+        let (stop, stopped) = watch::channel(false);
+        let sweeper = Sweeper {
+            producer,
+            routes,
+            store,
+            after,
+            per_message: settings.transfers_per_message.max(1),
+            signer: settings.signing_key.clone(),
+            counters,
+        };
+        let task = tokio::spawn(sweeper.run(stopped));
+        Ok(Redriver { stop, task })
+    }
+
+    /// Stops after the sweep under way.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Sweeper {
+    producer: DefaultMQProducer,
+    routes: Routes,
+    store: Store,
+    after: Duration,
+    per_message: usize,
+    signer: Option<MessageKey>,
+    counters: Arc<Counters>,
+}
+
+impl Sweeper {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let every = (self.after / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        let mut last_forget = Instant::now();
+        loop {
+            let more = match self.sweep().await {
+                Ok(more) => more,
+                Err(error) => {
+                    warn!(%error, "cannot re-drive unsettled transfers now; will retry");
+                    false
+                }
+            };
+            if last_forget.elapsed() >= FORGET_EVERY {
+                last_forget = Instant::now();
+                if let Err(error) = self.store.forget_settled_redrives().await {
+                    debug!(%error, "cannot forget settled re-drives now");
+                }
+            }
+            if *stopped.borrow() {
+                break;
+            }
+            if more {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopped.changed() => break,
+            }
+        }
+        self.producer.shutdown().await;
+    }
+
+    /// Claims the overdue transfers and sends them again; true when the sweep was full
+    /// (more may be due).
+    async fn sweep(&self) -> Result<bool, MessagingError> {
+        let due = self
+            .store
+            .due_redrives(&self.routes.reporting(), self.after, SWEEP_LIMIT)
+            .await
+            .map_err(|e| MessagingError::client("re-drive", e))?;
+        let full = due.len() == SWEEP_LIMIT as usize;
+        let mut claimed: BTreeMap<BankId, Vec<Transfer>> = BTreeMap::new();
+        for DueRedrive {
+            transfer,
+            attempts,
+            debited_at_ms,
+        } in due
+        {
+            let attempt = attempts + 1;
+            let won = self
+                .store
+                .claim_redrive(&transfer.tx_no, attempts, pause_after(self.after, attempt))
+                .await
+                .map_err(|e| MessagingError::client("re-drive claim", e))?;
+            if won {
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as i64;
+                let age_s = (now_ms - debited_at_ms).max(0) as f64 / 1000.0;
+                warn!(tx_no = %transfer.tx_no, to_bank = %transfer.to_bank, attempt, age_s, "no settlement yet; re-driving the transfer");
+                claimed.entry(transfer.to_bank.clone()).or_default().push(transfer);
+            }
+        }
+        for (to_bank, transfers) in claimed {
+            for message in transfers.chunks(self.per_message) {
+                match self.send(&to_bank, message).await {
+                    Ok(()) => {
+                        for _ in message {
+                            self.counters.record(Event::Redriven);
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%to_bank, transfers = message.len(), %error, "re-drive not sent; will try again after its pause")
+                    }
+                }
+            }
+        }
+        Ok(full)
+    }
+
+    /// Sends `transfers` (all to `to_bank`) again as one plain message, keyed by each
+    /// `tx_no`: their debits are committed, so no half message is needed.
+    async fn send(&self, to_bank: &BankId, transfers: &[Transfer]) -> Result<(), MessagingError> {
+        let keys: Vec<&str> = transfers.iter().map(|transfer| transfer.tx_no.as_str()).collect();
+        let message = signing::message(
+            self.routes.topic(to_bank)?,
+            &keys.join(MessageConst::KEY_SEPARATOR),
+            wire::encode_transfers(transfers),
+            self.signer.as_ref(),
+        )?;
+        self.producer
+            .send(message)
+            .await
+            .map_err(|e| MessagingError::client("re-drive send", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_from_redrive_after_up_to_a_minute() {
+        let after = Duration::from_secs(5);
+        let pauses: Vec<u64> = (1..=6).map(|n| pause_after(after, n).as_secs()).collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 60, 60]);
+        assert_eq!(pause_after(after, u32::MAX), LONGEST_PAUSE);
+    }
+
+    #[test]
+    fn a_redrive_after_longer_than_a_minute_is_its_own_pause() {
+        let after = Duration::from_secs(300);
+        assert_eq!(pause_after(after, 1), after);
+        assert_eq!(pause_after(after, 9), after);
+    }
+}

@@ -1,9 +1,12 @@
 //! `txbank chaos`: the whole system as separate processes (a name server, a broker, and
 //! two instances of each bank sharing its database), concurrent transfers in both
-//! directions between several accounts, and SIGKILLs of random parts at seeded moments.
-//! When the faults stop it waits until nothing is in flight and audits the books: no
-//! money may be lost or duplicated.
+//! directions between several accounts, and faults at seeded moments: parts killed
+//! (SIGKILL) or paused (SIGSTOP), a bank instance cut off from the broker or slowed
+//! down, a bank's database taken away, and the broker's store lost for good. When the
+//! faults stop it waits until nothing is in flight (re-drive included) and audits the
+//! books: no money may be lost or duplicated.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +23,8 @@ use txbank_storage::Store;
 
 use crate::audit::read_and_audit;
 use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, MESSAGE_KEY_FILE};
-use crate::up::part_command;
+use crate::netns::{Link, Namespace};
+use crate::up::part_command_via;
 
 /// Options of `chaos`.
 #[derive(Debug, clap::Args)]
@@ -31,9 +35,16 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule and of the transfers' parameters.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Processes to kill (and restart) while the transfers run.
-    #[arg(long, default_value_t = 10)]
-    pub kills: usize,
+    /// Faults to inject while the transfers run, one after another.
+    #[arg(long, alias = "kills", default_value_t = 10)]
+    pub faults: usize,
+    /// The kinds of fault to draw from, comma-separated (all by default).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = FaultKind::ALL)]
+    pub kinds: Vec<FaultKind>,
+    /// Run the banks on fresh databases of this MySQL/MariaDB server
+    /// (`mysql://root@127.0.0.1:3306`) instead of SQLite files.
+    #[arg(long)]
+    pub mysql_url: Option<String>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -52,6 +63,38 @@ pub struct ChaosArgs {
 /// The accounts each bank's preset opens, by bank.
 const ACCOUNTS: [(&str, [&str; 2]); 2] = [("bank1", ["1", "3"]), ("bank2", ["2", "4"])];
 
+/// A kind of fault the run injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// A part killed with SIGKILL, restarted 0.2 to 3 s later.
+    Kill,
+    /// A part stopped with SIGSTOP for 0.5 to 10 s, then continued: longer than the
+    /// broker's transaction timeout, check-backs race paused local transactions.
+    Pause,
+    /// A bank instance cut off from the name server and the broker (its connections
+    /// closed, new ones refused), or its traffic to them delayed, for 1 to 8 s.
+    Network,
+    /// A bank's database taken away for 1 to 12 s: on MariaDB its connections are
+    /// closed and the server is unreachable; on SQLite another process holds the write
+    /// lock (past the bank's 10 s busy timeout, its writes fail).
+    DbOutage,
+    /// The broker killed, its store folder deleted, and started again empty: every half
+    /// message and unconsumed message on it is lost; re-drive brings them home.
+    StoreLoss,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Network,
+        FaultKind::DbOutage,
+        FaultKind::StoreLoss,
+    ];
+}
+
 /// What the run did and found.
 #[derive(Debug, Serialize)]
 struct ChaosReport {
@@ -67,16 +110,23 @@ struct ChaosReport {
     lost: usize,
     duplicated: usize,
     seconds_to_converge: f64,
-    kills: Vec<Kill>,
+    /// How many faults of each kind were injected.
+    injected: BTreeMap<FaultKind, usize>,
+    faults: Vec<Fault>,
     audit: AuditReport,
 }
 
-/// One fault: which part was killed, when, and for how long it stayed down.
+/// One fault: what, to which part, when, and for how long.
 #[derive(Debug, Clone, Serialize)]
-struct Kill {
+struct Fault {
     at_ms: u64,
+    kind: FaultKind,
+    /// A process (`broker`, `bank1a`...) or, for a database outage, a bank.
     part: &'static str,
-    down_ms: u64,
+    for_ms: u64,
+    /// For a network fault: the delay added to each chunk of traffic instead of a cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
 }
 
 /// Runs the chaos run and prints its report; fails when money was lost or duplicated.
@@ -84,10 +134,23 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     if args.transfers == 0 || args.concurrency == 0 {
         bail!("--transfers and --concurrency must be at least 1");
     }
+    if args.faults > 0 && args.kinds.is_empty() {
+        bail!("--kinds names no fault kind");
+    }
     let dir = run_folder(args.data_dir.as_deref(), &format!("chaos-{}", args.seed))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let mut system = System::start(&dir, 2).await?;
+        let databases = match &args.mysql_url {
+            Some(server) => mysql_databases(server).await?,
+            None => ["bank2", "bank1"]
+                .map(|bank| format!("{bank}={}", sqlite_url(&dir, bank)))
+                .to_vec(),
+        };
+        // Network faults, and database outages on a server, act on links that pass
+        // through this process: the banks then run in network namespaces.
+        let isolated = args.kinds.contains(&FaultKind::Network)
+            || (args.mysql_url.is_some() && args.kinds.contains(&FaultKind::DbOutage));
+        let mut system = System::start_with(&dir, 2, databases, CheckBack::FAST, isolated).await?;
         let outcome = drive(&mut system, args).await;
         system.stop_all().await;
         outcome
@@ -107,9 +170,24 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     Ok(())
 }
 
+/// Fresh databases `txbank_chaos_<pid>_<bank>` on the MySQL/MariaDB server, as
+/// `NAME=URL`, the receiving bank first.
+async fn mysql_databases(server: &str) -> Result<Vec<String>> {
+    let mut databases = Vec::new();
+    for bank in ["bank2", "bank1"] {
+        let name = format!("txbank_chaos_{}_{bank}", std::process::id());
+        txbank_storage::drop_mysql_database(server, &name).await?;
+        let url = txbank_storage::create_mysql_database(server, &name)
+            .await
+            .with_context(|| format!("cannot create database {name} on {}", txbank_storage::redact(server)))?;
+        databases.push(format!("{bank}={url}"));
+    }
+    Ok(databases)
+}
+
 async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
-    let schedule = plan(args.seed, args.kills);
-    let run_length = Duration::from_millis(schedule.iter().map(|k| k.at_ms + k.down_ms).max().unwrap_or(0) + 2_000);
+    let schedule = plan(args.seed, args.faults, &args.kinds);
+    let run_length = Duration::from_millis(schedule.iter().map(|f| f.at_ms + f.for_ms).max().unwrap_or(0) + 2_000);
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
     let clients: Vec<_> = (0..args.concurrency)
@@ -137,12 +215,16 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
             }
         })
     };
-    for (done, kill) in schedule.iter().enumerate() {
-        tokio::time::sleep_until((started + Duration::from_millis(kill.at_ms)).into()).await;
-        progress.set_message(format!("kill {}/{}: {}", done + 1, schedule.len(), kill.part));
-        system.kill(kill.part).await?;
-        tokio::time::sleep(Duration::from_millis(kill.down_ms)).await;
-        system.restart(kill.part).await?;
+    for (done, fault) in schedule.iter().enumerate() {
+        tokio::time::sleep_until((started + Duration::from_millis(fault.at_ms)).into()).await;
+        progress.set_message(format!(
+            "fault {}/{}: {:?} {}",
+            done + 1,
+            schedule.len(),
+            fault.kind,
+            fault.part
+        ));
+        system.inject(fault).await?;
     }
     for client in clients {
         client.await?;
@@ -170,6 +252,10 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
             )
         })
         .count();
+    let mut injected: BTreeMap<FaultKind, usize> = args.kinds.iter().map(|kind| (*kind, 0)).collect();
+    for fault in &schedule {
+        *injected.entry(fault.kind).or_default() += 1;
+    }
     Ok(ChaosReport {
         seed: args.seed,
         requested: counts.requested.load(Ordering::Relaxed),
@@ -183,7 +269,8 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
         lost: report.in_flight,
         duplicated,
         seconds_to_converge: converging.elapsed().as_secs_f64(),
-        kills: schedule,
+        injected,
+        faults: schedule,
         audit: report,
     })
 }
@@ -199,22 +286,40 @@ pub(crate) fn run_folder(data_dir: Option<&Path>, what: &str) -> Result<PathBuf>
     Ok(dir)
 }
 
-/// The kills of a run: the same seed always gives the same schedule. A kill comes 0.3 to
-/// 2.3 s after the previous part came back, and the part stays down 0.2 to 3 s.
-fn plan(seed: u64, kills: usize) -> Vec<Kill> {
+/// The faults of a run: the same seed and kinds always give the same schedule. A fault
+/// comes 0.3 to 2.3 s after the previous one ended; each kind draws its part and its
+/// length as [`FaultKind`] says.
+fn plan(seed: u64, faults: usize, kinds: &[FaultKind]) -> Vec<Fault> {
     const PARTS: [&str; 6] = ["broker", "namesrv", "bank1a", "bank1b", "bank2a", "bank2b"];
+    const INSTANCES: [&str; 4] = ["bank1a", "bank1b", "bank2a", "bank2b"];
+    const BANKS: [&str; 2] = ["bank1", "bank2"];
     let mut rng = SplitMix(seed);
     let mut at_ms = 1_000;
-    (0..kills)
+    let pick = |rng: &mut SplitMix, parts: &[&'static str]| parts[rng.below(parts.len() as u64) as usize];
+    (0..faults)
         .map(|_| {
             at_ms += 300 + rng.below(2_000);
-            let kill = Kill {
-                at_ms,
-                part: PARTS[rng.below(PARTS.len() as u64) as usize],
-                down_ms: 200 + rng.below(2_800),
+            let kind = kinds[rng.below(kinds.len() as u64) as usize];
+            let (part, for_ms, delay_ms) = match kind {
+                FaultKind::Kill => (pick(&mut rng, &PARTS), 200 + rng.below(2_800), None),
+                FaultKind::Pause => (pick(&mut rng, &PARTS), 500 + rng.below(9_500), None),
+                FaultKind::Network => {
+                    let part = pick(&mut rng, &INSTANCES);
+                    let delay = (rng.below(2) == 1).then(|| 50 + rng.below(350));
+                    (part, 1_000 + rng.below(7_000), delay)
+                }
+                FaultKind::DbOutage => (pick(&mut rng, &BANKS), 1_000 + rng.below(11_000), None),
+                FaultKind::StoreLoss => ("broker", 200 + rng.below(1_800), None),
             };
-            at_ms += kill.down_ms;
-            kill
+            let fault = Fault {
+                at_ms,
+                kind,
+                part,
+                for_ms,
+                delay_ms,
+            };
+            at_ms += fault.for_ms;
+            fault
         })
         .collect()
 }
@@ -328,6 +433,8 @@ pub(crate) struct System {
     banks: Vec<(&'static str, &'static str, SocketAddr)>,
     check_back: CheckBack,
     children: Vec<(&'static str, Child)>,
+    /// Each bank instance's network namespace, when the run isolates them.
+    namespaces: BTreeMap<&'static str, Namespace>,
 }
 
 /// How soon the broker checks back on a half message nobody committed or rolled back.
@@ -351,20 +458,26 @@ impl CheckBack {
 }
 
 impl System {
-    /// Starts a name server, a broker checking back fast, and `instances` (1 or 2) of
-    /// each bank in `dir`, on SQLite files there.
-    pub(crate) async fn start(dir: &Path, instances: usize) -> Result<System> {
-        let banks = ["bank2", "bank1"].map(|bank| format!("{bank}={}", sqlite_url(dir, bank)));
-        System::start_on(dir, instances, banks.to_vec(), CheckBack::FAST).await
-    }
-
-    /// [`System::start`] with each bank's database given as `NAME=URL` (bank2 first),
-    /// and the broker checking back as `check_back` says.
+    /// Starts a name server, a broker checking back as `check_back` says, and
+    /// `instances` (1 or 2) of each bank in `dir`, each on its database given as
+    /// `NAME=URL` (bank2 first).
     pub(crate) async fn start_on(
         dir: &Path,
         instances: usize,
         databases: Vec<String>,
         check_back: CheckBack,
+    ) -> Result<System> {
+        System::start_with(dir, instances, databases, check_back, false).await
+    }
+
+    /// [`System::start_on`], with each bank instance in a network namespace of its own
+    /// when `isolated` (see [`crate::netns`]).
+    async fn start_with(
+        dir: &Path,
+        instances: usize,
+        databases: Vec<String>,
+        check_back: CheckBack,
+        isolated: bool,
     ) -> Result<System> {
         for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
             create_secret_file(&dir.join(secret))?;
@@ -379,6 +492,7 @@ impl System {
             banks: Vec::new(),
             check_back,
             children: Vec::new(),
+            namespaces: BTreeMap::new(),
         };
         for (instance, preset) in [
             ("bank1a", "bank1"),
@@ -391,6 +505,9 @@ impl System {
             }
         }
         let parts: Vec<&'static str> = system.banks.iter().map(|(name, _, _)| *name).collect();
+        if isolated {
+            system.isolate(&parts)?;
+        }
         for part in ["namesrv", "broker"].into_iter().chain(parts) {
             system.restart(part).await?;
         }
@@ -429,6 +546,102 @@ impl System {
         [[url(0), url(1)], [url(2), url(3)]]
     }
 
+    /// Puts each bank instance of `instances` in a network namespace of its own, which
+    /// reaches the name server, the broker and a database server through proxies.
+    fn isolate(&mut self, instances: &[&'static str]) -> Result<()> {
+        let database_ports: Vec<u16> = self.databases.iter().filter_map(|entry| server_port(entry)).collect();
+        for instance in instances {
+            let listen = self
+                .banks
+                .iter()
+                .find(|(name, ..)| name == instance)
+                .map(|(.., listen)| *listen);
+            let mut namespace = Namespace::create(&format!("txbank-{}-{instance}", std::process::id()))?;
+            for port in [self.namesrv.port(), self.broker.port(), self.broker.port() - 2] {
+                namespace.forward_out(port, Link::Broker)?;
+            }
+            for port in &database_ports {
+                namespace.forward_out(*port, Link::Database)?;
+            }
+            if let Some(listen) = listen {
+                namespace.forward_in(listen.port())?;
+            }
+            self.namespaces.insert(instance, namespace);
+        }
+        Ok(())
+    }
+
+    /// Injects `fault`, holds it for its time, and ends it.
+    async fn inject(&mut self, fault: &Fault) -> Result<()> {
+        let length = Duration::from_millis(fault.for_ms);
+        match fault.kind {
+            FaultKind::Kill => {
+                self.kill(fault.part).await?;
+                tokio::time::sleep(length).await;
+                self.restart(fault.part).await?;
+            }
+            FaultKind::Pause => {
+                self.signal(fault.part, libc::SIGSTOP);
+                tokio::time::sleep(length).await;
+                self.signal(fault.part, libc::SIGCONT);
+            }
+            FaultKind::Network => {
+                let namespace = self
+                    .namespaces
+                    .get(fault.part)
+                    .context("network faults need isolated banks")?;
+                match fault.delay_ms {
+                    Some(delay) => namespace.delay(Link::Broker, Duration::from_millis(delay)),
+                    None => namespace.cut(Link::Broker, true),
+                }
+                tokio::time::sleep(length).await;
+                namespace.delay(Link::Broker, Duration::ZERO);
+                namespace.cut(Link::Broker, false);
+            }
+            FaultKind::DbOutage if self.database(fault.part)?.starts_with("sqlite:") => {
+                self.store(fault.part).await?.hold_write_lock(length).await?;
+            }
+            FaultKind::DbOutage => {
+                let instances: Vec<&Namespace> = self
+                    .namespaces
+                    .iter()
+                    .filter(|(instance, _)| instance.starts_with(fault.part))
+                    .map(|(_, namespace)| namespace)
+                    .collect();
+                for namespace in &instances {
+                    namespace.cut(Link::Database, true);
+                }
+                tokio::time::sleep(length).await;
+                for namespace in &instances {
+                    namespace.cut(Link::Database, false);
+                }
+            }
+            FaultKind::StoreLoss => {
+                self.kill("broker").await?;
+                let store = self.dir.join("rocketmq").join("store");
+                std::fs::remove_dir_all(&store).with_context(|| format!("cannot delete {}", store.display()))?;
+                tokio::time::sleep(length).await;
+                self.restart("broker").await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to `part`'s process, if it runs.
+    fn signal(&self, part: &str, signal: libc::c_int) {
+        if let Some(pid) = self
+            .children
+            .iter()
+            .find(|(name, _)| *name == part)
+            .and_then(|(_, child)| child.id())
+        {
+            // SAFETY: kill(2) only sends a signal to our own child.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
     /// SIGKILL, as a crash, and wait until the process is gone.
     async fn kill(&mut self, part: &str) -> Result<()> {
         if let Some(index) = self.children.iter().position(|(name, _)| *name == part) {
@@ -442,7 +655,12 @@ impl System {
     async fn restart(&mut self, part: &'static str) -> Result<()> {
         let logs = self.dir.join("logs");
         let namesrv = self.namesrv.to_string();
-        let mut command = part_command(&logs, part)?;
+        let wrapper = self
+            .namespaces
+            .get(part)
+            .map(Namespace::exec_prefix)
+            .unwrap_or_default();
+        let mut command = part_command_via(&logs, part, &wrapper)?;
         let listen = match part {
             "namesrv" => {
                 command
@@ -480,7 +698,9 @@ impl System {
                     .args(["--namesrv-addr", &namesrv, "--data-dir"])
                     .arg(&self.dir)
                     // In the environment, so that no password shows in the process list.
-                    .env("TXBANK_DATABASE_URL", self.database(preset)?);
+                    .env("TXBANK_DATABASE_URL", self.database(preset)?)
+                    // Soon after the faults, so that the run converges quickly.
+                    .env("TXBANK_REDRIVE_AFTER_SECS", REDRIVE_AFTER_SECS.to_string());
                 listen
             }
         };
@@ -490,7 +710,7 @@ impl System {
         // the name server: after a name-server restart, up to the broker's next
         // registration.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while tokio::net::TcpStream::connect(listen).await.is_err() {
+        while !answers(part, listen).await {
             if Instant::now() > deadline {
                 bail!(
                     "{part} did not listen on {listen}; see {}",
@@ -526,6 +746,37 @@ impl System {
         }
         self.children.clear();
     }
+}
+
+/// Seconds a chaos run's banks wait for a settlement before re-driving a transfer.
+const REDRIVE_AFTER_SECS: u64 = 5;
+
+/// True when `part` answers on `listen`: a bank's HTTP API (which a proxy may stand in
+/// front of, accepting for it), any other part's port.
+async fn answers(part: &str, listen: SocketAddr) -> bool {
+    if !part.starts_with("bank") {
+        return tokio::net::TcpStream::connect(listen).await.is_ok();
+    }
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
+    match client {
+        Ok(client) => client.get(format!("http://{listen}/readyz")).send().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The port of the database server that `NAME=URL` names, if it is a server's.
+fn server_port(entry: &str) -> Option<u16> {
+    let url = entry.split_once('=')?.1;
+    let authority = url
+        .strip_prefix("mysql://")
+        .or_else(|| url.strip_prefix("mariadb://"))?;
+    let host = authority.split(['/', '?']).next()?;
+    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+    Some(
+        host.rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or(3306),
+    )
 }
 
 /// The URL of the SQLite file `NAME.db` in `dir`, created when missing.
@@ -568,9 +819,19 @@ fn print_report(report: &ChaosReport) {
     line("lost", &report.lost);
     line("duplicated", &report.duplicated);
     line("seconds to converge", &format!("{:.1}", report.seconds_to_converge));
-    println!("kill schedule ({} kills):", report.kills.len());
-    for kill in &report.kills {
-        println!("  at {:>6} ms  {:<8} down {} ms", kill.at_ms, kill.part, kill.down_ms);
+    for (kind, count) in &report.injected {
+        line(&format!("{kind:?} faults"), count);
+    }
+    println!("fault schedule ({} faults):", report.faults.len());
+    for fault in &report.faults {
+        let delay = fault.delay_ms.map(|ms| format!(", {ms} ms delay")).unwrap_or_default();
+        println!(
+            "  at {:>6} ms  {:<10} {:<8} for {} ms{delay}",
+            fault.at_ms,
+            format!("{:?}", fault.kind),
+            fault.part,
+            fault.for_ms
+        );
     }
     let audit: Value = serde_json::to_value(&report.audit).unwrap_or_default();
     if report.audit.is_clean() {
@@ -587,13 +848,35 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_schedule() {
         let schedule = |seed| {
-            plan(seed, 12)
+            plan(seed, 12, &FaultKind::ALL)
                 .iter()
-                .map(|k| (k.at_ms, k.part, k.down_ms))
+                .map(|f| (f.at_ms, f.kind, f.part, f.for_ms, f.delay_ms))
                 .collect::<Vec<_>>()
         };
         assert_eq!(schedule(7), schedule(7));
         assert_ne!(schedule(7), schedule(8));
         assert_eq!(schedule(7).len(), 12);
+    }
+
+    #[test]
+    fn a_schedule_draws_only_the_chosen_kinds_and_each_acts_on_its_kind_of_part() {
+        let faults = plan(3, 200, &[FaultKind::Network, FaultKind::DbOutage, FaultKind::StoreLoss]);
+        for fault in &faults {
+            match fault.kind {
+                FaultKind::Network => assert!(fault.part.starts_with("bank") && fault.part.len() == 6),
+                FaultKind::DbOutage => assert!(["bank1", "bank2"].contains(&fault.part)),
+                FaultKind::StoreLoss => assert_eq!(fault.part, "broker"),
+                other => panic!("{other:?} was not chosen"),
+            }
+        }
+        let kinds: std::collections::BTreeSet<_> = faults.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds.len(), 3, "every chosen kind comes up in 200 faults");
+    }
+
+    #[test]
+    fn a_database_server_port_is_read_from_its_url() {
+        assert_eq!(server_port("bank1=mysql://root:pw@127.0.0.1:3307/db"), Some(3307));
+        assert_eq!(server_port("bank1=mysql://root@localhost/db"), Some(3306));
+        assert_eq!(server_port("bank1=sqlite://x.db?mode=rwc"), None);
     }
 }

@@ -145,8 +145,9 @@ pub enum Command {
         #[arg(long, global = true, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
         namesrv_addr: String,
     },
-    /// Run the system as separate processes, transfer in both directions while killing
-    /// random parts, then check that no money was lost or duplicated.
+    /// Run the system as separate processes, transfer in both directions while faults
+    /// strike (kills, pauses, network cuts and delays, database outages, the broker's
+    /// store lost), then check that no money was lost or duplicated.
     Chaos(crate::chaos::ChaosArgs),
     /// Measure the real system under load: throughput credited, latencies, memory.
     Bench(crate::bench::BenchArgs),

@@ -11,6 +11,7 @@ mod chart;
 mod cli;
 mod client;
 mod config;
+mod netns;
 mod process_stats;
 mod progress;
 mod rocketmq_server;

@@ -109,9 +109,23 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
 /// group (so Ctrl-C reaches only `up`, which stops the parts in order), and killed if
 /// `up` dies.
 pub(crate) fn part_command(logs: &Path, name: &str) -> Result<Command> {
+    part_command_via(logs, name, &[])
+}
+
+/// [`part_command`] run through `wrapper` (a program and its first arguments, such as
+/// `ip netns exec NAME`), which then runs this binary with the part's arguments.
+pub(crate) fn part_command_via(logs: &Path, name: &str, wrapper: &[String]) -> Result<Command> {
     let log_path = logs.join(format!("{name}.log"));
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    let mut command = Command::new(std::env::current_exe()?);
+    let exe = std::env::current_exe()?;
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
     command
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))

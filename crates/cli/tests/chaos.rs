@@ -1,26 +1,20 @@
-//! The short seeded chaos run: 2,000 transfers in both directions between two
-//! instances of each bank while ten random parts are killed with SIGKILL and restarted;
-//! afterwards nothing may be lost or duplicated.
+//! The short seeded chaos runs: transfers in both directions between two instances of
+//! each bank while every kind of fault strikes (kills, pauses, network cuts and delays,
+//! database outages, the broker's store lost), on SQLite and on MariaDB; afterwards
+//! nothing may be lost or duplicated.
 
 use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn no_money_is_lost_or_duplicated_while_parts_are_killed() {
+/// Runs `txbank chaos` with `args` and returns its JSON report, failing on any loss,
+/// duplicate or violation.
+fn chaos(args: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
-        .args([
-            "chaos",
-            "--transfers",
-            "2000",
-            "--kills",
-            "10",
-            "--seed",
-            "42",
-            "--json",
-            "--data-dir",
-        ])
+        .arg("chaos")
+        .args(args)
+        .args(["--json", "--data-dir"])
         .arg(dir.path())
         .output()
         .expect("run txbank chaos");
@@ -31,9 +25,38 @@ fn no_money_is_lost_or_duplicated_while_parts_are_killed() {
         (report["lost"].as_u64(), report["duplicated"].as_u64()),
         (Some(0), Some(0))
     );
-    assert_eq!(report["requested"], 2000);
-    assert!(report["kills"].as_array().unwrap().len() >= 10);
-    assert!(report["credited"].as_u64().unwrap() > 1000, "{report:#}");
     assert_eq!(report["unexpected"], 0, "every answer was one the API documents");
     assert_eq!(report["audit"]["violations"], serde_json::json!([]));
+    report
+}
+
+#[test]
+fn no_money_is_lost_or_duplicated_whatever_faults_strike() {
+    let report = chaos(&["--transfers", "2000", "--faults", "15", "--seed", "42"]);
+    assert_eq!(report["requested"], 2000);
+    assert_eq!(report["faults"].as_array().unwrap().len(), 15);
+    for kind in ["kill", "pause", "network", "db-outage", "store-loss"] {
+        assert!(
+            report["injected"][kind].as_u64() >= Some(1),
+            "no {kind} fault: {report:#}"
+        );
+    }
+    assert!(report["credited"].as_u64().unwrap() > 1000, "{report:#}");
+}
+
+#[test]
+fn no_money_is_lost_or_duplicated_on_mariadb_whatever_faults_strike() {
+    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let report = chaos(&[
+        "--transfers",
+        "1000",
+        "--faults",
+        "10",
+        "--seed",
+        "7",
+        "--mysql-url",
+        &server,
+    ]);
+    assert_eq!(report["requested"], 1000);
+    assert!(report["credited"].as_u64().unwrap() > 400, "{report:#}");
 }

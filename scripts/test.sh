@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test of txbank: unit, storage (SQLite and MariaDB) and system tests that
-# start real RocketMQ name servers, brokers and bank processes.
+# Runs every test of txbank: formatting and clippy, unit, storage (SQLite and MariaDB)
+# and system tests that start real RocketMQ name servers, brokers and bank processes.
 # Makes sure MariaDB runs on 127.0.0.1:3306 (root, empty password) first, installing
 # and starting it when it is missing, and installs Chromium and ChromeDriver for the
-# dashboard's browser test; fails if it cannot.
+# dashboard's browser test and iproute2 for the chaos runs' network namespaces (run as
+# root); fails if it cannot. Builds into ./target, as `cargo run --release` does, unless
+# CARGO_TARGET_DIR says otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/txbank-target}"
 
 mariadb_answers() {
   mariadb -uroot -h127.0.0.1 -P3306 -e 'SELECT 1' >/dev/null 2>&1
@@ -37,9 +38,18 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# The chaos runs put each bank instance in a network namespace of its own.
+if ! command -v ip >/dev/null 2>&1; then
+  echo "installing iproute2..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+
 # Each run's tests create their own txbank_t_* databases; drop those of earlier runs.
 for db in $(mariadb -uroot -h127.0.0.1 -N -e "SHOW DATABASES LIKE 'txbank\_t\_%'"); do
   mariadb -uroot -h127.0.0.1 -e "DROP DATABASE \`$db\`"
 done
 
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace

@@ -167,15 +167,23 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    if let Some(server) = &args.mysql_url {
+        runtime.block_on(drop_mysql_databases(server))?;
+    }
     Ok(())
 }
 
-/// Fresh databases `txbank_chaos_<pid>_<bank>` on the MySQL/MariaDB server, as
-/// `NAME=URL`, the receiving bank first.
+/// The name of this run's database of `bank` on a MySQL/MariaDB server.
+fn mysql_database_name(bank: &str) -> String {
+    format!("txbank_chaos_{}_{bank}", std::process::id())
+}
+
+/// Fresh databases for this run on the MySQL/MariaDB server, as `NAME=URL`, the
+/// receiving bank first; a clean run drops them, a failed one keeps them.
 async fn mysql_databases(server: &str) -> Result<Vec<String>> {
     let mut databases = Vec::new();
     for bank in ["bank2", "bank1"] {
-        let name = format!("txbank_chaos_{}_{bank}", std::process::id());
+        let name = mysql_database_name(bank);
         txbank_storage::drop_mysql_database(server, &name).await?;
         let url = txbank_storage::create_mysql_database(server, &name)
             .await
@@ -183,6 +191,14 @@ async fn mysql_databases(server: &str) -> Result<Vec<String>> {
         databases.push(format!("{bank}={url}"));
     }
     Ok(databases)
+}
+
+/// Drops this run's databases from the MySQL/MariaDB server.
+async fn drop_mysql_databases(server: &str) -> Result<()> {
+    for bank in ["bank2", "bank1"] {
+        txbank_storage::drop_mysql_database(server, &mysql_database_name(bank)).await?;
+    }
+    Ok(())
 }
 
 async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
@@ -549,7 +565,8 @@ impl System {
     /// Puts each bank instance of `instances` in a network namespace of its own, which
     /// reaches the name server, the broker and a database server through proxies.
     fn isolate(&mut self, instances: &[&'static str]) -> Result<()> {
-        let database_ports: Vec<u16> = self.databases.iter().filter_map(|entry| server_port(entry)).collect();
+        let database_ports: std::collections::BTreeSet<u16> =
+            self.databases.iter().filter_map(|entry| server_port(entry)).collect();
         for instance in instances {
             let listen = self
                 .banks

@@ -133,7 +133,7 @@ impl Watcher {
     /// Reads every bank at once (their books every [`BOOKS_EVERY`] ticks) and returns
     /// the new snapshot.
     pub async fn tick(&mut self) -> Snapshot {
-        let fresh_books = self.ticks % BOOKS_EVERY == 0;
+        let fresh_books = self.ticks.is_multiple_of(BOOKS_EVERY);
         self.ticks += 1;
         let reads = self
             .banks

@@ -144,6 +144,9 @@ impl Histogram {
     }
 }
 
+/// A histogram family to render: its name, its help, and each series' extra labels.
+type HistogramFamily<'a> = (&'static str, &'static str, Vec<(String, &'a Histogram)>);
+
 /// The counters and histograms; every figure only grows.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -309,7 +312,7 @@ impl Counters {
             "Messages never applied (bound for the dead-letter queue), by reason; alert on any.",
             &set_aside,
         );
-        let histograms: [(&str, &str, Vec<(String, &Histogram)>); 3] = [
+        let histograms: [HistogramFamily; 3] = [
             (
                 "txbank_debit_to_credit_seconds",
                 "From the sender's half message to this bank's credit commit.",

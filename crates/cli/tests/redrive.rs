@@ -66,6 +66,32 @@ async fn a_settlement_report_lost_on_its_way_back_heals() {
     assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [1, 1, 0]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_message_naming_a_real_transfer_is_refused_and_answered_with_nothing() {
+    let (cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1.start_with(&[REDRIVE_SOON]).await;
+    let tx_no = bank1.pay("1").await;
+    assert!(all_credited(&bank1).await);
+    let repeated = || async { bank2.metric("txbank_reports_repeated_total{bank=\"bank2\"}").await };
+    let repeated_before = repeated().await;
+
+    let wrong_key = cluster.dir.path().join("wrong-key");
+    std::fs::write(&wrong_key, "w".repeat(40)).unwrap();
+    let forged = format!(
+        r#"{{"accountChange":{{"accountNo":"1","amount":500,"txNo":"{tx_no}"}},"fromBank":"bank1","toBank":"bank2","toAccountNo":"2","version":1}}"#
+    );
+    cluster.publish(&forged, &tx_no, Some(&wrong_key), 1);
+    let refused = eventually(|| async {
+        let series = "txbank_messages_set_aside_total{bank=\"bank2\",reason=\"unauthenticated\"}";
+        bank2.metric(series).await.unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(refused, "the forged message was not set aside");
+    assert_eq!(bank2.balance("2").await, "1.00");
+    assert_eq!(repeated().await, repeated_before, "a forged message is not answered");
+}
+
 /// The local transaction stays open 5 s, past the broker's 1 s transaction timeout: the
 /// check-back comes while it is open, waits for it (the check-back's rollback marker
 /// conflicts with the open debit's row), and answers COMMIT once it commits: the

@@ -73,9 +73,10 @@ async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credi
     );
     // The genuine message was made up by this test (no bank debited it), so the books do
     // not balance; what matters here is what the auditor counts as set aside: bank2's
-    // unsigned and forged messages, and bank1's settlement report about a transfer it
-    // never sent.
-    let counted = eventually(|| async { audit_report(&[&bank2, &bank1]).1["set_aside"] == 3 }).await;
+    // unsigned and forged messages, and bank1's settlement reports about a transfer it
+    // never sent (one, or more when a replay's repeated report went in a message of its
+    // own).
+    let counted = eventually(|| async { audit_report(&[&bank2, &bank1]).1["set_aside"].as_u64() >= Some(3) }).await;
     assert!(counted, "{}", audit_report(&[&bank2, &bank1]).1);
 }
 

@@ -94,7 +94,12 @@ pub fn run_broker(settings: &BrokerSettings) -> Result<()> {
     // A restarted name server learns of the broker within 10 s instead of 30 s, so banks
     // starting meanwhile find it sooner.
     broker.register_name_server_period = 10_000;
-    let raw = RawBrokerConfig::from_parts(broker, raw.store().clone());
+    // RocketMQ's HA listener (replicas read the commit log from it) binds every
+    // interface by default; it binds the broker's own address instead, so a broker on
+    // loopback is reachable from this machine only.
+    let mut store = raw.store().clone();
+    store.ha_listen_address = settings.listen.ip();
+    let raw = RawBrokerConfig::from_parts(broker, store);
     let validated = ValidatedBrokerConfig::try_from(raw).context("broker configuration invalid")?;
     let owner = RuntimeOwner::plan(RuntimeConfig::broker_default())?
         .build()

@@ -1,5 +1,5 @@
-//! `txbank up` starts the whole system, the client commands talk to it, Ctrl-C stops
-//! it cleanly, and a second `up` resumes from the same data.
+//! `txbank up` starts the whole system on loopback only, the client commands talk to it,
+//! Ctrl-C stops it cleanly, and a second `up` resumes from the same data.
 
 mod support;
 
@@ -20,6 +20,49 @@ fn txbank(data: &Path, args: &[&str]) -> Output {
 fn balance(data: &Path, url: &str, account: &str) -> String {
     let out = txbank(data, &["balance", "--account", account, "--url", url]);
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// `::1` as `/proc/net/tcp6` writes it.
+const IPV6_LOOPBACK: &str = "00000000000000000000000001000000:";
+
+/// The local addresses (as `/proc/net/tcp{,6}` write them, `0100007F:2694` for
+/// 127.0.0.1:9876) of every TCP socket that `root` or a process it started listens on.
+fn listening_addresses(root: u32) -> Vec<String> {
+    let mut pids = vec![root];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        if parent == Some(root.to_string().as_str()) {
+            pids.push(pid);
+        }
+    }
+    let mut sockets = Vec::new();
+    for pid in pids {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            if let Some(inode) = target.to_string_lossy().strip_prefix("socket:[") {
+                sockets.push(inode.trim_end_matches(']').to_string());
+            }
+        }
+    }
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Local address, state (0A: LISTEN) and inode.
+            if fields.len() > 9 && fields[3] == "0A" && sockets.iter().any(|inode| inode == fields[9]) {
+                listening.push(fields[1].to_string());
+            }
+        }
+    }
+    listening
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -59,6 +102,16 @@ async fn up_runs_everything_stops_cleanly_and_resumes_from_its_data() {
     );
     assert!(!refused.status.success(), "a refused transfer must fail the command");
     assert!(eventually(|| async { balance(&data, &bank2_url, "2").contains("\"100.00\"") }).await);
+    let listening = listening_addresses(up.pid());
+    assert!(
+        listening.len() >= 5,
+        "name server, broker, banks, dashboard: {listening:?}"
+    );
+    let loopback = |address: &String| address.starts_with("0100007F:") || address.starts_with(IPV6_LOOPBACK);
+    assert!(
+        listening.iter().all(loopback),
+        "up listens beyond loopback: {listening:?}"
+    );
 
     let (clean, printed) = up.interrupt();
     assert!(clean, "up did not exit cleanly:\n{printed}");

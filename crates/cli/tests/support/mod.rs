@@ -658,6 +658,11 @@ pub struct Up {
 }
 
 impl Up {
+    /// The process id of `up` itself.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `txbank up ARGS` and waits until it says it is up.
     pub async fn start(args: &[String], out: PathBuf) -> Up {
         let log = std::fs::File::create(&out).unwrap();

@@ -48,10 +48,11 @@ impl ApiToken {
         Ok(ApiToken(token.to_string()))
     }
 
-    /// Compares in time that does not depend on where the first difference is.
+    /// Compares in time that does not depend on where the first difference is (`subtle`
+    /// keeps the compiler from turning the comparison into an early exit).
     fn matches(&self, presented: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), presented.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
     }
 }
 

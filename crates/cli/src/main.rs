@@ -29,7 +29,12 @@ use cli::{Cli, Command, LogFormat};
 fn main() -> Result<()> {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // A run that prints a report keeps its own client's lines out of it.
+    let reports = matches!(cli.command, Command::Bench(_) | Command::Chaos(_));
+    init_logging(
+        cli.log_format,
+        if reports { REPORT_LOG_FILTER } else { DEFAULT_LOG_FILTER },
+    );
     if matches!(cli.command, Command::Bank(_)) {
         restart_with_malloc_tunables();
     }
@@ -223,13 +228,17 @@ fn with_bank_tunables(current: Option<&str>) -> Option<String> {
 /// load, and nothing an operator acts on).
 const DEFAULT_LOG_FILTER: &str = "info,rocketmq_broker::processor::end_transaction_processor=warn,rocketmq_broker::processor::pull_message_processor=warn";
 
-fn init_logging(format: LogFormat) {
+/// What `bench` and `chaos` log when `RUST_LOG` is not set: the RocketMQ client they
+/// run in process only says what went wrong (its parts log to their own files).
+const REPORT_LOG_FILTER: &str = "info,rocketmq=warn";
+
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let lines = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)

@@ -31,6 +31,13 @@ if ! mariadb_answers; then
   mariadb_answers || { echo "MariaDB does not answer on 127.0.0.1:3306 as root with an empty password" >&2; exit 1; }
 fi
 
+# The dashboard's screenshot shows the account holders' Chinese names as users see them.
+if ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then
+  echo "installing a CJK font..."
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk >/dev/null
+fi
+
 # The dashboard's end-to-end test drives Debian's headless Chromium through ChromeDriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   echo "installing Chromium and ChromeDriver..."

@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
 concurrency="${2:-8}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/txbank-target}"
 cargo build --release -q
+target="${CARGO_TARGET_DIR:-target}"
 dir="$(mktemp -d)"
-"$CARGO_TARGET_DIR/release/txbank" bench --duration "$seconds" --concurrency "$concurrency" \
+"$target/release/txbank" bench --duration "$seconds" --concurrency "$concurrency" \
   --reference-seconds 1 --data-dir "$dir/run" --out "$dir/report.json" >"$dir/bench.out" 2>/dev/null &
 bench=$!
 # MiB of each named field of /proc/PID/status, joined by "/".

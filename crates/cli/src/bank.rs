@@ -145,7 +145,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
 /// glibc keeps freed memory for reuse and gives back only what is free at a heap's top,
 /// so a burst of allocations would stay resident after it: after a broker refused 12 %
 /// of sends for nine seconds, bank1 kept 16 MiB more than usual (66 MiB resident) until
-/// a trim gave back 10 (docs/PERFORMANCE.md, change 32).
+/// a trim gave back 10 (docs/PERFORMANCE.md).
 async fn give_back_free_memory() {
     let mut every = tokio::time::interval(TRIM_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -396,7 +396,7 @@ impl BankConfig {
     /// on MySQL/MariaDB, whose driver works on them, and half as many (at least one) on
     /// SQLite, whose connections run on threads of their own, so that the workers mostly
     /// hand work over, and fewer of them hand it over with fewer thread switches
-    /// (docs/PERFORMANCE.md, change 34).
+    /// (docs/PERFORMANCE.md).
     pub fn worker_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         self.worker_threads.unwrap_or(match Engine::of(&self.database_url) {

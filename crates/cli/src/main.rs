@@ -188,7 +188,7 @@ fn limit_malloc_arenas() {
 /// to 256 bytes (1,032 by default). Each thread keeps up to seven freed blocks of every
 /// size it caches, out of reach of `malloc_trim`, and a bank's caches filled with larger
 /// blocks over its first minutes: its own memory rose by 0.5-1.3 MiB in ten minutes at a
-/// steady load, and by 0.1-0.4 with this limit (docs/PERFORMANCE.md, change 36).
+/// steady load, and by 0.1-0.4 with this limit (docs/PERFORMANCE.md).
 const BANK_MALLOC_TUNABLES: &str = "glibc.malloc.tcache_max=256";
 
 /// glibc reads its tunables (`GLIBC_TUNABLES`) only as a process starts, so a bank started

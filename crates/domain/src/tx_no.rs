@@ -15,7 +15,7 @@ impl TxNo {
     /// A fresh transaction number: a UUID v7, which begins with the time it was made in
     /// milliseconds and goes on with 74 random bits. Numbers made later sort later, so
     /// the databases' indexes on them grow at one end instead of at random places
-    /// (docs/PERFORMANCE.md, change 28).
+    /// (docs/PERFORMANCE.md).
     pub fn generate() -> Self {
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);

@@ -13,7 +13,7 @@ use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
 
 /// Most requests applied in one transaction: a consumer callback's 32 messages of up to
-/// 32 transfers each take four (64 took sixteen, docs/PERFORMANCE.md, change 26).
+/// 32 transfers each take four (64 took sixteen, docs/PERFORMANCE.md).
 const MAX_BATCH: usize = 256;
 
 /// Why a queued request got no answer.

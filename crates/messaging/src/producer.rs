@@ -48,7 +48,7 @@ pub enum SendOutcome {
 /// them all on their way waits for the next, and goes with the others waiting then: the
 /// more load, the more transfers per message. With 2 one message's local transaction
 /// runs while the next one's half message is sent; more made smaller messages, each
-/// waiting for SQLite's one writer (docs/PERFORMANCE.md, change 26).
+/// waiting for SQLite's one writer (docs/PERFORMANCE.md).
 const MESSAGES_IN_FLIGHT: usize = 2;
 
 /// How long a half message the broker did not store is sent again before the transfers

@@ -28,7 +28,7 @@ const IDLE: Duration = Duration::from_secs(1);
 /// round costs a read, a broker request and a durable commit here, and a consumer
 /// callback and a write transaction in the sender, whatever its size. 20 ms rather than
 /// 5 made the sender's one SQLite writer free for its debits more often: +12 % at 64
-/// clients (docs/PERFORMANCE.md, change 27).
+/// clients (docs/PERFORMANCE.md).
 const LINGER: Duration = Duration::from_millis(20);
 
 /// The running relay of one bank.

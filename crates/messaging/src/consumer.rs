@@ -334,7 +334,7 @@ impl InboundListener {
 
 /// The time since `unix_ms` (zero if that is in the future, as another machine's clock
 /// may say).
-fn since_unix_ms(unix_ms: i64) -> Duration {
+pub(crate) fn since_unix_ms(unix_ms: i64) -> Duration {
     let then = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
     SystemTime::now().duration_since(then).unwrap_or_default()
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::DefaultMQProducer;
 use rocketmq_model::common::message::MessageConst;
@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use txbank_domain::{BankId, Transfer};
 use txbank_storage::{DueRedrive, Store};
 
+use crate::consumer::since_unix_ms;
 use crate::metrics::{Counters, Event};
 use crate::publish::start_plain_producer;
 use crate::signing::{self, MessageKey};
@@ -145,11 +146,7 @@ impl Sweeper {
                 .await
                 .map_err(|e| MessagingError::client("re-drive claim", e))?;
             if won {
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as i64;
-                let age_s = (now_ms - debited_at_ms).max(0) as f64 / 1000.0;
+                let age_s = since_unix_ms(debited_at_ms).as_secs_f64();
                 warn!(tx_no = %transfer.tx_no, to_bank = %transfer.to_bank, attempt, age_s, "no settlement yet; re-driving the transfer");
                 claimed.entry(transfer.to_bank.clone()).or_default().push(transfer);
             }

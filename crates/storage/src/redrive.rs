@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use txbank_domain::{AccountNo, Amount, BankId, Transfer, TransferState, TxNo};
+use txbank_domain::{BankId, Transfer, TransferState, TxNo};
 
-use crate::store::{is_unique_violation, now_ms, parse, placeholders, rows};
+use crate::store::{is_unique_violation, now_ms, placeholders, rows, TransferRow};
 use crate::{StorageError, Store};
 
 /// A debited transfer whose settlement is overdue, to be sent again.
@@ -24,12 +24,8 @@ pub struct DueRedrive {
 
 #[derive(sqlx::FromRow)]
 struct DueRow {
-    tx_no: String,
-    from_account: String,
-    to_bank: String,
-    to_account: String,
-    amount_cents: i64,
-    create_time: i64,
+    #[sqlx(flatten)]
+    transfer: TransferRow,
     attempts: i64,
 }
 
@@ -49,8 +45,8 @@ impl Store {
         }
         let now = now_ms();
         let sql = format!(
-            "SELECT t.tx_no, t.from_account, t.to_bank, t.to_account, t.amount_cents, t.create_time,
-                    COALESCE(r.attempts, 0) AS attempts
+            "SELECT t.tx_no, t.from_account, t.to_bank, t.to_account, t.amount_cents, t.state, t.reason,
+                    t.idempotency_key, t.create_time, COALESCE(r.attempts, 0) AS attempts
              FROM transfer_out t LEFT JOIN redrive r ON r.tx_no = t.tx_no
              WHERE t.state = ? AND t.create_time <= ? AND (r.next_at IS NULL OR r.next_at <= ?)
                AND t.to_bank IN ({})
@@ -67,17 +63,11 @@ impl Store {
         let due = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         due.into_iter()
             .map(|row| {
+                let record = row.transfer.into_record(&self.bank)?;
                 Ok(DueRedrive {
-                    transfer: Transfer {
-                        tx_no: parse(TxNo::parse(&row.tx_no))?,
-                        from_bank: self.bank.clone(),
-                        from: parse(AccountNo::parse(&row.from_account))?,
-                        to_bank: parse(BankId::parse(&row.to_bank))?,
-                        to: parse(AccountNo::parse(&row.to_account))?,
-                        amount: parse(Amount::from_cents(row.amount_cents))?,
-                    },
+                    transfer: record.transfer,
                     attempts: row.attempts.clamp(0, i64::from(u32::MAX)) as u32,
-                    debited_at_ms: row.create_time,
+                    debited_at_ms: record.created_at_ms,
                 })
             })
             .collect()

@@ -1367,7 +1367,7 @@ pub(crate) struct TransferRow {
 
 impl TransferRow {
     /// The record of a transfer sent by `bank`.
-    fn into_record(self, bank: &BankId) -> StorageResult<TransferRecord> {
+    pub(crate) fn into_record(self, bank: &BankId) -> StorageResult<TransferRecord> {
         let transfer = Transfer {
             tx_no: parse(TxNo::parse(&self.tx_no))?,
             from_bank: bank.clone(),

@@ -1,8 +1,11 @@
 //! Delivery that does not depend on the broker keeping every message: the sender's books
 //! re-drive what stays unsettled, the receiver answers a transfer it already applied
-//! again, and a local transaction held open past the check-back ends in one outcome.
+//! again, a receiver consumes a broker that lost its store from the start of its queues,
+//! and a local transaction held open past the check-back ends in one outcome.
 
 mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
 
@@ -38,6 +41,55 @@ async fn transfers_stranded_by_a_broker_that_lost_its_store_are_redriven_and_cre
     assert!(bank1.log_text().contains("re-driving the transfer"));
     let report = audit_is_clean(&bank2, &bank1);
     assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [10, 10, 0]);
+}
+
+/// bank2 had consumed 40 messages when the broker lost its store, so its first pull from
+/// the new broker commits an offset past the end of the emptied queues. The transfers
+/// sent after the loss arrive without any re-drive (it would come only after an hour):
+/// bank2 consumes its queues again from their start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_had_consumed_before_the_broker_lost_its_store_consumes_what_comes_after() {
+    let (mut cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start().await;
+    bank1
+        .start_with(&[
+            ("TXBANK_REDRIVE_AFTER_SECS", "3600"),
+            ("TXBANK_TRANSFERS_PER_MESSAGE", "1"),
+        ])
+        .await;
+    for _ in 0..40 {
+        bank1.pay("1").await;
+    }
+    assert!(bank2.balance_becomes("2", "40.00").await);
+
+    cluster.lose_broker_store().await;
+    // Until the broker has the topic again, bank1 refuses transfers (503) and debits nothing.
+    let paid = AtomicUsize::new(0);
+    let all_paid = eventually(|| async {
+        let (status, _) = bank1
+            .post_transfer(serde_json::json!({"from": "1", "to": "2", "amount": "1"}))
+            .await;
+        status == 201 && paid.fetch_add(1, Ordering::SeqCst) + 1 == 4
+    })
+    .await;
+    assert!(all_paid, "bank1 took only {paid:?} transfers after the loss");
+
+    assert!(
+        bank2.balance_becomes("2", "44.00").await,
+        "transfers sent after the loss never arrived; bank2 log:\n{}",
+        bank2.log_text()
+    );
+    assert!(bank2.log_text().contains("consumer offset past the end of its queue"));
+    let rewound = bank2
+        .metric("txbank_consumer_offsets_rewound_total{bank=\"bank2\"}")
+        .await;
+    assert!(rewound.unwrap_or(0.0) >= 1.0, "{rewound:?}");
+    assert_eq!(
+        bank1.metric("txbank_transfers_redriven_total{bank=\"bank1\"}").await,
+        Some(0.0)
+    );
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "in_flight"]), [44, 44, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

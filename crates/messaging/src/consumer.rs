@@ -6,21 +6,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cheetah_string::CheetahString;
 use rocketmq_client_rust::{
-    ClientResult, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQPushConsumer, MQPushConsumer,
-    MessageListenerConcurrently,
+    ClientResult, ClientRuntime, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQAdminExt,
+    DefaultMQPushConsumer, MQPushConsumer, MessageListenerConcurrently,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tracing::{error, info, info_span, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, SettlementOutcome, StorageError, Store};
 
 use crate::group_commit::{Answer, GroupCommit};
 use crate::metrics::{Counters, DbCall, Event, SetAside, Timing};
+use crate::offsets;
 use crate::signing::{Verdict, SIGNATURE_PROPERTY};
+use crate::topics::start_admin;
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessageKey, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
@@ -42,9 +45,18 @@ const PULL_INTERVAL_MS: u64 = 5;
 /// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
 /// settlement report commit together (with the other messages received meanwhile: group
 /// commit), and the message is acknowledged only after that commit.
+///
+/// Every five seconds it looks for committed offsets of its group past the
+/// end of their queues (a broker lost its store; see `offsets.rs`). When it finds
+/// some, it stops its RocketMQ consumer (which holds the old offsets), rewinds those
+/// offsets to the queues' start, and starts a new consumer that reads them from there.
 pub struct CreditConsumer {
-    consumer: DefaultMQPushConsumer,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
+
+/// How often a bank checks its group's committed offsets against its queues' ends.
+const OFFSETS_CHECKED_EVERY: Duration = Duration::from_secs(5);
 
 /// What a bank accepts on its inbound topic.
 #[derive(Debug, Clone)]
@@ -77,12 +89,52 @@ impl CreditConsumer {
         settled: Arc<Notify>,
         counters: Arc<Counters>,
     ) -> Result<CreditConsumer, MessagingError> {
-        let mut consumer = DefaultMQPushConsumer::builder(client.runtime())
-            .client_config(settings.client_config())
-            .consumer_group(group.to_string())
-            .name_server_addr(settings.namesrv_addr.clone())
+        let recipe = Recipe {
+            runtime: client.runtime(),
+            settings: settings.clone(),
+            group: group.to_string(),
+            topic: topic.to_string(),
+            store,
+            acceptance,
+            settled,
+            counters,
+        };
+        let consumer = recipe.start().await?;
+        let admin = start_admin(client, settings, "offsets").await?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(recipe.run(consumer, admin, stopped));
+        Ok(CreditConsumer { stop, task })
+    }
+
+    /// Stops consuming; messages not yet acknowledged are delivered again later.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Everything a RocketMQ consumer of the inbound topic is made from, kept to start it
+/// again.
+struct Recipe {
+    runtime: Arc<ClientRuntime>,
+    settings: MqSettings,
+    group: String,
+    topic: String,
+    store: Store,
+    acceptance: Acceptance,
+    settled: Arc<Notify>,
+    counters: Arc<Counters>,
+}
+
+impl Recipe {
+    /// A started consumer of the inbound topic.
+    async fn start(&self) -> Result<DefaultMQPushConsumer, MessagingError> {
+        let mut consumer = DefaultMQPushConsumer::builder(Arc::clone(&self.runtime))
+            .client_config(self.settings.client_config())
+            .consumer_group(self.group.clone())
+            .name_server_addr(self.settings.namesrv_addr.clone())
             .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
-            .max_reconsume_times(acceptance.max_redeliveries)
+            .max_reconsume_times(self.acceptance.max_redeliveries)
             // Up to this many messages reach one callback, and commit together.
             .consume_message_batch_max_size(CALLBACK_BATCH)
             // A bank that falls behind holds at most this many pulled messages per queue
@@ -93,27 +145,73 @@ impl CreditConsumer {
             .pull_interval(PULL_INTERVAL_MS)
             .build();
         consumer
-            .subscribe(topic, "*")
+            .subscribe(self.topic.as_str(), "*")
             .await
             .map_err(|e| MessagingError::client("subscribe", e))?;
         consumer.register_message_listener_concurrently(InboundListener {
-            commits: GroupCommit::start(store.clone()),
-            store,
+            commits: GroupCommit::start(self.store.clone()),
+            store: self.store.clone(),
             runtime: Handle::current(),
-            acceptance,
-            settled,
-            counters,
+            acceptance: self.acceptance.clone(),
+            settled: Arc::clone(&self.settled),
+            counters: Arc::clone(&self.counters),
         });
         consumer
             .start()
             .await
             .map_err(|e| MessagingError::client("consumer start", e))?;
-        Ok(CreditConsumer { consumer })
+        Ok(consumer)
     }
 
-    /// Stops consuming; messages not yet acknowledged are delivered again later.
-    pub async fn shutdown(mut self) {
-        self.consumer.shutdown().await;
+    /// Keeps `consumer` (or its replacement) consuming until `stopped`, then stops it.
+    async fn run(
+        self,
+        consumer: DefaultMQPushConsumer,
+        mut admin: DefaultMQAdminExt,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut consumer = Some(consumer);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(OFFSETS_CHECKED_EVERY) => {}
+                _ = stopped.changed() => break,
+            }
+            if consumer.is_none() || !offsets::past_the_end(&admin, &self.group).await.is_empty() {
+                if let Some(mut running) = consumer.take() {
+                    running.shutdown().await;
+                }
+                self.rewind_past_the_end(&admin).await;
+                match self.start().await {
+                    Ok(started) => consumer = Some(started),
+                    Err(error) => error!(%error, "cannot start consuming again; will retry"),
+                }
+            }
+        }
+        if let Some(mut running) = consumer {
+            running.shutdown().await;
+        }
+        admin.shutdown().await;
+    }
+
+    /// Rewinds every committed offset of the group past its queue's end, read after the
+    /// consumer stopped (it commits what it held as it stops).
+    async fn rewind_past_the_end(&self, admin: &DefaultMQAdminExt) {
+        for past in offsets::past_the_end(admin, &self.group).await {
+            match offsets::rewind(admin, &self.group, &past).await {
+                Ok(true) => {
+                    self.counters.record(Event::OffsetRewound);
+                    warn!(
+                        topic = %past.queue.topic(),
+                        queue = past.queue.queue_id(),
+                        committed = past.committed,
+                        end = past.end,
+                        "consumer offset past the end of its queue (the broker lost its store): consuming the queue again from its start"
+                    );
+                }
+                Ok(false) => {}
+                Err(error) => warn!(%error, queue = %past.queue, "cannot rewind a consumer offset now; will retry"),
+            }
+        }
     }
 }
 

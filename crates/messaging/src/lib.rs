@@ -28,6 +28,7 @@ pub mod dead_letters;
 mod error;
 mod group_commit;
 pub mod metrics;
+mod offsets;
 mod probe;
 mod producer;
 mod publish;

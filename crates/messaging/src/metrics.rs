@@ -161,6 +161,7 @@ pub struct Counters {
     duplicates: AtomicU64,
     reports_repeated: AtomicU64,
     redriven: AtomicU64,
+    offsets_rewound: AtomicU64,
     redelivery_requests: AtomicU64,
     settlements: AtomicU64,
     set_aside: [AtomicU64; 4],
@@ -192,6 +193,9 @@ pub enum Event {
     ReportRepeated,
     /// An unsettled transfer's message was sent again from the sender's books.
     Redriven,
+    /// A consumer offset past the end of its queue (the broker lost its store) was
+    /// rewound to the queue's start.
+    OffsetRewound,
     /// A message failed for a passing reason and will be delivered again.
     RedeliveryRequested,
     /// A settlement report moved a sent transfer to its final state.
@@ -215,6 +219,7 @@ impl Counters {
             Event::Duplicate => &self.duplicates,
             Event::ReportRepeated => &self.reports_repeated,
             Event::Redriven => &self.redriven,
+            Event::OffsetRewound => &self.offsets_rewound,
             Event::RedeliveryRequested => &self.redelivery_requests,
             Event::Settled => &self.settlements,
             Event::SetAside(reason) => &self.set_aside[reason as usize],
@@ -286,6 +291,11 @@ impl Counters {
             "txbank_transfers_redriven_total",
             "Unsettled transfers whose message this bank sent again from its own books.",
             &[("", get(&self.redriven))],
+        );
+        family(
+            "txbank_consumer_offsets_rewound_total",
+            "Queues whose committed offset lay past their end (the broker lost its store), consumed again from their start.",
+            &[("", get(&self.offsets_rewound))],
         );
         family(
             "txbank_redeliveries_requested_total",

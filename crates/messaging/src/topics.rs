@@ -37,7 +37,7 @@ pub async fn ensure_topic_queues(
     topic: &str,
     queues: u32,
 ) -> Result<(), MessagingError> {
-    let mut admin = start_admin(client, settings).await?;
+    let mut admin = start_admin(client, settings, "admin").await?;
     let result = create_everywhere(&admin, topic, queues).await;
     admin.shutdown().await;
     result
@@ -45,7 +45,7 @@ pub async fn ensure_topic_queues(
 
 /// The most queues `topic` has on any master broker of the cluster; 0 when none has it.
 pub async fn topic_queues(client: &MqClient, settings: &MqSettings, topic: &str) -> Result<u32, MessagingError> {
-    let mut admin = start_admin(client, settings).await?;
+    let mut admin = start_admin(client, settings, "admin").await?;
     let mut most = 0;
     for addr in masters(&admin).await {
         most = most.max(queues_on(&admin, addr, topic).await);
@@ -54,10 +54,15 @@ pub async fn topic_queues(client: &MqClient, settings: &MqSettings, topic: &str)
     Ok(most)
 }
 
-/// An admin client of the cluster `settings` name; shut it down after use.
-async fn start_admin(client: &MqClient, settings: &MqSettings) -> Result<DefaultMQAdminExt, MessagingError> {
-    let mut admin =
-        DefaultMQAdminExt::with_admin_ext_group(client.runtime(), format!("txbank_admin_{}", std::process::id()));
+/// An admin client of the cluster `settings` name, in an admin group of its own for
+/// `purpose` (one process may run several); shut it down after use.
+pub(crate) async fn start_admin(
+    client: &MqClient,
+    settings: &MqSettings,
+    purpose: &str,
+) -> Result<DefaultMQAdminExt, MessagingError> {
+    let group = format!("txbank_{purpose}_{}", std::process::id());
+    let mut admin = DefaultMQAdminExt::with_admin_ext_group(client.runtime(), group);
     admin.set_namesrv_addr(settings.namesrv_addr.as_str());
     admin
         .start()
@@ -67,7 +72,7 @@ async fn start_admin(client: &MqClient, settings: &MqSettings) -> Result<Default
 }
 
 /// The addresses of the cluster's master brokers; none while no broker registered.
-async fn masters(admin: &DefaultMQAdminExt) -> Vec<CheetahString> {
+pub(crate) async fn masters(admin: &DefaultMQAdminExt) -> Vec<CheetahString> {
     match admin.examine_broker_cluster_info().await {
         Ok(cluster) => cluster
             .broker_addr_table

@@ -6,17 +6,24 @@
 //! Money is stored as whole cents in `BIGINT` columns, so arithmetic in SQL is exact on
 //! every engine.
 
+mod accounts;
 mod error;
 pub mod faults;
+mod ledger;
+mod receiving;
 mod redrive;
 mod schema;
+mod script;
+mod sending;
+mod settlement;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use accounts::AccountRecord;
 pub use error::StorageError;
+pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;
-pub use store::{
-    create_mysql_database, drop_mysql_database, redact, AccountRecord, CreditOutcome, DebitOutcome, Delivery,
-    DeliveryOutcome, Engine, PendingSettlement, SettlementOutcome, Store, TransferRecord,
-};
+pub use sending::{DebitOutcome, TransferRecord};
+pub use settlement::{PendingSettlement, SettlementOutcome};
+pub use store::{create_mysql_database, drop_mysql_database, redact, Engine, Store};

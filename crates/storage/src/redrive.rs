@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use txbank_domain::{BankId, Transfer, TransferState, TxNo};
 
-use crate::store::{is_unique_violation, now_ms, placeholders, rows, TransferRow};
+use crate::script::placeholders;
+use crate::store::{is_unique_violation, now_ms, rows, TransferRow};
 use crate::{StorageError, Store};
 
 /// A debited transfer whose settlement is overdue, to be sent again.

@@ -1,0 +1,346 @@
+//! The sending side: the local transaction that debits an account and records the
+//! outgoing transfer (one at a time or many together), the check-back's view of it,
+//! and its rollback.
+
+use std::collections::BTreeMap;
+
+use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
+
+use crate::accounts::account_in;
+use crate::receiving::{credit, record_incoming, remember_all};
+use crate::script::{in_runs, Script, Value};
+use crate::store::{is_unique_violation, now_ms, rows, StorageResult, Store, Transaction, TransferRow};
+use crate::{faults, StorageError};
+
+/// An outgoing transfer as the sending bank recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The transfer itself.
+    pub transfer: Transfer,
+    /// Where it stands.
+    pub state: TransferState,
+    /// Why it was rolled back, when it was.
+    pub reason: Option<String>,
+    /// The client's idempotency key, when one was given.
+    pub idempotency_key: Option<String>,
+    /// When it was recorded, in Unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// What [`Store::debit_and_record`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebitOutcome {
+    /// The source was debited now.
+    Debited,
+    /// The same transaction number had already been debited; nothing changed.
+    AlreadyDebited,
+}
+
+pub(crate) const SELECT_TRANSFER_OUT: &str =
+    "SELECT tx_no, from_account, to_bank, to_account, amount_cents, state, reason, idempotency_key, create_time FROM transfer_out";
+
+/// Debits the transfer's source inside `tx`, refusing an unknown or closed account and
+/// insufficient funds.
+pub(crate) async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
+    let debited = sqlx::query(
+        "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+         WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
+    )
+    .bind(transfer.amount.cents())
+    .bind(transfer.from.as_str())
+    .bind(transfer.amount.cents())
+    .execute(&mut **tx)
+    .await?;
+    if rows(&debited) == 1 {
+        return Ok(());
+    }
+    Err(match account_in(tx, &transfer.from).await? {
+        None => StorageError::UnknownAccount(transfer.from.clone()),
+        Some(account) if account.closed => StorageError::AccountClosed(account.account_no),
+        Some(account) => StorageError::InsufficientFunds {
+            account: account.account_no,
+            balance: account.balance,
+            requested: transfer.amount.money(),
+        },
+    })
+}
+
+impl Store {
+    /// The bank1 side of a transfer, in one database transaction: record the transfer as
+    /// debited, debit the source if its balance covers the amount, and insert the
+    /// transaction number into `de_duplication`.
+    ///
+    /// Refuses (changing nothing) an unknown source, insufficient funds, a transaction
+    /// number already rolled back, and an idempotency key that names another transfer.
+    pub async fn debit_and_record(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+    ) -> StorageResult<DebitOutcome> {
+        let _turn = self.write_turn().await;
+        let now = now_ms();
+        let mut tx = match self.begin_recording(transfer, key, TransferState::Debited, now).await? {
+            Ok(tx) => tx,
+            Err(existing) => return Ok(existing),
+        };
+        if let Err(refusal) = debit(&mut tx, transfer).await {
+            tx.rollback().await?;
+            return Err(refusal);
+        }
+        faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
+        faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
+        if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
+            tx.rollback().await?;
+            return Err(StorageError::Database(sqlx::Error::Protocol(
+                "failure injected inside the local transaction".into(),
+            )));
+        }
+        sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
+            .bind(transfer.tx_no.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DebitOutcome::Debited)
+    }
+
+    /// Debits many transfers with one durable commit (group commit), each as
+    /// [`Store::debit_and_record`] would, and answers each with its own outcome.
+    ///
+    /// The common case (new transfers, sources that cover their sum) takes one
+    /// transaction of a few statements for the whole group (see [`Script`]). Anything
+    /// else (a transfer or idempotency key seen before, a source that cannot cover the
+    /// group, a database error) rolls that transaction back, and each transfer is then
+    /// debited on its own, so that a refusal stays the refused transfer's alone.
+    pub async fn debit_all(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> Vec<StorageResult<DebitOutcome>> {
+        if !requests.is_empty() {
+            match self.debit_together(requests).await {
+                Ok(true) => return requests.iter().map(|_| Ok(DebitOutcome::Debited)).collect(),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%error, transfers = requests.len(), "group debit failed; debiting one by one")
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (transfer, key) in requests {
+            outcomes.push(self.debit_and_record(transfer, key.as_ref()).await);
+        }
+        outcomes
+    }
+
+    /// Debits every transfer of `requests` in one transaction, or none: true when
+    /// committed, false (nothing changed) when any is refused or conflicts (a transfer
+    /// or idempotency key seen before, a source that cannot cover its part of the sum)
+    /// and needs to be debited on its own. The common case of [`Store::debit_all`].
+    pub async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
+        let _turn = self.write_turn().await;
+        let now = now_ms();
+        let mut script = Script::default();
+        for run in in_runs(requests) {
+            let rows = run.iter().map(|(transfer, key)| {
+                vec![
+                    Value::Text(transfer.tx_no.as_str()),
+                    Value::MaybeText(key.as_ref().map(IdempotencyKey::as_str)),
+                    Value::Text(transfer.from.as_str()),
+                    Value::Text(transfer.to_bank.as_str()),
+                    Value::Text(transfer.to.as_str()),
+                    Value::Int(transfer.amount.cents()),
+                    Value::Text(TransferState::Debited.as_str()),
+                    Value::Int(now),
+                ]
+            });
+            script.insert_rows(
+                "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
+                "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                rows,
+            );
+        }
+        let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
+        for (transfer, _) in requests {
+            *per_source.entry(transfer.from.as_str()).or_default() += transfer.amount.cents();
+        }
+        for (source, cents) in per_source {
+            script.push(
+                "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+                 WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
+                vec![Value::Int(cents), Value::Text(source), Value::Int(cents)],
+                1,
+            );
+        }
+        remember_all(&mut script, requests, |(transfer, _)| &transfer.tx_no, now);
+        let mut tx = self.pool.begin().await?;
+        if !script.run_and_check(&mut tx, self.engine).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
+        faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
+        if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A transfer between two accounts of this bank (a book transfer), in one database
+    /// transaction: record it as credited, debit the source, credit the destination.
+    /// No message is involved. Refuses what [`Store::debit_and_record`] refuses, and an
+    /// unknown or closed destination, changing nothing.
+    pub async fn transfer_within(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+    ) -> StorageResult<DebitOutcome> {
+        let _turn = self.write_turn().await;
+        let now = now_ms();
+        let mut tx = match self
+            .begin_recording(transfer, key, TransferState::Credited, now)
+            .await?
+        {
+            Ok(tx) => tx,
+            Err(existing) => return Ok(existing),
+        };
+        let moved = match debit(&mut tx, transfer).await {
+            Ok(()) => credit(&mut tx, transfer).await,
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = moved {
+            tx.rollback().await?;
+            return Err(refusal);
+        }
+        record_incoming(&mut tx, transfer, None, now).await?;
+        tx.commit().await?;
+        Ok(DebitOutcome::Debited)
+    }
+
+    /// Opens a transaction whose first statement records `transfer` in `transfer_out` as
+    /// `state`: the insert takes SQLite's write lock at once, and its primary key is what
+    /// makes a concurrent check-back's rollback marker conflict. When the transfer or its
+    /// idempotency key is recorded already, says what became of it instead (`Ok(Err(_))`).
+    async fn begin_recording(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+        state: TransferState,
+        now: i64,
+    ) -> StorageResult<Result<Transaction, DebitOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(key.map(|k| k.as_str().to_string()))
+        .bind(transfer.from.as_str())
+        .bind(transfer.to_bank.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(state.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match recorded {
+            Ok(_) => Ok(Ok(tx)),
+            Err(error) => {
+                tx.rollback().await?;
+                if !is_unique_violation(&error) {
+                    return Err(error.into());
+                }
+                self.explain_conflict(transfer, key).await.map(Err)
+            }
+        }
+    }
+
+    /// Why recording a debit conflicted: the same transfer already exists, or its
+    /// idempotency key belongs to another one.
+    async fn explain_conflict(&self, transfer: &Transfer, key: Option<&IdempotencyKey>) -> StorageResult<DebitOutcome> {
+        if let Some(existing) = self.transfer_out(&transfer.tx_no).await? {
+            return match existing.state {
+                TransferState::RolledBack => Err(StorageError::RolledBack(transfer.tx_no.clone())),
+                _ => Ok(DebitOutcome::AlreadyDebited),
+            };
+        }
+        if let Some(key) = key {
+            if let Some(existing) = self.transfer_out_by_key(key).await? {
+                return Err(StorageError::IdempotencyKeyTaken {
+                    existing: existing.transfer.tx_no,
+                });
+            }
+        }
+        Err(StorageError::Corrupt(format!(
+            "transfer {} conflicted with no visible row",
+            transfer.tx_no
+        )))
+    }
+
+    /// Settles a transfer whose local transaction did not (or may not have) committed:
+    /// records it as rolled back unless it was debited, and returns the final state.
+    ///
+    /// The rollback row shares the debit's primary key, so once it exists a late debit
+    /// can no longer commit; this is what lets check-back answer ROLLBACK for good.
+    pub async fn roll_back_unless_debited(&self, transfer: &Transfer, reason: &str) -> StorageResult<TransferState> {
+        let _turn = self.write_turn().await;
+        let reason: String = reason.chars().take(255).collect();
+        let inserted = sqlx::query(
+            "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
+             VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(transfer.from.as_str())
+        .bind(transfer.to_bank.as_str())
+        .bind(transfer.to.as_str())
+        .bind(transfer.amount.cents())
+        .bind(TransferState::RolledBack.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(TransferState::RolledBack),
+            Err(error) if is_unique_violation(&error) => match self.transfer_out(&transfer.tx_no).await? {
+                Some(existing) => Ok(existing.state),
+                None => Err(error.into()),
+            },
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The outgoing transfer with this transaction number, if any.
+    pub async fn transfer_out(&self, tx_no: &TxNo) -> StorageResult<Option<TransferRecord>> {
+        let row: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ?"))
+            .bind(tx_no.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.into_record(&self.bank)).transpose()
+    }
+
+    /// The outgoing transfer made with this idempotency key, if any.
+    pub async fn transfer_out_by_key(&self, key: &IdempotencyKey) -> StorageResult<Option<TransferRecord>> {
+        let row: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE idempotency_key = ?"))
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.into_record(&self.bank)).transpose()
+    }
+
+    /// The latest `limit` transfers this bank sent, newest first; only those in `state`
+    /// when one is given.
+    pub async fn recent_transfers_out(
+        &self,
+        state: Option<TransferState>,
+        limit: u32,
+    ) -> StorageResult<Vec<TransferRecord>> {
+        let sql = match state {
+            Some(_) => format!("{SELECT_TRANSFER_OUT} WHERE state = ? ORDER BY create_time DESC LIMIT ?"),
+            None => format!("{SELECT_TRANSFER_OUT} ORDER BY create_time DESC LIMIT ?"),
+        };
+        let mut query = sqlx::query_as::<_, TransferRow>(&sql);
+        if let Some(state) = state {
+            query = query.bind(state.as_str());
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|row| row.into_record(&self.bank)).collect()
+    }
+}

@@ -25,8 +25,8 @@ use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
 use txbank_messaging::{ensure_topic, MqClient, MqSettings};
 use txbank_storage::{create_mysql_database, drop_mysql_database, Store};
 
-use crate::chaos::{run_folder, sqlite_url, CheckBack, System};
 use crate::process_stats::{cpu_seconds, peak_memory_kib, MachineCpu};
+use crate::system::{run_folder, sqlite_url, CheckBack, System};
 
 /// The topic the broker's reference sends go to; nothing consumes it.
 const REFERENCE_TOPIC: &str = "txbank_bench_reference";

@@ -7,8 +7,7 @@
 //! books: no money may be lost or duplicated.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,15 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::process::Child;
 use txbank_domain::audit::{AuditReport, Violation};
-use txbank_domain::BankId;
-use txbank_storage::Store;
 
-use crate::audit::read_and_audit;
-use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, MESSAGE_KEY_FILE};
-use crate::netns::{Link, Namespace};
-use crate::up::part_command_via;
+use crate::netns::Link;
+use crate::system::{run_folder, sqlite_url, CheckBack, System};
 
 /// Options of `chaos`.
 #[derive(Debug, clap::Args)]
@@ -214,7 +208,7 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
                 run_length,
                 started,
                 urls: system.bank_urls(),
-                token: system.token.clone(),
+                token: system.token().to_string(),
                 http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
                 counts: Arc::clone(&counts),
             };
@@ -240,7 +234,7 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
             fault.kind,
             fault.part
         ));
-        system.inject(fault).await?;
+        inject(system, fault).await?;
     }
     for client in clients {
         client.await?;
@@ -289,17 +283,6 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
         faults: schedule,
         audit: report,
     })
-}
-
-/// The folder of a run with its `logs` folder: `data_dir`, or a new one named after
-/// `what` under the temp folder.
-pub(crate) fn run_folder(data_dir: Option<&Path>, what: &str) -> Result<PathBuf> {
-    let dir = match data_dir {
-        Some(dir) => dir.to_path_buf(),
-        None => std::env::temp_dir().join(format!("txbank-{what}-{}", std::process::id())),
-    };
-    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
 }
 
 /// The faults of a run: the same seed and kinds always give the same schedule. A fault
@@ -438,388 +421,50 @@ impl Client {
     }
 }
 
-/// The running processes, each restartable on the same address and data.
-pub(crate) struct System {
-    dir: PathBuf,
-    token: String,
-    /// Each bank's database as `NAME=URL`, the receiving bank first.
-    databases: Vec<String>,
-    namesrv: SocketAddr,
-    broker: SocketAddr,
-    banks: Vec<(&'static str, &'static str, SocketAddr)>,
-    check_back: CheckBack,
-    children: Vec<(&'static str, Child)>,
-    /// Each bank instance's network namespace, when the run isolates them.
-    namespaces: BTreeMap<&'static str, Namespace>,
-}
-
-/// How soon the broker checks back on a half message nobody committed or rolled back.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CheckBack {
-    timeout_ms: u64,
-    interval_ms: u64,
-}
-
-impl CheckBack {
-    /// Within a second or two, so that a chaos run converges quickly after each kill.
-    pub(crate) const FAST: CheckBack = CheckBack {
-        timeout_ms: 1000,
-        interval_ms: 1000,
-    };
-    /// As `txbank broker` and `up` do by default.
-    pub(crate) const DEFAULT: CheckBack = CheckBack {
-        timeout_ms: defaults::TRANSACTION_TIMEOUT_MS,
-        interval_ms: defaults::TRANSACTION_CHECK_INTERVAL_MS,
-    };
-}
-
-impl System {
-    /// Starts a name server, a broker checking back as `check_back` says, and
-    /// `instances` (1 or 2) of each bank in `dir`, each on its database given as
-    /// `NAME=URL` (bank2 first).
-    pub(crate) async fn start_on(
-        dir: &Path,
-        instances: usize,
-        databases: Vec<String>,
-        check_back: CheckBack,
-    ) -> Result<System> {
-        System::start_with(dir, instances, databases, check_back, false).await
-    }
-
-    /// [`System::start_on`], with each bank instance in a network namespace of its own
-    /// when `isolated` (see [`crate::netns`]).
-    async fn start_with(
-        dir: &Path,
-        instances: usize,
-        databases: Vec<String>,
-        check_back: CheckBack,
-        isolated: bool,
-    ) -> Result<System> {
-        for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
-            create_secret_file(&dir.join(secret))?;
+/// Injects `fault`, holds it for its time, and ends it.
+async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
+    let length = Duration::from_millis(fault.for_ms);
+    match fault.kind {
+        FaultKind::Kill => {
+            system.kill(fault.part).await?;
+            tokio::time::sleep(length).await;
+            system.restart(fault.part).await?;
         }
-        let token = std::fs::read_to_string(dir.join(API_TOKEN_FILE))?.trim().to_string();
-        let mut system = System {
-            dir: dir.to_path_buf(),
-            token,
-            databases,
-            namesrv: free_address(false)?,
-            broker: free_address(true)?,
-            banks: Vec::new(),
-            check_back,
-            children: Vec::new(),
-            namespaces: BTreeMap::new(),
-        };
-        for (instance, preset) in [
-            ("bank1a", "bank1"),
-            ("bank1b", "bank1"),
-            ("bank2a", "bank2"),
-            ("bank2b", "bank2"),
-        ] {
-            if instances > 1 || instance.ends_with('a') {
-                system.banks.push((instance, preset, free_address(false)?));
+        FaultKind::Pause => {
+            system.signal(fault.part, libc::SIGSTOP);
+            tokio::time::sleep(length).await;
+            system.signal(fault.part, libc::SIGCONT);
+        }
+        FaultKind::Network => {
+            let namespace = system
+                .namespace(fault.part)
+                .context("network faults need isolated banks")?;
+            match fault.delay_ms {
+                Some(delay) => namespace.delay(Link::Broker, Duration::from_millis(delay)),
+                None => namespace.cut(Link::Broker, true),
+            }
+            tokio::time::sleep(length).await;
+            namespace.delay(Link::Broker, Duration::ZERO);
+            namespace.cut(Link::Broker, false);
+        }
+        FaultKind::DbOutage if system.database(fault.part)?.starts_with("sqlite:") => {
+            system.store(fault.part).await?.hold_write_lock(length).await?;
+        }
+        FaultKind::DbOutage => {
+            let instances = system.namespaces_of(fault.part);
+            for namespace in &instances {
+                namespace.cut(Link::Database, true);
+            }
+            tokio::time::sleep(length).await;
+            for namespace in &instances {
+                namespace.cut(Link::Database, false);
             }
         }
-        let parts: Vec<&'static str> = system.banks.iter().map(|(name, _, _)| *name).collect();
-        if isolated {
-            system.isolate(&parts)?;
-        }
-        for part in ["namesrv", "broker"].into_iter().chain(parts) {
-            system.restart(part).await?;
-        }
-        Ok(system)
-    }
-
-    /// The name server's address.
-    pub(crate) fn namesrv(&self) -> String {
-        self.namesrv.to_string()
-    }
-
-    /// The operators' API token.
-    pub(crate) fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// The URL of `instance` (`bank1a`...).
-    pub(crate) fn url(&self, instance: &str) -> Option<String> {
-        self.banks
-            .iter()
-            .find(|(name, _, _)| *name == instance)
-            .map(|(_, _, listen)| format!("http://{listen}"))
-    }
-
-    /// The process id of each running part.
-    pub(crate) fn pids(&self) -> Vec<(&'static str, u32)> {
-        self.children
-            .iter()
-            .filter_map(|(name, child)| Some((*name, child.id()?)))
-            .collect()
-    }
-
-    /// Each bank's two instances' URLs, bank1's first.
-    fn bank_urls(&self) -> [[String; 2]; 2] {
-        let url = |i: usize| format!("http://{}", self.banks[i].2);
-        [[url(0), url(1)], [url(2), url(3)]]
-    }
-
-    /// Puts each bank instance of `instances` in a network namespace of its own, which
-    /// reaches the name server, the broker and a database server through proxies.
-    fn isolate(&mut self, instances: &[&'static str]) -> Result<()> {
-        let database_ports: std::collections::BTreeSet<u16> =
-            self.databases.iter().filter_map(|entry| server_port(entry)).collect();
-        for instance in instances {
-            let listen = self
-                .banks
-                .iter()
-                .find(|(name, ..)| name == instance)
-                .map(|(.., listen)| *listen);
-            let mut namespace = Namespace::create(&format!("txbank-{}-{instance}", std::process::id()))?;
-            for port in [self.namesrv.port(), self.broker.port(), self.broker.port() - 2] {
-                namespace.forward_out(port, Link::Broker)?;
-            }
-            for port in &database_ports {
-                namespace.forward_out(*port, Link::Database)?;
-            }
-            if let Some(listen) = listen {
-                namespace.forward_in(listen.port())?;
-            }
-            self.namespaces.insert(instance, namespace);
-        }
-        Ok(())
-    }
-
-    /// Injects `fault`, holds it for its time, and ends it.
-    async fn inject(&mut self, fault: &Fault) -> Result<()> {
-        let length = Duration::from_millis(fault.for_ms);
-        match fault.kind {
-            FaultKind::Kill => {
-                self.kill(fault.part).await?;
-                tokio::time::sleep(length).await;
-                self.restart(fault.part).await?;
-            }
-            FaultKind::Pause => {
-                self.signal(fault.part, libc::SIGSTOP);
-                tokio::time::sleep(length).await;
-                self.signal(fault.part, libc::SIGCONT);
-            }
-            FaultKind::Network => {
-                let namespace = self
-                    .namespaces
-                    .get(fault.part)
-                    .context("network faults need isolated banks")?;
-                match fault.delay_ms {
-                    Some(delay) => namespace.delay(Link::Broker, Duration::from_millis(delay)),
-                    None => namespace.cut(Link::Broker, true),
-                }
-                tokio::time::sleep(length).await;
-                namespace.delay(Link::Broker, Duration::ZERO);
-                namespace.cut(Link::Broker, false);
-            }
-            FaultKind::DbOutage if self.database(fault.part)?.starts_with("sqlite:") => {
-                self.store(fault.part).await?.hold_write_lock(length).await?;
-            }
-            FaultKind::DbOutage => {
-                let instances: Vec<&Namespace> = self
-                    .namespaces
-                    .iter()
-                    .filter(|(instance, _)| instance.starts_with(fault.part))
-                    .map(|(_, namespace)| namespace)
-                    .collect();
-                for namespace in &instances {
-                    namespace.cut(Link::Database, true);
-                }
-                tokio::time::sleep(length).await;
-                for namespace in &instances {
-                    namespace.cut(Link::Database, false);
-                }
-            }
-            FaultKind::StoreLoss => {
-                self.kill("broker").await?;
-                let store = self.dir.join("rocketmq").join("store");
-                std::fs::remove_dir_all(&store).with_context(|| format!("cannot delete {}", store.display()))?;
-                tokio::time::sleep(length).await;
-                self.restart("broker").await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends `signal` to `part`'s process, if it runs.
-    fn signal(&self, part: &str, signal: libc::c_int) {
-        if let Some(pid) = self
-            .children
-            .iter()
-            .find(|(name, _)| *name == part)
-            .and_then(|(_, child)| child.id())
-        {
-            // SAFETY: kill(2) only sends a signal to our own child.
-            unsafe {
-                libc::kill(pid as i32, signal);
-            }
+        FaultKind::StoreLoss => {
+            system.lose_broker_store(length).await?;
         }
     }
-
-    /// SIGKILL, as a crash, and wait until the process is gone.
-    async fn kill(&mut self, part: &str) -> Result<()> {
-        if let Some(index) = self.children.iter().position(|(name, _)| *name == part) {
-            let (_, mut child) = self.children.swap_remove(index);
-            child.kill().await?;
-        }
-        Ok(())
-    }
-
-    /// Starts `part` and waits until it listens.
-    async fn restart(&mut self, part: &'static str) -> Result<()> {
-        let logs = self.dir.join("logs");
-        let namesrv = self.namesrv.to_string();
-        let wrapper = self
-            .namespaces
-            .get(part)
-            .map(Namespace::exec_prefix)
-            .unwrap_or_default();
-        let mut command = part_command_via(&logs, part, &wrapper)?;
-        let listen = match part {
-            "namesrv" => {
-                command
-                    .args(["namesrv", "--listen", &namesrv, "--home"])
-                    .arg(self.dir.join("rocketmq"));
-                self.namesrv
-            }
-            "broker" => {
-                command
-                    .args([
-                        "broker",
-                        "--listen",
-                        &self.broker.to_string(),
-                        "--namesrv-addr",
-                        &namesrv,
-                    ])
-                    .args([
-                        "--transaction-timeout-ms",
-                        &self.check_back.timeout_ms.to_string(),
-                        "--transaction-check-interval-ms",
-                        &self.check_back.interval_ms.to_string(),
-                    ])
-                    .args(["--transaction-check-max", "600", "--store"])
-                    .arg(self.dir.join("rocketmq").join("store"));
-                self.broker
-            }
-            instance => {
-                let (_, preset, listen) = *self
-                    .banks
-                    .iter()
-                    .find(|(name, _, _)| *name == instance)
-                    .with_context(|| format!("no part {instance}"))?;
-                command
-                    .args(["bank", "--preset", preset, "--listen", &listen.to_string()])
-                    .args(["--namesrv-addr", &namesrv, "--data-dir"])
-                    .arg(&self.dir)
-                    // In the environment, so that no password shows in the process list.
-                    .env("TXBANK_DATABASE_URL", self.database(preset)?)
-                    // Soon after the faults, so that the run converges quickly.
-                    .env("TXBANK_REDRIVE_AFTER_SECS", REDRIVE_AFTER_SECS.to_string());
-                listen
-            }
-        };
-        let child = command.spawn().with_context(|| format!("cannot start {part}"))?;
-        self.children.push((part, child));
-        // A bank listens once its topics are ready, which needs a broker registered with
-        // the name server: after a name-server restart, up to the broker's next
-        // registration.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !answers(part, listen).await {
-            if Instant::now() > deadline {
-                bail!(
-                    "{part} did not listen on {listen}; see {}",
-                    logs.join(format!("{part}.log")).display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
-    /// The database URL of `bank` (`bank1`, `bank2`).
-    fn database(&self, bank: &str) -> Result<&str> {
-        self.databases
-            .iter()
-            .find_map(|entry| entry.strip_prefix(bank)?.strip_prefix('='))
-            .with_context(|| format!("no database for {bank}"))
-    }
-
-    /// The database of `bank` (`bank1`, `bank2`).
-    pub(crate) async fn store(&self, bank: &str) -> Result<Store> {
-        Ok(Store::connect(BankId::parse(bank)?, self.database(bank)?, 1).await?)
-    }
-
-    /// The auditor over both banks' databases.
-    pub(crate) async fn audit(&self) -> Result<AuditReport> {
-        read_and_audit(&self.databases).await
-    }
-
-    pub(crate) async fn stop_all(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill().await;
-        }
-        self.children.clear();
-    }
-}
-
-/// Seconds a chaos run's banks wait for a settlement before re-driving a transfer.
-const REDRIVE_AFTER_SECS: u64 = 5;
-
-/// True when `part` answers on `listen`: a bank's HTTP API (which a proxy may stand in
-/// front of, accepting for it), any other part's port.
-async fn answers(part: &str, listen: SocketAddr) -> bool {
-    if !part.starts_with("bank") {
-        return tokio::net::TcpStream::connect(listen).await.is_ok();
-    }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
-    match client {
-        Ok(client) => client.get(format!("http://{listen}/readyz")).send().await.is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// The port of the database server that `NAME=URL` names, if it is a server's.
-fn server_port(entry: &str) -> Option<u16> {
-    let url = entry.split_once('=')?.1;
-    let authority = url
-        .strip_prefix("mysql://")
-        .or_else(|| url.strip_prefix("mariadb://"))?;
-    let host = authority.split(['/', '?']).next()?;
-    let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
-    Some(
-        host.rsplit_once(':')
-            .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or(3306),
-    )
-}
-
-/// The URL of the SQLite file `NAME.db` in `dir`, created when missing.
-pub(crate) fn sqlite_url(dir: &Path, name: &str) -> String {
-    format!("sqlite://{}?mode=rwc", dir.join(format!("{name}.db")).display())
-}
-
-/// Where the processes started here listen: below Linux's ephemeral range (32768 and
-/// up), from which the kernel picks the local port of every outgoing connection: a port
-/// found free in that range can be taken by a connection opened before its server binds
-/// it.
-const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A free loopback address in [`LISTEN_PORTS`]; for a broker, one whose port two below
-/// and one above are free too (the broker listens there as well).
-fn free_address(broker: bool) -> Result<SocketAddr> {
-    let (below, above) = if broker { (2, 1) } else { (0, 0) };
-    let mut random = [0u8; 2];
-    for _ in 0..1_000 {
-        getrandom::getrandom(&mut random).context("no randomness from the operating system")?;
-        let port = LISTEN_PORTS.start + u16::from_le_bytes(random) % LISTEN_PORTS.len() as u16;
-        if (port - below..=port + above).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-        }
-    }
-    bail!("no free loopback port in {LISTEN_PORTS:?}")
+    Ok(())
 }
 
 fn print_report(report: &ChaosReport) {
@@ -888,12 +533,5 @@ mod tests {
         }
         let kinds: std::collections::BTreeSet<_> = faults.iter().map(|f| f.kind).collect();
         assert_eq!(kinds.len(), 3, "every chosen kind comes up in 200 faults");
-    }
-
-    #[test]
-    fn a_database_server_port_is_read_from_its_url() {
-        assert_eq!(server_port("bank1=mysql://root:pw@127.0.0.1:3307/db"), Some(3307));
-        assert_eq!(server_port("bank1=mysql://root@localhost/db"), Some(3306));
-        assert_eq!(server_port("bank1=sqlite://x.db?mode=rwc"), None);
     }
 }

@@ -15,6 +15,7 @@ mod netns;
 mod process_stats;
 mod progress;
 mod rocketmq_server;
+mod system;
 #[cfg(feature = "otel")]
 mod telemetry;
 mod up;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
 use txbank_api::{AppState, Auth};
 use txbank_domain::{AccountNo, BankId, Party};
 use txbank_messaging::metrics::Counters;
@@ -116,9 +115,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         counters,
         broker: Arc::new(probe),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = crate::listen::listener(config.listen)?;
     println!("{bank} listening on http://{}", listener.local_addr()?);
     let app = txbank_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let trimming = tokio::spawn(give_back_free_memory());

@@ -11,6 +11,7 @@ mod chart;
 mod cli;
 mod client;
 mod config;
+mod listen;
 mod netns;
 mod process_stats;
 mod progress;
@@ -141,9 +142,7 @@ fn dashboard(args: &cli::DashboardArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener = listen::listener(args.listen)?;
         println!("dashboard on http://{}", listener.local_addr()?);
         txbank_dashboard::serve(listener, settings, bank::shutdown_signal()).await?;
         Ok(())

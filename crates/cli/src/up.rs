@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::bank::shutdown_signal;
 use crate::cli::UpArgs;
 use crate::config::{create_secret_file, API_TOKEN_FILE, MESSAGE_KEY_FILE};
+use crate::listen;
 use crate::system::part_command;
 
 /// How long a part may take to start listening.
@@ -25,25 +26,82 @@ struct Part {
 }
 
 /// Starts the name server, the broker, bank1, bank2 and the dashboard; runs until
-/// Ctrl-C or until a part dies, then stops the rest.
+/// Ctrl-C (or SIGTERM) or until a part dies, then stops the rest. Ctrl-C during
+/// start-up stops what started so far.
 pub fn run(args: &UpArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        // Listening from the start: a shell that starts `up` in the background leaves
+        // SIGINT ignored until a handler is installed.
+        let mut stop = StopRequest::listen()?;
         let mut parts = Vec::new();
-        let started = start_all(args, &mut parts).await;
-        let outcome = match started {
-            Ok(()) => {
-                print_summary(args);
-                watch(&mut parts).await
+        let outcome = tokio::select! {
+            started = start_all(args, &mut parts) => match started {
+                Ok(()) => {
+                    print_summary(args);
+                    watch(&mut parts, &mut stop).await
+                }
+                Err(error) => Err(error),
+            },
+            () = stop.requested() => {
+                println!("stopping...");
+                Ok(())
             }
-            Err(error) => Err(error),
         };
         stop_all(parts).await;
         outcome
     })
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM, caught from the moment [`StopRequest::listen`] returns.
+struct StopRequest {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopRequest {
+    fn listen() -> Result<StopRequest> {
+        Ok(StopRequest {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// The sockets of the parts whose ports lie in the ephemeral range, bound before any
+/// part starts (see [`crate::listen`]); the name server's and broker's ports are only
+/// checked (the RocketMQ crates bind their own).
+struct Sockets {
+    bank1: std::net::TcpListener,
+    bank2: std::net::TcpListener,
+    dashboard: std::net::TcpListener,
+}
+
+impl Sockets {
+    fn claim(args: &UpArgs) -> Result<Sockets> {
+        let broker = |port| SocketAddr::new(args.broker.ip(), port);
+        let (fast, ha) = (args.broker.port() - 2, args.broker.port() + 1);
+        for addr in [args.namesrv, broker(fast), args.broker, broker(ha)] {
+            drop(listen::bind(addr)?);
+        }
+        Ok(Sockets {
+            bank1: listen::bind(args.bank1)?,
+            bank2: listen::bind(args.bank2)?,
+            dashboard: listen::bind(args.dashboard)?,
+        })
+    }
+}
+
 async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
+    let sockets = Sockets::claim(args)?;
     let data = &args.data_dir;
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -75,7 +133,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
     parts.push(spawn("broker", broker_cmd)?);
     wait_listening("broker", args.broker, parts, &logs).await?;
 
-    for (name, listen) in [("bank1", args.bank1), ("bank2", args.bank2)] {
+    for (name, listen, socket) in [
+        ("bank1", args.bank1, sockets.bank1),
+        ("bank2", args.bank2, sockets.bank2),
+    ] {
         let mut bank_cmd = part_command(&logs, name)?;
         bank_cmd
             .args([
@@ -89,7 +150,9 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
                 "--data-dir",
             ])
             .arg(data);
+        listen::hand_down(&mut bank_cmd, &socket);
         parts.push(spawn(name, bank_cmd)?);
+        drop(socket);
         wait_listening(name, listen, parts, &logs).await?;
     }
 
@@ -100,7 +163,9 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
         .args(["--bank", &format!("bank2=http://{}", args.bank2)])
         .arg("--token-file")
         .arg(data.join(API_TOKEN_FILE));
+    listen::hand_down(&mut dashboard_cmd, &sockets.dashboard);
     parts.push(spawn("dashboard", dashboard_cmd)?);
+    drop(sockets.dashboard);
     wait_listening("dashboard", args.dashboard, parts, &logs).await?;
     Ok(())
 }
@@ -110,11 +175,18 @@ fn spawn(name: &'static str, mut command: Command) -> Result<Part> {
     Ok(Part { name, child })
 }
 
-/// Waits until `addr` accepts connections, failing early if any part has exited.
+/// Waits until `name` serves on `addr` (an HTTP answer from a bank or the dashboard,
+/// whose socket listens before they serve; a connection for the others), failing early
+/// if any part has exited.
 async fn wait_listening(name: &str, addr: SocketAddr, parts: &mut [Part], logs: &Path) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        let serving = match name {
+            "namesrv" | "broker" => tokio::net::TcpStream::connect(addr).await.is_ok(),
+            _ => http.get(format!("http://{addr}/readyz")).send().await.is_ok(),
+        };
+        if serving {
             return Ok(());
         }
         for part in parts.iter_mut() {
@@ -152,12 +224,10 @@ fn print_summary(args: &UpArgs) {
 }
 
 /// Runs until Ctrl-C/SIGTERM (Ok) or until a part exits by itself (Err).
-async fn watch(parts: &mut [Part]) -> Result<()> {
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
+async fn watch(parts: &mut [Part], stop: &mut StopRequest) -> Result<()> {
     loop {
         tokio::select! {
-            _ = &mut signal => {
+            () = stop.requested() => {
                 println!("stopping...");
                 return Ok(());
             }

@@ -56,6 +56,14 @@ async fn a_transfer_sent_from_the_dashboard_form_shows_in_both_banks_balances() 
         );
     }
     assert!(browser.text_becomes("#recent", |text| text.contains("credited")).await);
+    // Every series the chart's key names is drawn, the latencies of a lone transfer too.
+    for series in ["credited", "p50", "p99"] {
+        assert!(browser.appears(&format!("#chart-key [data-series={series}]")).await);
+        assert!(
+            browser.appears(&format!("#chart path[data-series={series}]")).await,
+            "the chart never drew {series}"
+        );
+    }
     assert!(
         browser
             .text_becomes("#audit", |text| text.starts_with("conserved"))

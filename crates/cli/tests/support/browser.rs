@@ -166,6 +166,18 @@ impl Browser {
         false
     }
 
+    /// Waits up to a minute until an element matches `selector`; false when none did.
+    pub async fn appears(&self, selector: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.find(selector).await.is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
     /// Saves a PNG screenshot of the page to `file`.
     pub async fn screenshot(&self, file: &Path) {
         let shot = self.call(reqwest::Method::GET, "/screenshot", None).await;

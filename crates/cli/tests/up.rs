@@ -1,5 +1,6 @@
 //! `txbank up` starts the whole system on loopback only, the client commands talk to it,
-//! Ctrl-C stops it cleanly, and a second `up` resumes from the same data.
+//! Ctrl-C stops it cleanly, start-up included, a taken port is named with its holder,
+//! and a second `up` resumes from the same data.
 
 mod support;
 
@@ -129,4 +130,79 @@ async fn up_runs_everything_stops_cleanly_and_resumes_from_its_data() {
     assert!(balance(&data, &bank1_url, "1").contains("\"9900.00\""));
     assert!(balance(&data, &bank2_url, "2").contains("\"100.00\""));
     up.interrupt();
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let child = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let parent = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u32>()
+                .ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_start_up_stops_what_started_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (args, _) = up_args(&data);
+    let up = Up::spawn(&args, dir.path().join("up.out"));
+    // Interrupted as soon as its first part runs, long before the banks are ready.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut parts = children_of(up.pid());
+    while parts.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        parts = children_of(up.pid());
+    }
+    assert!(!parts.is_empty(), "up started no part");
+
+    let (clean, printed) = up.interrupt();
+    assert!(clean, "up did not exit cleanly:\n{printed}");
+    assert!(printed.contains("stopping..."), "{printed}");
+    assert!(
+        !printed.contains("txbank is up"),
+        "interrupted too late to test start-up:\n{printed}"
+    );
+    for part in parts {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{part}")).exists(),
+            "part {part} still runs:\n{printed}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_port_stops_up_before_anything_starts_and_names_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (args, urls) = up_args(&dir.path().join("data"));
+    let bank2 = urls.bank2.trim_start_matches("http://");
+    let _holder = std::net::TcpListener::bind(bank2).unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .arg("up")
+        .args(&args)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains(&format!("cannot listen on {bank2}")), "{printed}");
+    assert!(
+        printed.contains(&format!("held by {}", std::process::id())),
+        "{printed}"
+    );
+    assert!(
+        !dir.path().join("data").join("logs").join("namesrv.log").exists(),
+        "a part started"
+    );
 }

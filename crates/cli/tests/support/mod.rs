@@ -663,8 +663,8 @@ impl Up {
         self.child.id()
     }
 
-    /// Starts `txbank up ARGS` and waits until it says it is up.
-    pub async fn start(args: &[String], out: PathBuf) -> Up {
+    /// Starts `txbank up ARGS`, its output going to `out`, without waiting.
+    pub fn spawn(args: &[String], out: PathBuf) -> Up {
         let log = std::fs::File::create(&out).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_txbank"))
             .arg("up")
@@ -673,7 +673,12 @@ impl Up {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let up = Up { child, out };
+        Up { child, out }
+    }
+
+    /// Starts `txbank up ARGS` and waits until it says it is up.
+    pub async fn start(args: &[String], out: PathBuf) -> Up {
+        let up = Up::spawn(args, out);
         let started = eventually(|| async {
             std::fs::read_to_string(&up.out)
                 .unwrap_or_default()

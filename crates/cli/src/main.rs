@@ -37,9 +37,6 @@ fn main() -> Result<()> {
         _ => DEFAULT_LOG_FILTER.to_string(),
     };
     init_logging(cli.log_format, &default_filter);
-    if matches!(cli.command, Command::Bank(_)) {
-        restart_with_malloc_tunables();
-    }
     match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Namesrv { listen, home } => rocketmq_server::run_namesrv(listen, &home),
@@ -184,43 +181,6 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// What a bank asks of glibc's allocator when it starts: per-thread caches of blocks up
-/// to 256 bytes (1,032 by default). Each thread keeps up to seven freed blocks of every
-/// size it caches, out of reach of `malloc_trim`, and a bank's caches filled with larger
-/// blocks over its first minutes: its own memory rose by 0.5-1.3 MiB in ten minutes at a
-/// steady load, and by 0.1-0.4 with this limit (docs/PERFORMANCE.md).
-const BANK_MALLOC_TUNABLES: &str = "glibc.malloc.tcache_max=256";
-
-/// glibc reads its tunables (`GLIBC_TUNABLES`) only as a process starts, so a bank started
-/// without [`BANK_MALLOC_TUNABLES`] starts itself again, same arguments, with them added.
-/// Tunables that already set the per-thread caches are the operator's choice and stay.
-fn restart_with_malloc_tunables() {
-    let Some(tunables) = with_bank_tunables(std::env::var("GLIBC_TUNABLES").ok().as_deref()) else {
-        return;
-    };
-    let error = match std::env::current_exe() {
-        Ok(exe) => {
-            use std::os::unix::process::CommandExt;
-            std::process::Command::new(exe)
-                .args(std::env::args_os().skip(1))
-                .env("GLIBC_TUNABLES", tunables)
-                .exec()
-        }
-        Err(error) => error,
-    };
-    tracing::warn!(%error, "cannot restart with the allocator's tunables; running with glibc's defaults");
-}
-
-/// `current` with [`BANK_MALLOC_TUNABLES`] added, or `None` when it sets the per-thread
-/// caches already.
-fn with_bank_tunables(current: Option<&str>) -> Option<String> {
-    match current.filter(|tunables| !tunables.is_empty()) {
-        Some(tunables) if tunables.contains("glibc.malloc.tcache") => None,
-        Some(tunables) => Some(format!("{tunables}:{BANK_MALLOC_TUNABLES}")),
-        None => Some(BANK_MALLOC_TUNABLES.to_string()),
-    }
-}
-
 /// Log lines on stderr, as text or JSON, filtered by `RUST_LOG` (default `info`); with
 /// the `otel` feature, spans also go to an OpenTelemetry collector when one is configured.
 /// What is logged when `RUST_LOG` is not set: `info` for txbank, and what went wrong
@@ -272,21 +232,4 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     #[cfg(feature = "otel")]
     let registry = registry.with(telemetry::layer());
     let _ = registry.try_init();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bank_adds_its_allocator_tunables_to_the_operators_and_keeps_their_own_cache_settings() {
-        assert_eq!(with_bank_tunables(None).as_deref(), Some(BANK_MALLOC_TUNABLES));
-        assert_eq!(with_bank_tunables(Some("")).as_deref(), Some(BANK_MALLOC_TUNABLES));
-        assert_eq!(
-            with_bank_tunables(Some("glibc.malloc.arena_max=1")),
-            Some(format!("glibc.malloc.arena_max=1:{BANK_MALLOC_TUNABLES}"))
-        );
-        assert_eq!(with_bank_tunables(Some("glibc.malloc.tcache_count=0")), None);
-        assert_eq!(with_bank_tunables(Some(BANK_MALLOC_TUNABLES)), None);
-    }
 }

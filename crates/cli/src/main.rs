@@ -207,10 +207,14 @@ const NAMESRV_QUIET: &str = "rocketmq_transport::clients::rocketmq_tokio_client:
 /// messages says so in its answers to the banks, and a broker that cannot start for it
 /// says so as it fails.
 ///
+/// Above that share its clean-up also warned "mapped-file delete batch limit must be
+/// positive delete_file_batch_max=0" every 10 s (seen with `df` at 32 %).
+///
 /// Its transaction check also warns "The miss op offset=0 ... is NO_NEW_MSG" every 5 s
 /// while no transaction is open: the usual state of an idle broker. The banks'
 /// check-back counters show what the check does.
 const BROKER_QUIET: &str = "rocketmq_store::message_store::local_file_message_store::health=error,\
+     rocketmq_store_local::mapped_file::queue_lifecycle=error,\
      rocketmq_broker::transaction::queue::default_transactional_message_service=error";
 
 fn init_logging(format: LogFormat, default_filter: &str) {

@@ -113,7 +113,16 @@ impl ApiError {
             | StorageError::AccountExists(_)
             | StorageError::UnknownTransfer(_)
             | StorageError::ForeignSettlement { .. }
-            | StorageError::SettlementConflict { .. } => "corrupt_data",
+            | StorageError::SettlementConflict { .. }
+            // Schema and archive refusals come from commands, never from a transfer.
+            | StorageError::NotTxbank { .. }
+            | StorageError::NoDatabase(_)
+            | StorageError::OtherBank { .. }
+            | StorageError::SchemaTooNew { .. }
+            | StorageError::SchemaBehind { .. }
+            | StorageError::MigrationFailed { .. }
+            | StorageError::Migration(_)
+            | StorageError::ArchiveCutsInFlight { .. } => "corrupt_data",
             StorageError::Database(_) => {
                 return ApiError::Unavailable {
                     code: "database_unavailable",

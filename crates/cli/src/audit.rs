@@ -5,18 +5,15 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use txbank_domain::audit::{audit, AuditReport};
-use txbank_domain::BankId;
+use txbank_domain::audit::{audit, unmatched, AuditReport};
 use txbank_storage::Store;
+
+use crate::databases::{named_or_up, BankDatabase};
 
 /// Audits `banks` (`NAME=URL`, receiving banks first), or `up`'s bank2 and bank1 under
 /// `data_dir` when none are given. Fails when a rule is broken.
 pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
-    let banks = if banks.is_empty() {
-        up_banks(data_dir)
-    } else {
-        banks.to_vec()
-    };
+    let banks = named_or_up(banks, data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reading = crate::progress::spinner(format!("reading {} banks' ledgers", banks.len()));
     let report = runtime.block_on(read_and_audit(&banks));
@@ -33,31 +30,31 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `up`'s banks as `NAME=URL`, receiving bank first: their SQLite files under `data_dir`.
-fn up_banks(data_dir: &Path) -> Vec<String> {
-    ["bank2", "bank1"]
-        .iter()
-        .map(|name| format!("{name}=sqlite://{}", data_dir.join(format!("{name}.db")).display()))
-        .collect()
-}
-
-/// Reads each bank (`NAME=URL`) in its own snapshot and audits them together.
-pub(crate) async fn read_and_audit(banks: &[String]) -> Result<AuditReport> {
+/// Reads each bank in its own snapshot and audits them together. A live transfer whose
+/// other side no live ledger holds is looked up in every bank's archive.
+pub(crate) async fn read_and_audit(banks: &[BankDatabase]) -> Result<AuditReport> {
+    let mut stores = Vec::new();
     let mut ledgers = Vec::new();
-    for bank in banks {
-        let (name, url) = bank
-            .split_once('=')
-            .with_context(|| format!("expected NAME=URL, got {bank:?}"))?;
-        let bank = BankId::parse(name)?;
-        let store = Store::connect(bank, url, 1)
+    for BankDatabase { bank, url } in banks {
+        let store = Store::connect_existing(bank.clone(), url, 1)
             .await
-            .with_context(|| format!("cannot open {name}'s database"))?;
+            .with_context(|| format!("cannot open {bank}'s database"))?;
         ledgers.push(
             store
                 .ledger()
                 .await
-                .with_context(|| format!("cannot read {name}'s ledger"))?,
+                .with_context(|| format!("cannot read {bank}'s ledger"))?,
         );
+        stores.push(store);
+    }
+    let (debits_missing, credits_missing) = unmatched(&ledgers);
+    for (store, ledger) in stores.iter().zip(&mut ledgers) {
+        if !debits_missing.is_empty() {
+            ledger.archived_outgoing = store.archived_outgoing(&debits_missing).await?;
+        }
+        if !credits_missing.is_empty() {
+            ledger.archived_incoming = store.archived_incoming(&credits_missing).await?;
+        }
         store.close().await;
     }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;

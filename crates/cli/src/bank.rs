@@ -45,7 +45,20 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     let store = Store::connect(bank.clone(), &config.database_url, config.max_connections)
         .await
         .with_context(|| format!("{bank}: cannot open the database"))?;
-    store.migrate().await.context("cannot create the schema")?;
+    if config.migrate_on_start {
+        for migration in store
+            .migrate()
+            .await
+            .with_context(|| format!("{bank}: cannot migrate the database"))?
+        {
+            tracing::info!(%bank, version = migration.version, description = %migration.description, "applied schema migration");
+        }
+    } else {
+        store
+            .require_current_schema()
+            .await
+            .with_context(|| format!("{bank}: cannot use the database"))?;
+    }
     for seed in &config.accounts {
         let (no, name, balance) = seed.parse()?;
         if store.open_account_if_absent(&no, &name, balance).await? {

@@ -16,14 +16,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
 use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
 use txbank_messaging::{ensure_topic, MqClient, MqSettings};
-use txbank_storage::{create_mysql_database, drop_mysql_database, Store};
+use txbank_storage::{create_mysql_database, drop_mysql_database, fill_books, Preload, Store};
 
 use crate::process_stats::{cpu_seconds, peak_memory_kib, MachineCpu};
 use crate::system::{run_folder, sqlite_url, CheckBack, System};
@@ -72,6 +72,14 @@ pub struct BenchArgs {
     /// Draw throughput and latency per second as an SVG chart in this file.
     #[arg(long)]
     pub chart: Option<PathBuf>,
+    /// Before the run, fill the books with this many settled transfers from bank1 to
+    /// bank2, made over the year before the last 8 days (needs --accounts).
+    #[arg(long, default_value_t = 0)]
+    pub preload: u64,
+    /// Before the run, open this many accounts in each bank (`pre-1`, ...), which the
+    /// preloaded transfers go between.
+    #[arg(long, default_value_t = 0)]
+    pub accounts: u64,
 }
 
 /// What the run measured.
@@ -108,6 +116,13 @@ struct BenchReport {
     debit_to_credit_ms: Percentiles,
     peak_memory_mib: HashMap<&'static str, f64>,
     audit_clean: bool,
+    /// Settled transfers and accounts the books held before the run.
+    preloaded_transfers: u64,
+    preloaded_accounts: u64,
+    /// Seconds filling the books took.
+    preload_s: f64,
+    /// Each bank's database size after the run over the transfers it holds, in bytes.
+    disk_bytes_per_transfer: BTreeMap<&'static str, f64>,
     /// Transfers still in flight when the wait for bank2 gave up (0 when all arrived).
     in_flight_at_end: usize,
     /// What the auditor found wrong, if anything.
@@ -162,6 +177,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.duration == 0 || args.concurrency == 0 || args.reference_seconds == 0 {
         bail!("--duration, --concurrency and --reference-seconds must be at least 1");
     }
+    if args.preload > 0 && args.accounts == 0 {
+        bail!("--preload needs --accounts: the preloaded transfers go between those accounts");
+    }
     let dir = run_folder(args.data_dir.as_deref(), "bench")?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mq = MqClient::build(workers, 64)?;
@@ -197,6 +215,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
 /// (a), then the system with (b) and the end-to-end run, on `databases`.
 async fn run_on(mq: &MqClient, dir: &Path, args: &BenchArgs, databases: &Databases) -> Result<BenchReport> {
+    let preload_s = preload(databases, args).await?;
     let database_rate = reference_database(&databases.reference, args).await?;
     let mut system = System::start_on(dir, 1, databases.banks.clone(), CheckBack::DEFAULT).await?;
     let outcome = async {
@@ -209,7 +228,54 @@ async fn run_on(mq: &MqClient, dir: &Path, args: &BenchArgs, databases: &Databas
     }
     .await;
     system.stop_all().await;
-    outcome
+    let mut report = outcome?;
+    report.preload_s = preload_s;
+    for bank in ["bank1", "bank2"] {
+        let store = system.store(bank).await?;
+        let bytes = store.size_on_disk().await?;
+        let transfers = store.transfers_held().await?;
+        store.close().await;
+        report
+            .disk_bytes_per_transfer
+            .insert(bank, bytes as f64 / transfers.max(1) as f64);
+    }
+    Ok(report)
+}
+
+/// Fills the banks' books as --preload and --accounts say, before the system starts;
+/// answers the seconds it took.
+async fn preload(databases: &Databases, args: &BenchArgs) -> Result<f64> {
+    if args.preload == 0 && args.accounts == 0 {
+        return Ok(0.0);
+    }
+    let started = Instant::now();
+    let mut stores = BTreeMap::new();
+    for bank in ["bank1", "bank2"] {
+        let url = databases.url(bank)?;
+        let store = Store::connect(BankId::parse(bank)?, url, 1).await?;
+        store.migrate().await?;
+        stores.insert(bank, store);
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+    let plan = Preload {
+        transfers: args.preload,
+        accounts: args.accounts,
+        from_ms: now - 373 * DAY_MS,
+        to_ms: now - 8 * DAY_MS,
+        seed: 2026,
+    };
+    let filling = crate::progress::bar(args.preload, "transfers");
+    fill_books(&stores["bank1"], &stores["bank2"], &plan, |made| {
+        filling.set_position(made)
+    })
+    .await
+    .context("cannot fill the books")?;
+    filling.finish_and_clear();
+    for store in stores.values() {
+        store.close().await;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// The run's databases: each bank's (`NAME=URL`, bank2 first) and the reference's.
@@ -222,6 +288,14 @@ struct Databases {
 }
 
 impl Databases {
+    /// The database URL of `bank`.
+    fn url(&self, bank: &str) -> Result<&str> {
+        self.banks
+            .iter()
+            .find_map(|entry| entry.strip_prefix(bank)?.strip_prefix('='))
+            .with_context(|| format!("no database for {bank}"))
+    }
+
     /// Drops the databases this run made on `server` (SQLite files go with the run folder).
     async fn drop(&self, server: Option<&str>) {
         let Some(server) = server else { return };
@@ -338,6 +412,7 @@ async fn measure(
     if !opened.status().is_success() {
         bail!("cannot open the bench's source account: {}", opened.text().await?);
     }
+    let load_started_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
     let deadline = Instant::now() + Duration::from_secs(args.duration);
     let progress = crate::progress::bar(args.duration, "s");
     let debited_so_far = Arc::new(AtomicUsize::new(0));
@@ -413,8 +488,8 @@ async fn measure(
         .filter_map(|(part, pid)| Some((part, peak_memory_kib(pid)? as f64 / 1024.0)))
         .collect();
     let (bank1, bank2) = (system.store("bank1").await?, system.store("bank2").await?);
-    let sent: HashMap<String, i64> = bank1.recorded_times(true).await?.into_iter().collect();
-    let received = bank2.recorded_times(false).await?;
+    let sent: HashMap<String, i64> = bank1.recorded_times(true, load_started_ms).await?.into_iter().collect();
+    let received = bank2.recorded_times(false, load_started_ms).await?;
     bank1.close().await;
     bank2.close().await;
     // (credited at, debit-to-credit ms) of each transfer.
@@ -464,6 +539,10 @@ async fn measure(
         peak_memory_mib,
         audit_clean: audit.is_clean() && audit.in_flight == 0,
         in_flight_at_end: audit.in_flight,
+        preloaded_transfers: args.preload,
+        preloaded_accounts: args.accounts,
+        preload_s: 0.0,
+        disk_bytes_per_transfer: BTreeMap::new(),
         violations: audit.violations.iter().map(|v| format!("{v:?}")).collect(),
         series: per_second(&credits, first),
     })
@@ -551,6 +630,12 @@ fn report_chart(report: &BenchReport) -> crate::chart::Chart {
 }
 
 fn print_report(report: &BenchReport) {
+    if report.preloaded_transfers > 0 || report.preloaded_accounts > 0 {
+        println!(
+            "books preloaded       {} settled transfers, {} accounts per bank, in {:.0} s",
+            report.preloaded_transfers, report.preloaded_accounts, report.preload_s
+        );
+    }
     println!(
         "{} s at concurrency {} on {}: {} requests, {} debited, {} failed",
         report.duration_s, report.concurrency, report.database, report.requests, report.debited, report.failed
@@ -592,6 +677,9 @@ fn print_report(report: &BenchReport) {
     memory.sort_by_key(|(part, _)| **part);
     for (part, mib) in memory {
         println!("peak memory {part:<9} {mib:.1} MiB");
+    }
+    for (bank, bytes) in &report.disk_bytes_per_transfer {
+        println!("disk {bank:<16} {bytes:.0} bytes per transfer held");
     }
     println!(
         "audit                 {}",

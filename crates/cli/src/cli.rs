@@ -165,6 +165,47 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move settled transfers older than a date out of the banks' hot tables into their
+    /// archive tables, keeping the auditor exact and every message idempotent.
+    Archive(ArchiveArgs),
+    /// Show where each bank's database schema stands, or apply the pending migrations.
+    Migrate {
+        /// What to do.
+        #[command(subcommand)]
+        action: MigrateAction,
+        /// A bank's database as NAME=URL (repeat). Default: `up`'s bank2 and bank1 under
+        /// --data-dir.
+        #[arg(long, global = true, value_name = "NAME=URL")]
+        bank: Vec<String>,
+        /// Where `up` keeps its data.
+        #[arg(long, global = true, default_value = "data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Options of `archive`.
+#[derive(Debug, clap::Args)]
+pub struct ArchiveArgs {
+    /// Archive the settled transfers recorded before this date (YYYY-MM-DD, midnight
+    /// UTC); at least 7 days ago.
+    #[arg(long)]
+    pub before: String,
+    /// A bank's database as NAME=URL (repeat). Default: `up`'s bank2 and bank1 under
+    /// --data-dir.
+    #[arg(long, value_name = "NAME=URL")]
+    pub bank: Vec<String>,
+    /// Where `up` keeps its data.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+/// What `txbank migrate` does.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Applied and pending migrations, and which bank each database belongs to.
+    Status,
+    /// Apply the pending migrations (none when any database is unusable).
+    Run,
 }
 
 /// What `txbank dlq` does.

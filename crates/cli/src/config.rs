@@ -55,6 +55,10 @@ pub struct BankConfig {
     /// Accounts opened on first start (existing ones are left as they are).
     #[serde(default)]
     pub accounts: Vec<AccountSeed>,
+    /// Apply pending schema migrations on start (the default); when false, a bank whose
+    /// database is behind refuses to start, for operators who run `txbank migrate run`.
+    #[serde(default = "default_migrate_on_start")]
+    pub migrate_on_start: bool,
 }
 
 /// The RocketMQ names of one bank.
@@ -195,6 +199,9 @@ pub struct BankOverrides {
     /// Seconds before an unsettled transfer is sent again (`messaging.redrive_after_secs`).
     #[arg(long, env = "TXBANK_REDRIVE_AFTER_SECS")]
     pub redrive_after_secs: Option<u64>,
+    /// Apply pending schema migrations on start (`migrate_on_start`).
+    #[arg(long, env = "TXBANK_MIGRATE_ON_START")]
+    pub migrate_on_start: Option<bool>,
 }
 
 /// The secrets a bank needs. They come from files or the environment, never from the
@@ -204,6 +211,10 @@ pub struct Secrets {
     pub message_key: MessageKey,
     /// The operators' API token, if any (without one, only account passwords log in).
     pub api_token: Option<ApiToken>,
+}
+
+fn default_migrate_on_start() -> bool {
+    true
 }
 
 fn default_max_connections() -> u32 {
@@ -337,6 +348,7 @@ impl BankConfig {
             accept_unsigned_messages: false,
             api_token_file: Some(data_dir.join(API_TOKEN_FILE)),
             max_redeliveries: default_max_redeliveries(),
+            migrate_on_start: default_migrate_on_start(),
             accounts,
         })
     }
@@ -387,6 +399,9 @@ impl BankConfig {
         }
         if let Some(secs) = overrides.redrive_after_secs {
             config.messaging.redrive_after_secs = secs;
+        }
+        if let Some(migrate) = overrides.migrate_on_start {
+            config.migrate_on_start = migrate;
         }
         config.validate()?;
         Ok(config)

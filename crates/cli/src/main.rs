@@ -3,6 +3,7 @@
 // RocketMQ's client futures are deeply nested.
 #![recursion_limit = "512"]
 
+mod archive;
 mod audit;
 mod bank;
 mod bench;
@@ -11,7 +12,9 @@ mod chart;
 mod cli;
 mod client;
 mod config;
+mod databases;
 mod listen;
+mod migrate;
 mod netns;
 mod process_stats;
 mod progress;
@@ -120,6 +123,8 @@ fn main() -> Result<()> {
             namesrv_addr,
         } => dlq(&action, &group, &topic, namesrv_addr),
         Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
+        Command::Archive(args) => archive::run(&args.before, &args.bank, &args.data_dir),
+        Command::Migrate { action, bank, data_dir } => migrate::run(&action, &bank, &data_dir),
         Command::Chaos(args) => chaos::run(&args),
         Command::Bench(args) => bench::run(&args),
     }

@@ -16,6 +16,7 @@ use txbank_storage::Store;
 
 use crate::audit::read_and_audit;
 use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, MESSAGE_KEY_FILE};
+use crate::databases::named_or_up;
 use crate::netns::{Link, Namespace};
 
 /// This binary again, with its output going to `logs/NAME.log`, in its own process
@@ -348,7 +349,7 @@ impl System {
 
     /// The auditor over both banks' databases.
     pub(crate) async fn audit(&self) -> Result<AuditReport> {
-        read_and_audit(&self.databases).await
+        read_and_audit(&named_or_up(&self.databases, Path::new(""))?).await
     }
 
     pub(crate) async fn stop_all(&mut self) {

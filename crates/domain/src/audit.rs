@@ -1,7 +1,7 @@
 //! The auditor's rules: given what each bank's database holds, is every cent accounted
 //! for and did every transfer end in exactly one correct state?
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -23,6 +23,55 @@ pub struct BankLedger {
     /// Received messages this bank never applied (unreadable, unauthenticated,
     /// misrouted); not a violation, but something for an operator to look at.
     pub set_aside: usize,
+    /// What this bank archived, in totals.
+    pub archived: ArchivedTotals,
+    /// Archived sent transfers that another bank's live transfers name (see
+    /// [`unmatched`]): matched against, never counted again.
+    pub archived_outgoing: Vec<Outgoing>,
+    /// Archived received transfers that another bank's live transfers name.
+    pub archived_incoming: Vec<Incoming>,
+}
+
+/// Settled transfers a bank moved to its archive, in totals: the auditor carries them
+/// instead of reading every archived row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchivedTotals {
+    /// Sent transfers credited by their destination.
+    pub sent_credited: usize,
+    /// Their amounts, in cents.
+    pub sent_credited_cents: i64,
+    /// Sent transfers whose money came back.
+    pub returned: usize,
+    /// Sent transfers rolled back (never debited).
+    pub rolled_back: usize,
+    /// Received transfers credited here.
+    pub received_credited: usize,
+    /// Their amounts, in cents.
+    pub received_credited_cents: i64,
+    /// Received transfers refused here.
+    pub refused: usize,
+}
+
+/// The live transfers whose other side no live ledger holds: credits with no live debit,
+/// and sent transfers reported credited with no live credit. Their other side may be
+/// archived; the caller looks them up there and hands the rows found to [`audit`]
+/// (`archived_outgoing`, `archived_incoming`).
+pub fn unmatched(ledgers: &[BankLedger]) -> (Vec<TxNo>, Vec<TxNo>) {
+    let sent: HashSet<&TxNo> = ledgers.iter().flat_map(|l| &l.outgoing).map(|out| &out.tx_no).collect();
+    let received: HashSet<&TxNo> = ledgers.iter().flat_map(|l| &l.incoming).map(|inc| &inc.tx_no).collect();
+    let credits_without_debit = ledgers
+        .iter()
+        .flat_map(|l| &l.incoming)
+        .filter(|inc| inc.credited && !sent.contains(&inc.tx_no))
+        .map(|inc| inc.tx_no.clone())
+        .collect();
+    let reported_without_credit = ledgers
+        .iter()
+        .flat_map(|l| &l.outgoing)
+        .filter(|out| out.state == TransferState::Credited && !received.contains(&out.tx_no))
+        .map(|out| out.tx_no.clone())
+        .collect();
+    (credits_without_debit, reported_without_credit)
 }
 
 /// A transfer as its sender recorded it.
@@ -142,13 +191,15 @@ pub fn books(ledger: &BankLedger, now_ms: i64) -> BankBooks {
         .iter()
         .filter(|incoming| incoming.credited)
         .map(|incoming| incoming.amount.cents())
-        .sum();
+        .sum::<i64>()
+        + ledger.archived.received_credited_cents;
     let sent_cents = ledger
         .outgoing
         .iter()
         .filter(|out| matches!(out.state, TransferState::Debited | TransferState::Credited))
         .map(|out| out.amount.cents())
-        .sum();
+        .sum::<i64>()
+        + ledger.archived.sent_credited_cents;
     let awaiting: Vec<&Outgoing> = ledger
         .outgoing
         .iter()
@@ -174,10 +225,26 @@ pub fn books(ledger: &BankLedger, now_ms: i64) -> BankBooks {
 pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
     let mut report = AuditReport::default();
     let mut sent: HashMap<&TxNo, &Outgoing> = HashMap::new();
+    let mut archived_sent: HashMap<&TxNo, &Outgoing> = HashMap::new();
+    let mut archived_credits: HashSet<&TxNo> = HashSet::new();
     for ledger in ledgers {
         report.opened_cents += ledger.opened_cents;
         report.balance_cents += ledger.balance_cents;
         report.set_aside += ledger.set_aside;
+        let archived = &ledger.archived;
+        report.debited += archived.sent_credited + archived.returned;
+        report.returned += archived.returned;
+        report.rolled_back += archived.rolled_back;
+        report.credited += archived.received_credited;
+        report.refused += archived.refused;
+        archived_sent.extend(ledger.archived_outgoing.iter().map(|out| (&out.tx_no, out)));
+        archived_credits.extend(
+            ledger
+                .archived_incoming
+                .iter()
+                .filter(|inc| inc.credited)
+                .map(|inc| &inc.tx_no),
+        );
         for out in &ledger.outgoing {
             sent.insert(&out.tx_no, out);
             match out.state {
@@ -200,7 +267,7 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
             report.violations.push(Violation::CreditedTwice { tx_no });
             continue;
         }
-        match sent.get(&incoming.tx_no) {
+        match sent.get(&incoming.tx_no).or_else(|| archived_sent.get(&incoming.tx_no)) {
             None => report.violations.push(Violation::CreditedWithoutDebit { tx_no }),
             Some(out) if out.state == TransferState::RolledBack => {
                 report.violations.push(Violation::CreditedAfterRollback { tx_no })
@@ -216,7 +283,10 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
             Some(_) => {}
         }
     }
-    for out in sent.values().filter(|o| !credited.contains_key(&o.tx_no)) {
+    for out in sent
+        .values()
+        .filter(|o| !credited.contains_key(&o.tx_no) && !archived_credits.contains(&o.tx_no))
+    {
         match out.state {
             TransferState::Debited => {
                 report.in_flight += 1;
@@ -286,6 +356,7 @@ mod tests {
                 outgoing,
                 incoming: vec![],
                 set_aside: 0,
+                ..Default::default()
             },
             BankLedger {
                 bank: "bank2".into(),
@@ -294,6 +365,7 @@ mod tests {
                 outgoing: vec![],
                 incoming,
                 set_aside: 1,
+                ..Default::default()
             },
         ]
     }
@@ -455,5 +527,42 @@ mod tests {
         assert!(audit(&ledgers, 0)
             .violations
             .contains(&Violation::CreditedTwice { tx_no: "d".into() }));
+    }
+
+    #[test]
+    fn archived_transfers_are_carried_in_totals_and_match_live_ones() {
+        // bank1 archived "a" (credited) and "old" (credited); bank2 archived only "old".
+        let mut ledgers = books(
+            8_000,
+            vec![out("b", TransferState::Credited, 500, 0)],
+            2_000,
+            vec![inc("a", 1_000), inc("b", 500)],
+        );
+        ledgers[0].archived = ArchivedTotals {
+            sent_credited: 2,
+            sent_credited_cents: 1_500,
+            ..Default::default()
+        };
+        ledgers[1].archived = ArchivedTotals {
+            received_credited: 1,
+            received_credited_cents: 500,
+            ..Default::default()
+        };
+        let (debits_missing, credits_missing) = unmatched(&ledgers);
+        assert_eq!(
+            (debits_missing, credits_missing),
+            (vec![TxNo::parse("a").unwrap()], vec![])
+        );
+        let alone = audit(&ledgers, 0);
+        assert!(alone
+            .violations
+            .contains(&Violation::CreditedWithoutDebit { tx_no: "a".into() }));
+
+        ledgers[0].archived_outgoing = vec![out("a", TransferState::Credited, 1_000, 0)];
+        let report = audit(&ledgers, 0);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.debited, report.credited), (3, 3));
+        assert!(super::books(&ledgers[0], 0).balanced);
+        assert!(super::books(&ledgers[1], 0).balanced);
     }
 }

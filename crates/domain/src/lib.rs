@@ -9,6 +9,7 @@ mod account;
 pub mod audit;
 mod error;
 mod money;
+pub mod retention;
 mod transfer;
 mod tx_no;
 

@@ -18,15 +18,35 @@ impl TxNo {
     /// (docs/PERFORMANCE.md).
     pub fn generate() -> Self {
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let millis = u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX);
+        Self::generate_at(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// A fresh transaction number made as if at `unix_ms` (for books filled with past
+    /// transfers, as `txbank bench --preload` does).
+    pub fn generate_at(unix_ms: i64) -> Self {
         // A v4 UUID's bytes are random but for 6 and 8, which hold its version and variant.
         let v4 = uuid::Uuid::new_v4().into_bytes();
         let random = [v4[0], v4[1], v4[2], v4[3], v4[4], v4[5], v4[9], v4[10], v4[11], v4[12]];
         TxNo(
-            uuid::Builder::from_unix_timestamp_millis(millis, &random)
+            uuid::Builder::from_unix_timestamp_millis(unix_ms.max(0) as u64, &random)
                 .into_uuid()
                 .to_string(),
         )
+    }
+
+    /// When the number was made, Unix milliseconds, for a UUID v7 (which txbank makes);
+    /// `None` for other numbers (the seed's, a client's), which carry no time.
+    pub fn made_at_ms(&self) -> Option<i64> {
+        let text = self.0.as_bytes();
+        let v7 = text.len() == 36
+            && text[14] == b'7'
+            && [8, 13, 18, 23].iter().all(|&dash| text[dash] == b'-')
+            && text.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
+        if !v7 {
+            return None;
+        }
+        let hex = format!("{}{}", &self.0[..8], &self.0[9..13]);
+        i64::from_str_radix(&hex, 16).ok()
     }
 
     /// Parses a transaction number received from a client or a message.
@@ -90,6 +110,16 @@ mod tests {
             let earlier = TxNo::generate();
             std::thread::sleep(std::time::Duration::from_millis(2));
             assert!(earlier < TxNo::generate());
+        }
+    }
+
+    #[test]
+    fn a_generated_number_tells_when_it_was_made_and_others_do_not() {
+        let made_at = 1_764_547_200_123;
+        assert_eq!(TxNo::generate_at(made_at).made_at_ms(), Some(made_at));
+        let v4 = uuid::Uuid::new_v4().to_string();
+        for timeless in ["TX-1001", "0190f6c1-2b3c-4d5e-8f60-718293a4b5c6", v4.as_str()] {
+            assert_eq!(TxNo::parse(timeless).unwrap().made_at_ms(), None, "{timeless}");
         }
     }
 

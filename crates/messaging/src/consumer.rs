@@ -338,6 +338,13 @@ impl InboundListener {
                 warn!(tx_no = %transfer.tx_no, to = %transfer.to, %reason, "refused; returning the money to its sender");
                 true
             }
+            Ok(CreditOutcome::PastArchiveHorizon) => {
+                let detail = format!(
+                    "transfer {} is older than the archive horizon and in neither the live tables nor the archive",
+                    transfer.tx_no
+                );
+                self.set_aside(msg, SetAside::PastArchiveHorizon, &detail)
+            }
             Ok(CreditOutcome::Duplicate { reported_again }) => {
                 self.counters.record(Event::Duplicate);
                 if reported_again {

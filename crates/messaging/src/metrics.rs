@@ -18,6 +18,8 @@ pub enum SetAside {
     Misrouted,
     /// A settlement report that does not apply (unknown transfer, wrong reporter).
     BadSettlement,
+    /// A transfer older than the archive horizon that no table of the bank holds.
+    PastArchiveHorizon,
 }
 
 impl SetAside {
@@ -28,14 +30,16 @@ impl SetAside {
             SetAside::Unauthenticated => "unauthenticated",
             SetAside::Misrouted => "misrouted",
             SetAside::BadSettlement => "bad_settlement",
+            SetAside::PastArchiveHorizon => "past_archive_horizon",
         }
     }
 
-    const ALL: [SetAside; 4] = [
+    const ALL: [SetAside; 5] = [
         SetAside::Unreadable,
         SetAside::Unauthenticated,
         SetAside::Misrouted,
         SetAside::BadSettlement,
+        SetAside::PastArchiveHorizon,
     ];
 }
 
@@ -164,7 +168,7 @@ pub struct Counters {
     offsets_rewound: AtomicU64,
     redelivery_requests: AtomicU64,
     settlements: AtomicU64,
-    set_aside: [AtomicU64; 4],
+    set_aside: [AtomicU64; SetAside::ALL.len()],
     debit_to_credit: Histogram,
     db_calls: [Histogram; DbCall::ALL.len()],
     broker_calls: [Histogram; BrokerCall::ALL.len()],

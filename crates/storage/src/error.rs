@@ -47,6 +47,30 @@ pub enum StorageError {
     /// A row holds a value the domain refuses (hand-edited or corrupted data).
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database holds tables, none of them txbank's: not a bank's database.
+    #[error("not a txbank database: it holds other tables ({})", tables.join(", "))]
+    NotTxbank { tables: Vec<String> },
+    /// No database at this place (a SQLite file that does not exist).
+    #[error("no database at {0}")]
+    NoDatabase(String),
+    /// The database belongs to another bank.
+    #[error("this database belongs to {found}, not {expected}")]
+    OtherBank { expected: BankId, found: String },
+    /// The database has migrations this binary does not know: a newer txbank made it.
+    #[error("the database's schema is newer than this txbank (unknown migrations {unknown:?}): upgrade txbank")]
+    SchemaTooNew { unknown: Vec<i64> },
+    /// The database lacks migrations this binary needs.
+    #[error("the database's schema is behind (pending migrations {pending:?}): run `txbank migrate run`")]
+    SchemaBehind { pending: Vec<i64> },
+    /// A migration started and did not finish; an operator must look before anything runs.
+    #[error("migration {version} started and did not finish: repair the schema and its row in _sqlx_migrations")]
+    MigrationFailed { version: i64 },
+    /// Archiving up to this time would move transfers still in flight.
+    #[error("{in_flight} transfer(s) sent before the archive date are still in flight (the oldest recorded at {oldest_ms} ms): archive before that")]
+    ArchiveCutsInFlight { in_flight: i64, oldest_ms: i64 },
+    /// Running the migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

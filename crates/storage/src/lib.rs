@@ -7,12 +7,14 @@
 //! every engine.
 
 mod accounts;
+mod archive;
 mod error;
 pub mod faults;
 mod ledger;
+mod migrations;
+mod preload;
 mod receiving;
 mod redrive;
-mod schema;
 mod script;
 mod sending;
 mod settlement;
@@ -21,7 +23,10 @@ mod store;
 pub mod test_support;
 
 pub use accounts::AccountRecord;
+pub use archive::ArchiveRun;
 pub use error::StorageError;
+pub use migrations::{SchemaStatus, SchemaVersion};
+pub use preload::{fill_books, PastTransfer, Preload};
 pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;
 pub use sending::{DebitOutcome, TransferRecord};

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use txbank_domain::retention::may_be_archived;
 use txbank_domain::{BankId, Settlement, Transfer, TransferState, TxNo};
 
 use crate::accounts::account_in;
@@ -20,6 +21,10 @@ pub enum CreditOutcome {
     /// The destination cannot take it (unknown or closed account, balance at its
     /// maximum): recorded as refused, and the money's return to the sender queued.
     Refused(String),
+    /// The transfer is older than the archive horizon and in no table of this bank, so
+    /// that nothing proves it was never credited: nothing changed, and the message is to
+    /// be set aside for an operator.
+    PastArchiveHorizon,
     /// The transaction number was already applied; nothing changed but, when this bank
     /// recorded what it did with it, its settlement report was queued again
     /// (`reported_again`), so that a sender whose report was lost hears it.
@@ -71,6 +76,21 @@ pub enum DeliveryOutcome {
 /// duplicate changes nothing: its `de_duplication` insert fails alone, and the
 /// transaction goes on.
 pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> StorageResult<CreditOutcome> {
+    if may_be_archived(&transfer.tx_no, now) {
+        let (horizon,): (i64,) = sqlx::query_as("SELECT before_ms FROM archive_horizon WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+        let made_at = transfer.tx_no.made_at_ms();
+        if horizon > 0 && made_at.is_none_or(|made_at| made_at < horizon) {
+            // Its de-duplication row may be archived away: the archive says instead.
+            if report_again(tx, &transfer.tx_no, now).await? {
+                return Ok(CreditOutcome::Duplicate { reported_again: true });
+            }
+            if made_at.is_some() {
+                return Ok(CreditOutcome::PastArchiveHorizon);
+            }
+        }
+    }
     let first_time = sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
         .bind(transfer.tx_no.as_str())
         .bind(now)
@@ -112,15 +132,18 @@ pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i6
 }
 
 /// Queues again, inside `tx`, the settlement report of a transfer this bank received
-/// before, from what it recorded (credited or refused), to the bank it recorded as the
-/// sender; true when there was one to queue. A report still waiting in the outbox
-/// stays as it is.
+/// before (live or archived), from what it recorded (credited or refused), to the bank
+/// it recorded as the sender; true when there was one to queue. A report still waiting
+/// in the outbox stays as it is.
 pub(crate) async fn report_again(tx: &mut Transaction, tx_no: &TxNo, now: i64) -> StorageResult<bool> {
-    let recorded: Option<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT from_bank, state, reason FROM transfer_in WHERE tx_no = ?")
-            .bind(tx_no.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+    let recorded: Option<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT from_bank, state, reason FROM transfer_in WHERE tx_no = ?
+         UNION ALL SELECT from_bank, state, reason FROM transfer_in_archive WHERE tx_no = ?",
+    )
+    .bind(tx_no.as_str())
+    .bind(tx_no.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
     let Some((from_bank, state, reason)) = recorded else {
         return Ok(false);
     };
@@ -333,7 +356,12 @@ impl Store {
     pub async fn apply_deliveries(&self, deliveries: &[Delivery]) -> StorageResult<Vec<DeliveryOutcome>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
-        if !deliveries.is_empty() {
+        let late = deliveries.iter().any(|delivery| match delivery {
+            Delivery::Transfer(transfer) => may_be_archived(&transfer.tx_no, now),
+            Delivery::Settlement { .. } => false,
+        });
+        // A transfer that may be archived is checked against the archive, one by one.
+        if !deliveries.is_empty() && !late {
             match self.apply_together(deliveries, now).await {
                 Ok(true) => return Ok(deliveries.iter().map(Delivery::applied).collect()),
                 Ok(false) => {}

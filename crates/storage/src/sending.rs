@@ -39,6 +39,12 @@ pub enum DebitOutcome {
 pub(crate) const SELECT_TRANSFER_OUT: &str =
     "SELECT tx_no, from_account, to_bank, to_account, amount_cents, state, reason, idempotency_key, create_time FROM transfer_out";
 
+/// The sent transfer whose `column` equals a value bound twice, live or archived: one
+/// statement, so that it sees the transfer in one of the two even while it is archived.
+pub(crate) fn select_transfer_out_anywhere(column: &str) -> String {
+    format!("{SELECT_TRANSFER_OUT} WHERE {column} = ? UNION ALL {SELECT_TRANSFER_OUT}_archive WHERE {column} = ?")
+}
+
 /// Debits the transfer's source inside `tx`, refusing an unknown or closed account and
 /// insufficient funds.
 pub(crate) async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
@@ -307,18 +313,20 @@ impl Store {
         }
     }
 
-    /// The outgoing transfer with this transaction number, if any.
+    /// The outgoing transfer with this transaction number, if any, live or archived.
     pub async fn transfer_out(&self, tx_no: &TxNo) -> StorageResult<Option<TransferRecord>> {
-        let row: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ?"))
+        let row: Option<TransferRow> = sqlx::query_as(&select_transfer_out_anywhere("tx_no"))
+            .bind(tx_no.as_str())
             .bind(tx_no.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| row.into_record(&self.bank)).transpose()
     }
 
-    /// The outgoing transfer made with this idempotency key, if any.
+    /// The outgoing transfer made with this idempotency key, if any, live or archived.
     pub async fn transfer_out_by_key(&self, key: &IdempotencyKey) -> StorageResult<Option<TransferRecord>> {
-        let row: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE idempotency_key = ?"))
+        let row: Option<TransferRow> = sqlx::query_as(&select_transfer_out_anywhere("idempotency_key"))
+            .bind(key.as_str())
             .bind(key.as_str())
             .fetch_optional(&self.pool)
             .await?;

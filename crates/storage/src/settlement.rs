@@ -8,7 +8,7 @@ use sqlx::Executor;
 use txbank_domain::{BankId, Settlement, TransferState, TxNo};
 
 use crate::script::{in_runs, placeholders, Script, Value};
-use crate::sending::SELECT_TRANSFER_OUT;
+use crate::sending::select_transfer_out_anywhere;
 use crate::store::{parse, rows, Engine, StorageResult, Store, Transaction, TransferRow};
 use crate::StorageError;
 
@@ -80,7 +80,8 @@ pub(crate) async fn settle_in(
             .execute(&mut **tx)
             .await?;
     if rows(&moved) == 0 {
-        let existing: Option<TransferRow> = sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ?"))
+        let existing: Option<TransferRow> = sqlx::query_as(&select_transfer_out_anywhere("tx_no"))
+            .bind(tx_no.as_str())
             .bind(tx_no.as_str())
             .fetch_optional(&mut **tx)
             .await?;

@@ -11,12 +11,12 @@ use sqlx::{AnyPool, Executor};
 use txbank_domain::{AccountNo, Amount, BankId, Transfer, TransferState, TxNo};
 
 use crate::sending::TransferRecord;
-use crate::{schema, StorageError};
+use crate::StorageError;
 
 /// The most a balance may hold, in cents (DECIMAL(10,2)).
 pub(crate) const MAX_BALANCE_CENTS: i64 = 9_999_999_999;
 
-/// Which SQL engine a [`Store`] talks to; only schema creation differs between them.
+/// Which SQL engine a [`Store`] talks to; only the migrations differ between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// SQLite, by a `sqlite:` URL.
@@ -135,6 +135,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The file a `sqlite:` URL names, without its options.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(rest.split('?').next().unwrap_or(rest))
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -181,16 +187,17 @@ impl Store {
         })
     }
 
-    /// Creates the tables that do not exist yet.
-    pub async fn migrate(&self) -> StorageResult<()> {
-        let statements = match self.engine {
-            Engine::Sqlite => schema::SQLITE,
-            Engine::MySql => schema::MYSQL,
+    /// Connects like [`Store::connect`] to a database that must exist already: a missing
+    /// SQLite file is refused, not created. For commands that read or change a bank's
+    /// existing data (`txbank migrate`, `txbank archive`).
+    pub async fn connect_existing(bank: BankId, url: &str, max_connections: u32) -> StorageResult<Store> {
+        let Some(path) = sqlite_file(url) else {
+            return Self::connect(bank, url, max_connections).await;
         };
-        for statement in statements {
-            self.pool.execute(*statement).await?;
+        if !std::path::Path::new(path).is_file() {
+            return Err(StorageError::NoDatabase(redact(url)));
         }
-        Ok(())
+        Self::connect(bank, &format!("sqlite://{path}?mode=rw"), max_connections).await
     }
 
     /// Checks that the database answers.

@@ -1,0 +1,43 @@
+//! The banks' databases named on a command line (`--bank NAME=URL`), for the commands
+//! that read or change them directly: `audit`, `migrate` and `archive`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use txbank_domain::BankId;
+
+/// A bank and its database's URL.
+pub(crate) struct BankDatabase {
+    /// The bank.
+    pub bank: BankId,
+    /// Its database.
+    pub url: String,
+}
+
+/// `banks` (`NAME=URL`, in the order given), or `up`'s bank2 and bank1 (receiving bank
+/// first) under `data_dir` when none are given.
+pub(crate) fn named_or_up(banks: &[String], data_dir: &Path) -> Result<Vec<BankDatabase>> {
+    if banks.is_empty() {
+        return ["bank2", "bank1"]
+            .iter()
+            .map(|name| {
+                Ok(BankDatabase {
+                    bank: BankId::parse(name)?,
+                    url: format!("sqlite://{}", data_dir.join(format!("{name}.db")).display()),
+                })
+            })
+            .collect();
+    }
+    banks
+        .iter()
+        .map(|bank| {
+            let (name, url) = bank
+                .split_once('=')
+                .with_context(|| format!("expected NAME=URL, got {bank:?}"))?;
+            Ok(BankDatabase {
+                bank: BankId::parse(name)?,
+                url: url.to_string(),
+            })
+        })
+        .collect()
+}

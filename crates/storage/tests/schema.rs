@@ -1,0 +1,261 @@
+//! Versioned migrations, the bank a database belongs to, and the archive, each checked on
+//! SQLite and on MySQL/MariaDB (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`).
+
+use txbank_domain::{AccountNo, Amount, BankId, Party, Transfer, TransferState, TxNo};
+use txbank_storage::test_support::fresh_mysql_database;
+use txbank_storage::{fill_books, CreditOutcome, Preload, StorageError, Store};
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// An empty database of each engine: its engine's name, its URL, and the folder holding it.
+async fn empty_databases() -> Vec<(&'static str, String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
+    vec![
+        ("sqlite", sqlite, Some(dir)),
+        ("mysql", fresh_mysql_database().await, None),
+    ]
+}
+
+async fn open(bank: &str, url: &str) -> Store {
+    Store::connect(BankId::parse(bank).unwrap(), url, 2).await.unwrap()
+}
+
+fn versions(list: &[txbank_storage::SchemaVersion]) -> Vec<i64> {
+    list.iter().map(|migration| migration.version).collect()
+}
+
+#[tokio::test]
+async fn a_fresh_database_is_migrated_once_and_claimed_by_its_bank() {
+    for (engine, url, _dir) in empty_databases().await {
+        let store = open("bank1", &url).await;
+        let fresh = store.schema_status().await.unwrap();
+        assert_eq!((versions(&fresh.pending), fresh.owner), (vec![1, 2], None), "{engine}");
+        assert_eq!(versions(&store.migrate().await.unwrap()), [1, 2], "{engine}");
+        assert_eq!(store.migrate().await.unwrap(), [], "{engine}: nothing left to apply");
+        let status = store.schema_status().await.unwrap();
+        assert!(status.is_current(), "{engine}: {status:?}");
+        assert_eq!(status.owner.as_deref(), Some("bank1"), "{engine}");
+        store.require_current_schema().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bank_that_migrates_separately_refuses_a_database_behind() {
+    for (engine, url, _dir) in empty_databases().await {
+        let store = open("bank1", &url).await;
+        let refused = store.require_current_schema().await;
+        assert!(
+            matches!(&refused, Err(StorageError::SchemaBehind { pending }) if pending == &[1, 2]),
+            "{engine}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_banks_database_is_refused_and_left_as_it_is() {
+    for (engine, url, _dir) in empty_databases().await {
+        open("bank1", &url).await.migrate().await.unwrap();
+        let intruder = open("bank2", &url).await;
+        for refused in [
+            intruder.migrate().await.map(|_| ()),
+            intruder.require_current_schema().await,
+        ] {
+            let message = refused.unwrap_err().to_string();
+            assert_eq!(message, "this database belongs to bank1, not bank2", "{engine}");
+        }
+        assert_eq!(intruder.schema_status().await.unwrap().owner.as_deref(), Some("bank1"));
+    }
+}
+
+#[tokio::test]
+async fn a_database_newer_than_this_binary_is_refused() {
+    for (engine, url, _dir) in empty_databases().await {
+        let store = open("bank1", &url).await;
+        store.migrate().await.unwrap();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+             VALUES (99, 'from a newer txbank', 1, X'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        assert_eq!(store.schema_status().await.unwrap().unknown, [99], "{engine}");
+        let refused = store.migrate().await;
+        assert!(
+            matches!(&refused, Err(StorageError::SchemaTooNew { unknown }) if unknown == &[99]),
+            "{engine}: {refused:?}"
+        );
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_of_other_tables_is_not_a_banks() {
+    for (engine, url, _dir) in empty_databases().await {
+        let store = open("bank1", &url).await;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE invoices (id BIGINT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let refused = store.migrate().await;
+        assert!(
+            matches!(refused, Err(StorageError::NotTxbank { .. })),
+            "{engine}: {refused:?}"
+        );
+        let (tables,): (i64,) = sqlx::query_as(match engine {
+            "sqlite" => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            _ => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
+        })
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(tables, 1, "{engine}: nothing created");
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_missing_sqlite_file_is_refused_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bank1.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let refused = Store::connect_existing(BankId::parse("bank1").unwrap(), &url, 1).await;
+    assert!(matches!(refused, Err(StorageError::NoDatabase(_))), "{refused:?}");
+    assert!(!file.exists());
+}
+
+/// bank1 and bank2, migrated, on fresh databases of each engine, with books of
+/// `transfers` settled transfers from bank1 to bank2, one a day from 100 days ago.
+async fn old_books(transfers: u64) -> Vec<(&'static str, Store, Store, Vec<tempfile::TempDir>)> {
+    let mut all = Vec::new();
+    for ((engine, url1, dir1), (_, url2, dir2)) in empty_databases().await.into_iter().zip(empty_databases().await) {
+        let (bank1, bank2) = (open("bank1", &url1).await, open("bank2", &url2).await);
+        bank1.migrate().await.unwrap();
+        bank2.migrate().await.unwrap();
+        let first = now_ms() - 100 * DAY_MS;
+        let plan = Preload {
+            transfers,
+            accounts: 3,
+            from_ms: first,
+            to_ms: first + transfers as i64 * DAY_MS,
+            seed: 1,
+        };
+        fill_books(&bank1, &bank2, &plan, |_| {}).await.unwrap();
+        all.push((engine, bank1, bank2, dir1.into_iter().chain(dir2).collect()));
+    }
+    all
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn filled_books_balance_and_archiving_keeps_them_balanced() {
+    for (engine, bank1, bank2, _dirs) in old_books(60).await {
+        let ledgers = [bank2.ledger().await.unwrap(), bank1.ledger().await.unwrap()];
+        let before = txbank_domain::audit::audit(&ledgers, now_ms());
+        assert!(before.is_clean(), "{engine}: {before:?}");
+        assert_eq!((before.debited, before.credited), (60, 60), "{engine}");
+
+        // The first 30 transfers were made 100 to 71 days ago.
+        let horizon = now_ms() - 70 * DAY_MS - DAY_MS / 2;
+        let sent = bank1.archive_before(horizon).await.unwrap();
+        let received = bank2.archive_before(horizon).await.unwrap();
+        assert_eq!((sent.sent, sent.received, sent.de_duplication), (30, 0, 30), "{engine}");
+        assert_eq!((received.sent, received.received), (0, 30), "{engine}");
+        assert_eq!(bank2.archive_horizon().await.unwrap(), horizon, "{engine}");
+
+        let ledgers = [bank2.ledger().await.unwrap(), bank1.ledger().await.unwrap()];
+        assert_eq!(
+            (ledgers[1].outgoing.len(), ledgers[0].incoming.len()),
+            (30, 30),
+            "{engine}"
+        );
+        let after = txbank_domain::audit::audit(&ledgers, now_ms());
+        assert!(after.is_clean(), "{engine}: {after:?}");
+        assert_eq!(
+            (after.debited, after.credited, after.balance_cents),
+            (60, 60, before.balance_cents)
+        );
+        for ledger in &ledgers {
+            assert!(
+                txbank_domain::audit::books(ledger, now_ms()).balanced,
+                "{engine}: {}",
+                ledger.bank
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_archived_transfer_is_still_found_and_never_credited_again() {
+    for (engine, bank1, bank2, _dirs) in old_books(10).await {
+        let archived = bank1.recorded_times(true, 0).await.unwrap()[0].0.clone();
+        let archived = TxNo::parse(&archived).unwrap();
+        let record = bank1.transfer_out(&archived).await.unwrap().unwrap();
+        let horizon = now_ms() - 80 * DAY_MS;
+        bank1.archive_before(horizon).await.unwrap();
+        bank2.archive_before(horizon).await.unwrap();
+
+        let found = bank1.transfer_out(&archived).await.unwrap();
+        assert_eq!(
+            found.map(|found| found.state),
+            Some(TransferState::Credited),
+            "{engine}"
+        );
+        let late = record.transfer.clone();
+        assert_eq!(
+            bank2.credit_once(&late).await.unwrap(),
+            CreditOutcome::Duplicate { reported_again: true },
+            "{engine}: a late duplicate is absorbed, its report queued again"
+        );
+        let mut unknown = late.clone();
+        unknown.tx_no = TxNo::generate_at(now_ms() - 90 * DAY_MS);
+        assert_eq!(
+            bank2.credit_once(&unknown).await.unwrap(),
+            CreditOutcome::PastArchiveHorizon,
+            "{engine}: an old transfer found nowhere is not credited"
+        );
+        let mut recent = late.clone();
+        recent.tx_no = TxNo::generate();
+        assert_eq!(
+            bank2.credit_once(&recent).await.unwrap(),
+            CreditOutcome::Credited,
+            "{engine}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_archive_that_would_cut_into_transfers_in_flight_is_refused() {
+    for (engine, bank1, _bank2, _dirs) in old_books(3).await {
+        let party = |bank: &str, account: &str| Party {
+            bank: BankId::parse(bank).unwrap(),
+            account: AccountNo::parse(account).unwrap(),
+        };
+        let in_flight = Transfer::new(
+            TxNo::generate(),
+            party("bank1", "pre-1"),
+            party("bank2", "pre-2"),
+            Amount::parse("1.00").unwrap(),
+        )
+        .unwrap();
+        bank1.debit_and_record(&in_flight, None).await.unwrap();
+        let refused = bank1.archive_before(now_ms() + 1_000).await;
+        assert!(
+            matches!(refused, Err(StorageError::ArchiveCutsInFlight { in_flight: 1, .. })),
+            "{engine}: {refused:?}"
+        );
+        assert_eq!(bank1.archive_horizon().await.unwrap(), 0, "{engine}: nothing changed");
+        assert_eq!(bank1.ledger().await.unwrap().outgoing.len(), 4, "{engine}");
+    }
+}

@@ -6,9 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use txbank_domain::retention::MIN_ARCHIVE_AGE_MS;
-use txbank_storage::{redact, Store};
 
-use crate::databases::{named_or_up, BankDatabase};
+use crate::databases::{named_or_up, open_existing};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -35,11 +34,9 @@ pub fn run(before: &str, banks: &[String], data_dir: &Path) -> Result<()> {
     let banks = named_or_up(banks, data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut stores = Vec::new();
-        for BankDatabase { bank, url } in &banks {
-            let store = Store::connect_existing(bank.clone(), url, 1)
-                .await
-                .with_context(|| format!("cannot open {bank}'s database at {}", redact(url)))?;
+        let stores = open_existing(&banks).await?;
+        for store in &stores {
+            let bank = store.bank();
             store
                 .require_current_schema()
                 .await
@@ -48,7 +45,6 @@ pub fn run(before: &str, banks: &[String], data_dir: &Path) -> Result<()> {
                 .refuse_archive_cutting_in_flight(before_ms)
                 .await
                 .with_context(|| format!("{bank}: nothing archived"))?;
-            stores.push(store);
         }
         for store in &stores {
             let run = store

@@ -6,9 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use txbank_domain::audit::{audit, unmatched, AuditReport};
-use txbank_storage::Store;
 
-use crate::databases::{named_or_up, BankDatabase};
+use crate::databases::{named_or_up, open_existing, BankDatabase};
 
 /// Audits `banks` (`NAME=URL`, receiving banks first), or `up`'s bank2 and bank1 under
 /// `data_dir` when none are given. Fails when a rule is broken.
@@ -33,19 +32,16 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
 /// Reads each bank in its own snapshot and audits them together. A live transfer whose
 /// other side no live ledger holds is looked up in every bank's archive.
 pub(crate) async fn read_and_audit(banks: &[BankDatabase]) -> Result<AuditReport> {
-    let mut stores = Vec::new();
+    let stores = open_existing(banks).await?;
     let mut ledgers = Vec::new();
-    for BankDatabase { bank, url } in banks {
-        let store = Store::connect_existing(bank.clone(), url, 1)
-            .await
-            .with_context(|| format!("cannot open {bank}'s database"))?;
+    for store in &stores {
+        let bank = store.bank();
         ledgers.push(
             store
                 .ledger()
                 .await
                 .with_context(|| format!("cannot read {bank}'s ledger"))?,
         );
-        stores.push(store);
     }
     let (debits_missing, credits_missing) = unmatched(&ledgers);
     for (store, ledger) in stores.iter().zip(&mut ledgers) {

@@ -116,6 +116,8 @@ struct BenchReport {
     debit_to_credit_ms: Percentiles,
     peak_memory_mib: HashMap<&'static str, f64>,
     audit_clean: bool,
+    /// Seconds the auditor took to read both banks and check them, at the end.
+    audit_s: f64,
     /// Settled transfers and accounts the books held before the run.
     preloaded_transfers: u64,
     preloaded_accounts: u64,
@@ -476,10 +478,14 @@ async fn measure(
     }
     bank1.close().await;
     let cpu_at_end = CpuReading::take(system);
+    let auditing = Instant::now();
     let mut audit = system.audit().await?;
+    let mut audit_s = auditing.elapsed().as_secs_f64();
     while !audit.is_clean() && Instant::now() < settle_deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let auditing = Instant::now();
         audit = system.audit().await?;
+        audit_s = auditing.elapsed().as_secs_f64();
     }
     waiting.finish_and_clear();
     let peak_memory_mib = system
@@ -539,6 +545,7 @@ async fn measure(
         peak_memory_mib,
         audit_clean: audit.is_clean() && audit.in_flight == 0,
         in_flight_at_end: audit.in_flight,
+        audit_s,
         preloaded_transfers: args.preload,
         preloaded_accounts: args.accounts,
         preload_s: 0.0,
@@ -682,12 +689,13 @@ fn print_report(report: &BenchReport) {
         println!("disk {bank:<16} {bytes:.0} bytes per transfer held");
     }
     println!(
-        "audit                 {}",
+        "audit                 {} ({:.1} s)",
         if report.audit_clean {
             "every transfer credited exactly once"
         } else {
             "VIOLATIONS"
-        }
+        },
+        report.audit_s
     );
     if report.in_flight_at_end > 0 {
         println!("  {} transfers still in flight after the wait", report.in_flight_at_end);

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use txbank_domain::BankId;
+use txbank_storage::{redact, Store};
 
 /// A bank and its database's URL.
 pub(crate) struct BankDatabase {
@@ -40,4 +41,16 @@ pub(crate) fn named_or_up(banks: &[String], data_dir: &Path) -> Result<Vec<BankD
             })
         })
         .collect()
+}
+
+/// Opens each of `banks`' databases, one connection each; refuses a missing one.
+pub(crate) async fn open_existing(banks: &[BankDatabase]) -> Result<Vec<Store>> {
+    let mut stores = Vec::new();
+    for BankDatabase { bank, url } in banks {
+        let store = Store::connect_existing(bank.clone(), url, 1)
+            .await
+            .with_context(|| format!("cannot open {bank}'s database at {}", redact(url)))?;
+        stores.push(store);
+    }
+    Ok(stores)
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use txbank_storage::{redact, SchemaStatus, SchemaVersion, Store};
 
 use crate::cli::MigrateAction;
-use crate::databases::{named_or_up, BankDatabase};
+use crate::databases::{named_or_up, open_existing, BankDatabase};
 
 /// Shows or applies the migrations of `banks` (`NAME=URL`), or of `up`'s banks under
 /// `data_dir` when none are given. `run` first checks every database (each exists, is
@@ -16,10 +16,7 @@ pub fn run(action: &MigrateAction, banks: &[String], data_dir: &Path) -> Result<
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut stores = Vec::new();
-        for BankDatabase { bank, url } in &banks {
-            let store = Store::connect_existing(bank.clone(), url, 1)
-                .await
-                .with_context(|| format!("cannot open {bank}'s database at {}", redact(url)))?;
+        for (store, BankDatabase { bank, url }) in open_existing(&banks).await?.into_iter().zip(&banks) {
             let status = store
                 .schema_status()
                 .await

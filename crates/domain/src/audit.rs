@@ -57,21 +57,50 @@ pub struct ArchivedTotals {
 /// archived; the caller looks them up there and hands the rows found to [`audit`]
 /// (`archived_outgoing`, `archived_incoming`).
 pub fn unmatched(ledgers: &[BankLedger]) -> (Vec<TxNo>, Vec<TxNo>) {
-    let sent: HashSet<&TxNo> = ledgers.iter().flat_map(|l| &l.outgoing).map(|out| &out.tx_no).collect();
-    let received: HashSet<&TxNo> = ledgers.iter().flat_map(|l| &l.incoming).map(|inc| &inc.tx_no).collect();
-    let credits_without_debit = ledgers
-        .iter()
-        .flat_map(|l| &l.incoming)
-        .filter(|inc| inc.credited && !sent.contains(&inc.tx_no))
-        .map(|inc| inc.tx_no.clone())
-        .collect();
-    let reported_without_credit = ledgers
-        .iter()
-        .flat_map(|l| &l.outgoing)
-        .filter(|out| out.state == TransferState::Credited && !received.contains(&out.tx_no))
-        .map(|out| out.tx_no.clone())
-        .collect();
+    let (sent, received) = in_order(ledgers);
+    let (mut credits_without_debit, mut reported_without_credit) = (Vec::new(), Vec::new());
+    for (tx_no, outs, ins) in sides(&sent, &received) {
+        if outs.is_empty() && ins.iter().any(|inc| inc.credited) {
+            credits_without_debit.push(tx_no.clone());
+        }
+        if ins.is_empty() && outs.iter().any(|out| out.state == TransferState::Credited) {
+            reported_without_credit.push(tx_no.clone());
+        }
+    }
     (credits_without_debit, reported_without_credit)
+}
+
+/// Every live transfer of `ledgers`, sent and received, each list in `tx_no` order.
+fn in_order(ledgers: &[BankLedger]) -> (Vec<&Outgoing>, Vec<&Incoming>) {
+    let mut sent: Vec<&Outgoing> = ledgers.iter().flat_map(|l| &l.outgoing).collect();
+    let mut received: Vec<&Incoming> = ledgers.iter().flat_map(|l| &l.incoming).collect();
+    // Stable sorts merge the banks' runs, which each come in order from its database.
+    sent.sort_by(|a, b| a.tx_no.cmp(&b.tx_no));
+    received.sort_by(|a, b| a.tx_no.cmp(&b.tx_no));
+    (sent, received)
+}
+
+/// Each transaction number of `sent` and `received` (both in `tx_no` order) once, in
+/// order, with its entries in each: the two sides of a transfer side by side, found by
+/// walking both lists together rather than hashing tens of millions of numbers.
+fn sides<'v, 'a>(
+    sent: &'v [&'a Outgoing],
+    received: &'v [&'a Incoming],
+) -> impl Iterator<Item = (&'a TxNo, &'v [&'a Outgoing], &'v [&'a Incoming])> {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let tx_no: &'a TxNo = match (sent.get(i).copied(), received.get(j).copied()) {
+            (Some(out), Some(inc)) => (&out.tx_no).min(&inc.tx_no),
+            (Some(out), None) => &out.tx_no,
+            (None, Some(inc)) => &inc.tx_no,
+            (None, None) => return None,
+        };
+        let outs_end = i + sent[i..].iter().take_while(|out| out.tx_no == *tx_no).count();
+        let ins_end = j + received[j..].iter().take_while(|inc| inc.tx_no == *tx_no).count();
+        let (outs, ins) = (&sent[i..outs_end], &received[j..ins_end]);
+        (i, j) = (outs_end, ins_end);
+        Some((tx_no, outs, ins))
+    })
 }
 
 /// A transfer as its sender recorded it.
@@ -224,7 +253,6 @@ pub fn books(ledger: &BankLedger, now_ms: i64) -> BankBooks {
 /// its debit would otherwise look like money from nowhere.
 pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
     let mut report = AuditReport::default();
-    let mut sent: HashMap<&TxNo, &Outgoing> = HashMap::new();
     let mut archived_sent: HashMap<&TxNo, &Outgoing> = HashMap::new();
     let mut archived_credits: HashSet<&TxNo> = HashSet::new();
     for ledger in ledgers {
@@ -246,7 +274,6 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
                 .map(|inc| &inc.tx_no),
         );
         for out in &ledger.outgoing {
-            sent.insert(&out.tx_no, out);
             match out.state {
                 TransferState::RolledBack => report.rolled_back += 1,
                 TransferState::Returned => report.returned += 1,
@@ -255,49 +282,47 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
             report.debited += usize::from(out.state.was_debited());
         }
     }
-    let mut credited: HashMap<&TxNo, &Incoming> = HashMap::new();
-    for incoming in ledgers.iter().flat_map(|l| &l.incoming) {
-        if !incoming.credited {
-            report.refused += 1;
-            continue;
-        }
-        report.credited += 1;
-        let tx_no = incoming.tx_no.to_string();
-        if credited.insert(&incoming.tx_no, incoming).is_some() {
-            report.violations.push(Violation::CreditedTwice { tx_no });
-            continue;
-        }
-        match sent.get(&incoming.tx_no).or_else(|| archived_sent.get(&incoming.tx_no)) {
-            None => report.violations.push(Violation::CreditedWithoutDebit { tx_no }),
-            Some(out) if out.state == TransferState::RolledBack => {
-                report.violations.push(Violation::CreditedAfterRollback { tx_no })
+    let (sent, received) = in_order(ledgers);
+    for (tx_no, outs, ins) in sides(&sent, &received) {
+        let debit = outs.last().copied().or_else(|| archived_sent.get(tx_no).copied());
+        let mut credited = archived_credits.contains(tx_no);
+        report.refused += ins.iter().filter(|inc| !inc.credited).count();
+        for incoming in ins.iter().filter(|inc| inc.credited) {
+            report.credited += 1;
+            let tx_no = tx_no.to_string();
+            if std::mem::replace(&mut credited, true) {
+                report.violations.push(Violation::CreditedTwice { tx_no });
+                continue;
             }
-            Some(out) if out.state == TransferState::Returned => {
-                report.violations.push(Violation::CreditedAndReturned { tx_no })
+            match debit {
+                None => report.violations.push(Violation::CreditedWithoutDebit { tx_no }),
+                Some(out) if out.state == TransferState::RolledBack => {
+                    report.violations.push(Violation::CreditedAfterRollback { tx_no })
+                }
+                Some(out) if out.state == TransferState::Returned => {
+                    report.violations.push(Violation::CreditedAndReturned { tx_no })
+                }
+                Some(out) if out.amount != incoming.amount => report.violations.push(Violation::AmountMismatch {
+                    tx_no,
+                    debited_cents: out.amount.cents(),
+                    credited_cents: incoming.amount.cents(),
+                }),
+                Some(_) => {}
             }
-            Some(out) if out.amount != incoming.amount => report.violations.push(Violation::AmountMismatch {
-                tx_no,
-                debited_cents: out.amount.cents(),
-                credited_cents: incoming.amount.cents(),
-            }),
-            Some(_) => {}
         }
-    }
-    for out in sent
-        .values()
-        .filter(|o| !credited.contains_key(&o.tx_no) && !archived_credits.contains(&o.tx_no))
-    {
-        match out.state {
-            TransferState::Debited => {
+        match outs.last() {
+            Some(out) if !credited && out.state == TransferState::Debited => {
                 report.in_flight += 1;
                 report.in_flight_cents += out.amount.cents();
                 let age = now_ms - out.created_at_ms;
                 report.oldest_in_flight_ms = Some(report.oldest_in_flight_ms.map_or(age, |oldest| oldest.max(age)));
             }
-            TransferState::Credited => report.violations.push(Violation::ReportedCreditMissing {
-                tx_no: out.tx_no.to_string(),
-            }),
-            TransferState::RolledBack | TransferState::Returned => {}
+            Some(out) if !credited && out.state == TransferState::Credited => {
+                report.violations.push(Violation::ReportedCreditMissing {
+                    tx_no: out.tx_no.to_string(),
+                })
+            }
+            _ => {}
         }
     }
     let accounted_cents = report.balance_cents + report.in_flight_cents;

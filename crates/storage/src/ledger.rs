@@ -3,8 +3,8 @@
 use txbank_domain::audit::{BankLedger, Incoming, Outgoing};
 use txbank_domain::{Amount, TransferState, TxNo};
 
-use crate::sending::SELECT_TRANSFER_OUT;
-use crate::store::{now_ms, parse, Engine, StorageResult, Store, TransferRow};
+use crate::store::{now_ms, parse, Engine, StorageResult, Store, Transaction};
+use crate::StorageError;
 
 impl Store {
     /// How many sent transfers are debited but not yet settled, and the oldest one's age
@@ -66,16 +66,49 @@ impl Store {
     /// balances and the transfer lists agree with each other.
     pub async fn ledger(&self) -> StorageResult<BankLedger> {
         let mut tx = self.pool.begin().await?;
+        if self.engine == Engine::MySql {
+            sqlx::query("SET SESSION group_concat_max_len = 67108864")
+                .execute(&mut *tx)
+                .await?;
+        }
         let (opened_cents, balance_cents): (i64, i64) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(opening_balance_cents), 0) AS SIGNED), CAST(COALESCE(SUM(account_balance_cents), 0) AS SIGNED)
              FROM account_info",
         )
         .fetch_one(&mut *tx)
         .await?;
-        let outgoing: Vec<TransferRow> = sqlx::query_as(SELECT_TRANSFER_OUT).fetch_all(&mut *tx).await?;
-        let incoming: Vec<(String, i64, String)> = sqlx::query_as("SELECT tx_no, amount_cents, state FROM transfer_in")
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut outgoing = Vec::new();
+        self.read_packed(
+            &mut tx,
+            "transfer_out",
+            "tx_no, state, amount_cents, create_time",
+            |fields| {
+                let [tx_no, state, cents, created_at_ms] = fields[..] else {
+                    return Err(StorageError::Corrupt(format!("transfer_out row {fields:?}")));
+                };
+                outgoing.push(Outgoing {
+                    tx_no: parse(TxNo::parse(tx_no))?,
+                    state: state.parse().map_err(StorageError::Corrupt)?,
+                    amount: parse(Amount::from_cents(number(cents)?))?,
+                    created_at_ms: number(created_at_ms)?,
+                });
+                Ok(())
+            },
+        )
+        .await?;
+        let mut incoming = Vec::new();
+        self.read_packed(&mut tx, "transfer_in", "tx_no, state, amount_cents", |fields| {
+            let [tx_no, state, cents] = fields[..] else {
+                return Err(StorageError::Corrupt(format!("transfer_in row {fields:?}")));
+            };
+            incoming.push(Incoming {
+                tx_no: parse(TxNo::parse(tx_no))?,
+                amount: parse(Amount::from_cents(number(cents)?))?,
+                credited: state == TransferState::Credited.as_str(),
+            });
+            Ok(())
+        })
+        .await?;
         let (set_aside,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM set_aside")
             .fetch_one(&mut *tx)
             .await?;
@@ -89,28 +122,59 @@ impl Store {
             archived,
             archived_outgoing: Vec::new(),
             archived_incoming: Vec::new(),
-            outgoing: outgoing
-                .into_iter()
-                .map(|row| {
-                    let record = row.into_record(&self.bank)?;
-                    Ok(Outgoing {
-                        tx_no: record.transfer.tx_no,
-                        state: record.state,
-                        amount: record.transfer.amount,
-                        created_at_ms: record.created_at_ms,
-                    })
-                })
-                .collect::<StorageResult<_>>()?,
-            incoming: incoming
-                .into_iter()
-                .map(|(tx_no, cents, state)| {
-                    Ok(Incoming {
-                        tx_no: parse(TxNo::parse(&tx_no))?,
-                        amount: parse(Amount::from_cents(cents))?,
-                        credited: state == TransferState::Credited.as_str(),
-                    })
-                })
-                .collect::<StorageResult<_>>()?,
+            outgoing,
+            incoming,
         })
     }
+
+    /// Reads `columns` of every row of `table` inside `tx`, in pages of [`PAGE`] rows in
+    /// `tx_no` order, each page packed by the database into one text (rows joined by
+    /// `,`, columns by ` `): a row a call would cost more than the statement, as the
+    /// drivers hand rows over one at a time. Each row's fields go to `row`.
+    async fn read_packed(
+        &self,
+        tx: &mut Transaction,
+        table: &str,
+        columns: &str,
+        mut row: impl FnMut(&[&str]) -> StorageResult<()>,
+    ) -> StorageResult<()> {
+        let packed = match self.engine {
+            Engine::Sqlite => "CAST(group_concat(packed, ',') AS BLOB)",
+            Engine::MySql => "GROUP_CONCAT(packed SEPARATOR ',')",
+        };
+        let page = format!(
+            "SELECT COUNT(*), MAX(tx_no), {packed} FROM (SELECT tx_no, concat_ws(' ', {columns}) AS packed
+             FROM {table} WHERE tx_no > ? ORDER BY tx_no LIMIT {PAGE}) page"
+        );
+        let mut after = String::new();
+        loop {
+            let (count, last, text): (i64, Option<String>, Option<Vec<u8>>) =
+                sqlx::query_as(&page).bind(&after).fetch_one(&mut **tx).await?;
+            let text = String::from_utf8(text.unwrap_or_default())
+                .map_err(|error| StorageError::Corrupt(format!("{table}: {error}")))?;
+            let mut rows = 0;
+            for packed_row in text.split(',').filter(|packed_row| !packed_row.is_empty()) {
+                row(&packed_row.split(' ').collect::<Vec<_>>())?;
+                rows += 1;
+            }
+            if rows != count {
+                return Err(StorageError::Corrupt(format!(
+                    "{table}: a page of {count} rows unpacked as {rows}"
+                )));
+            }
+            match last {
+                Some(last) if count == PAGE => after = last,
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Rows of a page read by [`Store::read_packed`]: about 6 MB of text, within MySQL's
+/// default packet limit.
+const PAGE: i64 = 50_000;
+
+fn number(text: &str) -> StorageResult<i64> {
+    text.parse()
+        .map_err(|_| StorageError::Corrupt(format!("{text:?} is not a number")))
 }

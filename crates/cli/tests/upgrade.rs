@@ -48,16 +48,23 @@ async fn load_fixture(bank: &Bank, db: Db) {
     }
 }
 
+/// `txbank migrate ACTION` over `banks` (`NAME=URL`).
+fn migrate(action: &str, banks: &[String]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+    command.args(["migrate", action]);
+    for bank in banks {
+        command.arg("--bank").arg(bank);
+    }
+    command.output().unwrap()
+}
+
 /// `txbank migrate status` over the banks' databases.
 fn migrate_status(banks: &[&Bank]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
-    command.args(["migrate", "status"]);
-    for bank in banks {
-        command
-            .arg("--bank")
-            .arg(format!("{}={}", bank.preset, bank.database_url));
-    }
-    let out = command.output().unwrap();
+    let named: Vec<String> = banks
+        .iter()
+        .map(|bank| format!("{}={}", bank.preset, bank.database_url))
+        .collect();
+    let out = migrate("status", &named);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -68,6 +75,12 @@ async fn upgrades_in_place(db: Db) {
     load_fixture(&bank2, db).await;
     let before = migrate_status(&[&bank1, &bank2]);
     assert!(before.contains("made before versioned migrations"), "{before}");
+    // Run against a wrong URL beside a good one, nothing is migrated.
+    let missing = format!("bank2=sqlite://{}", fixture("missing.db").display());
+    let out = migrate("run", &[format!("bank1={}", bank1.database_url), missing]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && error.contains("no database at"), "{error}");
+    assert_eq!(migrate_status(&[&bank1, &bank2]), before, "nothing changed");
 
     bank2.start_with(&[REDRIVE_SOON]).await;
     bank1.start_with(&[REDRIVE_SOON]).await;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use txbank_domain::audit::{audit, unmatched, AuditReport};
+use txbank_domain::audit::{audit, unmatched, ArchivedTotals, AuditReport};
 
 use crate::databases::{named_or_up, open_existing, BankDatabase};
 
@@ -43,7 +43,16 @@ pub(crate) async fn read_and_audit(banks: &[BankDatabase]) -> Result<AuditReport
                 .with_context(|| format!("cannot read {bank}'s ledger"))?,
         );
     }
-    let (debits_missing, credits_missing) = unmatched(&ledgers);
+    // With nothing archived anywhere, nothing is to be looked up there: the books are
+    // walked once, by the audit itself.
+    let archived_any = ledgers
+        .iter()
+        .any(|ledger| ledger.archived != ArchivedTotals::default());
+    let (debits_missing, credits_missing) = if archived_any {
+        unmatched(&ledgers)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     for (store, ledger) in stores.iter().zip(&mut ledgers) {
         if !debits_missing.is_empty() {
             ledger.archived_outgoing = store.archived_outgoing(&debits_missing).await?;

@@ -13,9 +13,10 @@ use crate::StorageError;
 /// The most transfers moved in one database transaction.
 const BATCH: usize = 500;
 
-/// Which of a bank's transfer tables an archive run empties.
+/// One of a bank's two transfer tables: what an archive run empties, what preloaded
+/// books fill.
 #[derive(Clone, Copy)]
-enum Side {
+pub(crate) enum Side {
     /// `transfer_out`: the transfers this bank sent.
     Sent,
     /// `transfer_in`: the transfers this bank received.
@@ -23,7 +24,7 @@ enum Side {
 }
 
 impl Side {
-    fn table(self) -> &'static str {
+    pub(crate) fn table(self) -> &'static str {
         match self {
             Side::Sent => "transfer_out",
             Side::Received => "transfer_in",
@@ -39,7 +40,7 @@ impl Side {
     }
 
     /// The table's columns, which its archive table repeats.
-    fn columns(self) -> &'static str {
+    pub(crate) fn columns(self) -> &'static str {
         match self {
             Side::Sent => {
                 "tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time"

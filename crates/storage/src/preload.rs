@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use txbank_domain::{AccountName, AccountNo, Amount, Money, Transfer, TransferState, TxNo};
 
+use crate::archive::Side;
 use crate::script::{Script, Value};
 use crate::store::{StorageResult, Store};
 use crate::StorageError;
@@ -146,9 +147,10 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
             let mut script = Script::default();
+            let into = format!("{} ({})", side.table(), side.columns());
             match side {
                 Side::Sent => script.insert_rows(
-                    "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
+                    &into,
                     "(?, NULL, ?, ?, ?, ?, ?, NULL, ?)",
                     chunk.iter().map(|(transfer, at)| {
                         vec![
@@ -163,7 +165,7 @@ impl Store {
                     }),
                 ),
                 Side::Received => script.insert_rows(
-                    "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
+                    &into,
                     "(?, ?, ?, ?, ?, ?, NULL, ?)",
                     chunk.iter().map(|(transfer, at)| {
                         vec![
@@ -210,10 +212,4 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-#[derive(Clone, Copy)]
-enum Side {
-    Sent,
-    Received,
 }

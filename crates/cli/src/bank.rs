@@ -1,6 +1,5 @@
-//! Runs one bank: its database, its RocketMQ producer, consumer, settlement relay and
-//! re-drive,
-//! its HTTP API, and a shutdown that drains in-flight work.
+//! Runs one bank: its database, its RocketMQ producer, consumer, settlement relay,
+//! re-drive and topic keeper, its HTTP API, and a shutdown that drains in-flight work.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
     ensure_topic_queues, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Redriver, Routes,
-    SettlementRelay, TransferProducer,
+    SettlementRelay, TopicKeeper, TransferProducer,
 };
 use txbank_storage::Store;
 
@@ -71,6 +70,8 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     for topic in routes.topics() {
         ensure_topic_queues(mq, &settings, topic, config.messaging.topic_queues).await?;
     }
+    let topics = routes.topics().map(str::to_string).collect();
+    let keeper = TopicKeeper::start(mq, &settings, topics, config.messaging.topic_queues).await?;
     let seed = SeedDefaults {
         sender: BankId::parse(&config.seed.sender_bank)?,
         receiver: bank.clone(),
@@ -138,6 +139,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     trimming.abort();
 
     tracing::info!(%bank, "draining");
+    keeper.shutdown().await;
     redriver.shutdown().await;
     consumer.shutdown().await;
     relay.shutdown().await;

@@ -1,6 +1,7 @@
-//! `txbank bench`: the real system (name server, broker, bank1, bank2 as processes;
-//! SQLite with durable commits, or MySQL/MariaDB) under transfers from bank1 to bank2
-//! through the HTTP API at a chosen concurrency for a chosen time.
+//! `txbank bench`: the real system (name servers, brokers, and instances of bank1 and
+//! bank2, as processes; SQLite with durable commits, or MySQL/MariaDB) under transfers
+//! from bank1 to bank2 through the HTTP API, spread over bank1's instances, at a chosen
+//! concurrency for a chosen time.
 //!
 //! In the same run it measures the two limits the system is held against: (a) the
 //! database's raw durable commit rate for the least a transfer costs it (a
@@ -26,7 +27,7 @@ use txbank_messaging::{ensure_topic, MqClient, MqSettings};
 use txbank_storage::{create_mysql_database, drop_mysql_database, fill_books, Preload, Store};
 
 use crate::process_stats::{cpu_seconds, peak_memory_kib, MachineCpu};
-use crate::system::{run_folder, sqlite_url, CheckBack, System};
+use crate::system::{run_folder, sqlite_url, CheckBack, System, Topology};
 
 /// The topic the broker's reference sends go to; nothing consumes it.
 const REFERENCE_TOPIC: &str = "txbank_bench_reference";
@@ -80,12 +81,23 @@ pub struct BenchArgs {
     /// preloaded transfers go between.
     #[arg(long, default_value_t = 0)]
     pub accounts: u64,
+    /// Name servers; every part is given the whole list.
+    #[arg(long, default_value_t = 1)]
+    pub namesrvs: usize,
+    /// Brokers of the RocketMQ cluster; every bank's topics get queues on all of them.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: usize,
+    /// Instances of each bank, sharing the bank's database; the clients are spread
+    /// over bank1's.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
 }
 
 /// What the run measured.
 #[derive(Debug, Serialize)]
 struct BenchReport {
     database: &'static str,
+    topology: Topology,
     duration_s: u64,
     concurrency: usize,
     requests: usize,
@@ -109,12 +121,12 @@ struct BenchReport {
     cores: usize,
     /// CPU time (user + system) each process used per credited transfer, in
     /// milliseconds, from the start of the load until bank2 had credited everything.
-    cpu_ms_per_transfer: BTreeMap<&'static str, f64>,
+    cpu_ms_per_transfer: BTreeMap<String, f64>,
     /// The share of that time the machine's cores were busy (0 to 1).
     machine_busy: f64,
     http_latency_ms: Percentiles,
     debit_to_credit_ms: Percentiles,
-    peak_memory_mib: HashMap<&'static str, f64>,
+    peak_memory_mib: BTreeMap<String, f64>,
     audit_clean: bool,
     /// Seconds the auditor took to read both banks and check them, at the end.
     audit_s: f64,
@@ -182,12 +194,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.preload > 0 && args.accounts == 0 {
         bail!("--preload needs --accounts: the preloaded transfers go between those accounts");
     }
+    let topology = Topology::new(args.namesrvs, args.brokers, args.instances)?;
     let dir = run_folder(args.data_dir.as_deref(), "bench")?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mq = MqClient::build(workers, 64)?;
     let report = mq.block_on(async {
         let databases = databases(&dir, args.mysql_url.as_deref()).await?;
-        let report = run_on(&mq, &dir, args, &databases).await;
+        let report = run_on(&mq, &dir, args, topology, &databases).await;
         databases.drop(args.mysql_url.as_deref()).await;
         report
     });
@@ -216,10 +229,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 }
 
 /// (a), then the system with (b) and the end-to-end run, on `databases`.
-async fn run_on(mq: &MqClient, dir: &Path, args: &BenchArgs, databases: &Databases) -> Result<BenchReport> {
+async fn run_on(
+    mq: &MqClient,
+    dir: &Path,
+    args: &BenchArgs,
+    topology: Topology,
+    databases: &Databases,
+) -> Result<BenchReport> {
     let preload_s = preload(databases, args).await?;
     let database_rate = reference_database(&databases.reference, args).await?;
-    let mut system = System::start_on(dir, 1, databases.banks.clone(), CheckBack::DEFAULT).await?;
+    let mut system = System::start(dir, topology, databases.banks.clone(), CheckBack::DEFAULT, false).await?;
     let outcome = async {
         let broker_rate = reference_broker(mq, dir, &system, args).await?;
         let reference = Reference {
@@ -378,7 +397,7 @@ async fn reference_database(url: &str, args: &BenchArgs) -> Result<f64> {
 /// (b): transactional sends with an empty local transaction, from `concurrency` tasks.
 async fn reference_broker(mq: &MqClient, dir: &Path, system: &System, args: &BenchArgs) -> Result<f64> {
     let key = std::fs::read(dir.join(crate::config::MESSAGE_KEY_FILE))?;
-    let settings = MqSettings::new(system.namesrv(), Some(txbank_messaging::MessageKey::new(&key)?));
+    let settings = MqSettings::new(system.namesrv_addr(), Some(txbank_messaging::MessageKey::new(&key)?));
     ensure_topic(mq, &settings, REFERENCE_TOPIC).await?;
     let spinner = crate::progress::spinner("measuring the broker's raw transactional-send rate");
     let duration = Duration::from_secs(args.reference_seconds);
@@ -401,8 +420,8 @@ async fn measure(
     reference: Reference,
     database: &'static str,
 ) -> Result<BenchReport> {
-    let bank1 = system.url("bank1a").context("no bank1")?;
-    let url = format!("{bank1}/transfers");
+    let instances = system.instance_urls("bank1");
+    let bank1 = instances.first().context("no bank1")?;
     let http = reqwest::Client::new();
     let opened = http
         .post(format!("{bank1}/accounts"))
@@ -420,8 +439,9 @@ async fn measure(
     let debited_so_far = Arc::new(AtomicUsize::new(0));
     let cpu_at_start = CpuReading::take(system);
     let clients: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (http, url, token) = (http.clone(), url.clone(), system.token().to_string());
+        .map(|client| {
+            let url = format!("{}/transfers", instances[client % instances.len()]);
+            let (http, token) = (http.clone(), system.token().to_string());
             let debited_so_far = Arc::clone(&debited_so_far);
             tokio::spawn(async move {
                 let (mut latencies, mut failed) = (Vec::new(), 0usize);
@@ -522,6 +542,7 @@ async fn measure(
     };
     Ok(BenchReport {
         database,
+        topology: system.topology(),
         duration_s: args.duration,
         concurrency: args.concurrency,
         requests: debited + failed,
@@ -558,7 +579,7 @@ async fn measure(
 /// CPU time used so far by each part of the system and by this process, and by the
 /// whole machine.
 struct CpuReading {
-    seconds: Vec<(&'static str, f64)>,
+    seconds: Vec<(String, f64)>,
     machine: Option<MachineCpu>,
 }
 
@@ -569,7 +590,7 @@ impl CpuReading {
             .into_iter()
             .filter_map(|(part, pid)| Some((part, cpu_seconds(pid)?)))
             .collect();
-        seconds.extend(cpu_seconds(std::process::id()).map(|own| (LOAD_GENERATOR, own)));
+        seconds.extend(cpu_seconds(std::process::id()).map(|own| (LOAD_GENERATOR.to_string(), own)));
         CpuReading {
             seconds,
             machine: MachineCpu::now(),
@@ -579,7 +600,7 @@ impl CpuReading {
     /// Milliseconds of CPU time each part used since `earlier`, per transfer of
     /// `transfers` (parts missing from either reading, such as a restarted process, are
     /// left out).
-    fn ms_per_transfer_since(&self, earlier: &CpuReading, transfers: usize) -> BTreeMap<&'static str, f64> {
+    fn ms_per_transfer_since(&self, earlier: &CpuReading, transfers: usize) -> BTreeMap<String, f64> {
         if transfers == 0 {
             return BTreeMap::new();
         }
@@ -587,7 +608,7 @@ impl CpuReading {
             .iter()
             .filter_map(|(part, now)| {
                 let (_, before) = earlier.seconds.iter().find(|(name, _)| name == part)?;
-                Some((*part, (now - before).max(0.0) * 1000.0 / transfers as f64))
+                Some((part.clone(), (now - before).max(0.0) * 1000.0 / transfers as f64))
             })
             .collect()
     }
@@ -680,9 +701,7 @@ fn print_report(report: &BenchReport) {
     let show = |p: &Percentiles| format!("p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms", p.p50, p.p95, p.p99);
     println!("HTTP latency          {}", show(&report.http_latency_ms));
     println!("debit → credit        {}", show(&report.debit_to_credit_ms));
-    let mut memory: Vec<_> = report.peak_memory_mib.iter().collect();
-    memory.sort_by_key(|(part, _)| **part);
-    for (part, mib) in memory {
+    for (part, mib) in &report.peak_memory_mib {
         println!("peak memory {part:<9} {mib:.1} MiB");
     }
     for (bank, bytes) in &report.disk_bytes_per_transfer {

@@ -1,10 +1,12 @@
-//! `txbank chaos`: the whole system as separate processes (a name server, a broker, and
-//! two instances of each bank sharing its database), concurrent transfers in both
-//! directions between several accounts, and faults at seeded moments: parts killed
-//! (SIGKILL) or paused (SIGSTOP), a bank instance cut off from the broker or slowed
-//! down, a bank's database taken away, and the broker's store lost for good. When the
-//! faults stop it waits until nothing is in flight (re-drive included) and audits the
-//! books: no money may be lost or duplicated.
+//! `txbank chaos`: the whole system as separate processes (name servers, the brokers of
+//! one RocketMQ cluster, and several instances of each bank sharing its database),
+//! concurrent transfers in both directions between several accounts, spread over each
+//! bank's instances as a load balancer would, and faults at seeded moments: parts
+//! killed (SIGKILL) or paused (SIGSTOP), a bank instance cut off from the brokers or
+//! slowed down, a bank's database taken away, a broker's store lost, and a broker, a
+//! name server or a bank instance lost for good. When the faults stop it waits until
+//! nothing is in flight (re-drive included) and audits the books: no money may be lost
+//! or duplicated.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +20,7 @@ use serde_json::{json, Value};
 use txbank_domain::audit::{AuditReport, Violation};
 
 use crate::netns::Link;
-use crate::system::{run_folder, sqlite_url, CheckBack, System};
+use crate::system::{run_folder, sqlite_url, CheckBack, System, Topology};
 
 /// Options of `chaos`.
 #[derive(Debug, clap::Args)]
@@ -32,9 +34,20 @@ pub struct ChaosArgs {
     /// Faults to inject while the transfers run, one after another.
     #[arg(long, alias = "kills", default_value_t = 10)]
     pub faults: usize,
-    /// The kinds of fault to draw from, comma-separated (all by default).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = FaultKind::ALL)]
+    /// The kinds of fault to draw from, comma-separated (by default every kind the run's
+    /// parts allow: a part is lost for good only when another of its kind remains).
+    #[arg(long, value_enum, value_delimiter = ',')]
     pub kinds: Vec<FaultKind>,
+    /// Name servers; every part is given the whole list.
+    #[arg(long, default_value_t = 1)]
+    pub namesrvs: usize,
+    /// Brokers of the RocketMQ cluster, each with its own name and store; every bank's
+    /// topics get queues on all of them.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: usize,
+    /// Instances of each bank, sharing the bank's database.
+    #[arg(long, default_value_t = 2)]
+    pub instances: usize,
     /// Run the banks on fresh databases of this MySQL/MariaDB server
     /// (`mysql://root@127.0.0.1:3306`) instead of SQLite files.
     #[arg(long)]
@@ -73,26 +86,78 @@ pub enum FaultKind {
     /// closed and the server is unreachable; on SQLite another process holds the write
     /// lock (past the bank's 10 s busy timeout, its writes fail).
     DbOutage,
-    /// The broker killed, its store folder deleted, and started again empty: every half
+    /// A broker killed, its store folder deleted, and started again empty: every half
     /// message and unconsumed message on it is lost; re-drive brings them home.
     StoreLoss,
+    /// A broker killed and never started again (needs 2 brokers or more; at most once
+    /// a run): new transfers flow through the others, and re-drive brings home what was
+    /// stranded on it.
+    BrokerLost,
+    /// A name server killed and never started again (needs 2 or more; at most once a
+    /// run): every part turns to the others.
+    NamesrvLost,
+    /// A bank instance killed and never started again (needs 2 instances of each bank
+    /// or more; at most once a run): the others take its consumer queues and answer its
+    /// check-backs, and clients turn to them.
+    InstanceLost,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Network,
         FaultKind::DbOutage,
         FaultKind::StoreLoss,
+        FaultKind::BrokerLost,
+        FaultKind::NamesrvLost,
+        FaultKind::InstanceLost,
     ];
+
+    /// True for a part lost for good, which happens at most once a run.
+    fn is_loss(self) -> bool {
+        matches!(
+            self,
+            FaultKind::BrokerLost | FaultKind::NamesrvLost | FaultKind::InstanceLost
+        )
+    }
+
+    /// Why `topology` cannot take this kind of fault, if it cannot: a part is lost for
+    /// good only when another of its kind remains.
+    fn unfit_for(self, topology: &Topology) -> Option<&'static str> {
+        match self {
+            FaultKind::BrokerLost if topology.brokers < 2 => Some("broker-lost needs --brokers 2 or more"),
+            FaultKind::NamesrvLost if topology.namesrvs < 2 => Some("namesrv-lost needs --namesrvs 2 or more"),
+            FaultKind::InstanceLost if topology.instances < 2 => Some("instance-lost needs --instances 2 or more"),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds a run draws from: those `chosen`, or every kind `topology` takes when
+/// none is; an error names a chosen kind the topology cannot take.
+fn kinds_for(chosen: &[FaultKind], topology: &Topology) -> Result<Vec<FaultKind>> {
+    if chosen.is_empty() {
+        return Ok(FaultKind::ALL
+            .into_iter()
+            .filter(|kind| kind.unfit_for(topology).is_none())
+            .collect());
+    }
+    if let Some(why) = chosen.iter().find_map(|kind| kind.unfit_for(topology)) {
+        bail!("{why}");
+    }
+    let mut kinds = chosen.to_vec();
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
 }
 
 /// What the run did and found.
 #[derive(Debug, Serialize)]
 struct ChaosReport {
     seed: u64,
+    topology: Topology,
     requested: usize,
     accepted: usize,
     refused: usize,
@@ -115,8 +180,9 @@ struct ChaosReport {
 struct Fault {
     at_ms: u64,
     kind: FaultKind,
-    /// A process (`broker`, `bank1a`...) or, for a database outage, a bank.
-    part: &'static str,
+    /// A process (`broker-a`, `namesrv-1`, `bank1a`...) or, for a database outage, a
+    /// bank.
+    part: String,
     for_ms: u64,
     /// For a network fault: the delay added to each chunk of traffic instead of a cut.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,9 +194,8 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     if args.transfers == 0 || args.concurrency == 0 {
         bail!("--transfers and --concurrency must be at least 1");
     }
-    if args.faults > 0 && args.kinds.is_empty() {
-        bail!("--kinds names no fault kind");
-    }
+    let topology = Topology::new(args.namesrvs, args.brokers, args.instances)?;
+    let kinds = kinds_for(&args.kinds, &topology)?;
     let dir = run_folder(args.data_dir.as_deref(), &format!("chaos-{}", args.seed))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
@@ -142,10 +207,10 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
         };
         // Network faults, and database outages on a server, act on links that pass
         // through this process: the banks then run in network namespaces.
-        let isolated = args.kinds.contains(&FaultKind::Network)
-            || (args.mysql_url.is_some() && args.kinds.contains(&FaultKind::DbOutage));
-        let mut system = System::start_with(&dir, 2, databases, CheckBack::FAST, isolated).await?;
-        let outcome = drive(&mut system, args).await;
+        let isolated =
+            kinds.contains(&FaultKind::Network) || (args.mysql_url.is_some() && kinds.contains(&FaultKind::DbOutage));
+        let mut system = System::start(&dir, topology, databases, CheckBack::FAST, isolated).await?;
+        let outcome = drive(&mut system, args, &kinds).await;
         system.stop_all().await;
         outcome
     })?;
@@ -195,8 +260,8 @@ async fn drop_mysql_databases(server: &str) -> Result<()> {
     Ok(())
 }
 
-async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
-    let schedule = plan(args.seed, args.faults, &args.kinds);
+async fn drive(system: &mut System, args: &ChaosArgs, kinds: &[FaultKind]) -> Result<ChaosReport> {
+    let schedule = plan(args.seed, args.faults, kinds, &system.topology());
     let run_length = Duration::from_millis(schedule.iter().map(|f| f.at_ms + f.for_ms).max().unwrap_or(0) + 2_000);
     let counts = Arc::new(Counts::default());
     let started = Instant::now();
@@ -207,7 +272,7 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
                 total: args.transfers,
                 run_length,
                 started,
-                urls: system.bank_urls(),
+                urls: ACCOUNTS.map(|(bank, _)| system.instance_urls(bank)),
                 token: system.token().to_string(),
                 http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
                 counts: Arc::clone(&counts),
@@ -262,12 +327,13 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
             )
         })
         .count();
-    let mut injected: BTreeMap<FaultKind, usize> = args.kinds.iter().map(|kind| (*kind, 0)).collect();
+    let mut injected: BTreeMap<FaultKind, usize> = kinds.iter().map(|kind| (*kind, 0)).collect();
     for fault in &schedule {
         *injected.entry(fault.kind).or_default() += 1;
     }
     Ok(ChaosReport {
         seed: args.seed,
+        topology: system.topology(),
         requested: counts.requested.load(Ordering::Relaxed),
         accepted: counts.accepted.load(Ordering::Relaxed),
         refused: counts.refused.load(Ordering::Relaxed),
@@ -285,42 +351,67 @@ async fn drive(system: &mut System, args: &ChaosArgs) -> Result<ChaosReport> {
     })
 }
 
-/// The faults of a run: the same seed and kinds always give the same schedule. A fault
-/// comes 0.3 to 2.3 s after the previous one ended; each kind draws its part and its
-/// length as [`FaultKind`] says.
-fn plan(seed: u64, faults: usize, kinds: &[FaultKind]) -> Vec<Fault> {
-    const PARTS: [&str; 6] = ["broker", "namesrv", "bank1a", "bank1b", "bank2a", "bank2b"];
-    const INSTANCES: [&str; 4] = ["bank1a", "bank1b", "bank2a", "bank2b"];
+/// The faults of a run: the same seed, kinds and topology always give the same
+/// schedule. A fault comes 0.3 to 2.3 s after the previous one ended; each kind draws
+/// its part and its length as [`FaultKind`] says, among the parts not lost yet. A kind
+/// of loss is drawn at most once; the schedule ends early when no kind is left.
+fn plan(seed: u64, faults: usize, kinds: &[FaultKind], topology: &Topology) -> Vec<Fault> {
     const BANKS: [&str; 2] = ["bank1", "bank2"];
+    let mut namesrvs = topology.namesrv_names();
+    let mut brokers = topology.broker_names();
+    let mut instances = BANKS.map(|bank| topology.instance_names(bank));
+    let mut kinds = kinds.to_vec();
     let mut rng = SplitMix(seed);
     let mut at_ms = 1_000;
-    let pick = |rng: &mut SplitMix, parts: &[&'static str]| parts[rng.below(parts.len() as u64) as usize];
-    (0..faults)
-        .map(|_| {
-            at_ms += 300 + rng.below(2_000);
-            let kind = kinds[rng.below(kinds.len() as u64) as usize];
-            let (part, for_ms, delay_ms) = match kind {
-                FaultKind::Kill => (pick(&mut rng, &PARTS), 200 + rng.below(2_800), None),
-                FaultKind::Pause => (pick(&mut rng, &PARTS), 500 + rng.below(9_500), None),
-                FaultKind::Network => {
-                    let part = pick(&mut rng, &INSTANCES);
-                    let delay = (rng.below(2) == 1).then(|| 50 + rng.below(350));
-                    (part, 1_000 + rng.below(7_000), delay)
-                }
-                FaultKind::DbOutage => (pick(&mut rng, &BANKS), 1_000 + rng.below(11_000), None),
-                FaultKind::StoreLoss => ("broker", 200 + rng.below(1_800), None),
-            };
-            let fault = Fault {
-                at_ms,
-                kind,
-                part,
-                for_ms,
-                delay_ms,
-            };
-            at_ms += fault.for_ms;
-            fault
-        })
-        .collect()
+    let pick = |rng: &mut SplitMix, parts: &[String]| parts[rng.below(parts.len() as u64) as usize].clone();
+    let take = |rng: &mut SplitMix, parts: &mut Vec<String>| parts.remove(rng.below(parts.len() as u64) as usize);
+    let mut schedule = Vec::new();
+    while schedule.len() < faults && !kinds.is_empty() {
+        at_ms += 300 + rng.below(2_000);
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        let every_instance: Vec<String> = instances.concat();
+        let (part, for_ms, delay_ms) = match kind {
+            FaultKind::Kill | FaultKind::Pause => {
+                let parts = [namesrvs.clone(), brokers.clone(), every_instance].concat();
+                let part = pick(&mut rng, &parts);
+                let for_ms = match kind {
+                    FaultKind::Kill => 200 + rng.below(2_800),
+                    _ => 500 + rng.below(9_500),
+                };
+                (part, for_ms, None)
+            }
+            FaultKind::Network => {
+                let part = pick(&mut rng, &every_instance);
+                let delay = (rng.below(2) == 1).then(|| 50 + rng.below(350));
+                (part, 1_000 + rng.below(7_000), delay)
+            }
+            FaultKind::DbOutage => (
+                BANKS[rng.below(2) as usize].to_string(),
+                1_000 + rng.below(11_000),
+                None,
+            ),
+            FaultKind::StoreLoss => (pick(&mut rng, &brokers), 200 + rng.below(1_800), None),
+            FaultKind::BrokerLost => (take(&mut rng, &mut brokers), 0, None),
+            FaultKind::NamesrvLost => (take(&mut rng, &mut namesrvs), 0, None),
+            FaultKind::InstanceLost => {
+                let bank = rng.below(2) as usize;
+                (take(&mut rng, &mut instances[bank]), 0, None)
+            }
+        };
+        if kind.is_loss() {
+            kinds.retain(|other| *other != kind);
+        }
+        let fault = Fault {
+            at_ms,
+            kind,
+            part,
+            for_ms,
+            delay_ms,
+        };
+        at_ms += fault.for_ms;
+        schedule.push(fault);
+    }
+    schedule
 }
 
 /// A small seeded generator (SplitMix64): the schedule and the transfers must repeat
@@ -354,13 +445,15 @@ struct Counts {
 
 /// One concurrent client: takes the next transfer number, waits for its moment (the
 /// transfers are spread over the fault schedule), and asks one of the sending bank's
-/// instances, the other if the first does not answer.
+/// instances, drawn at random, and the next ones in turn while an instance refuses the
+/// connection, as a load balancer that finds an instance down passes the request on.
 struct Client {
     seed: u64,
     total: usize,
     run_length: Duration,
     started: Instant,
-    urls: [[String; 2]; 2],
+    /// The instances of bank1 and of bank2.
+    urls: [Vec<String>; 2],
     token: String,
     http: reqwest::Client,
     counts: Arc<Counts>,
@@ -396,11 +489,13 @@ impl Client {
             "amount": format!("{}.{:02}", cents / 100, cents % 100),
         });
         self.counts.requested.fetch_add(1, Ordering::Relaxed);
-        let first = rng.below(2) as usize;
-        for instance in [first, 1 - first] {
+        let urls = &self.urls[from_bank];
+        let first = rng.below(urls.len() as u64) as usize;
+        for tried in 0..urls.len() {
+            let last = tried + 1 == urls.len();
             let sent = self
                 .http
-                .post(format!("{}/transfers", self.urls[from_bank][instance]))
+                .post(format!("{}/transfers", urls[(first + tried) % urls.len()]))
                 .bearer_auth(&self.token)
                 .json(&body)
                 .send()
@@ -412,7 +507,7 @@ impl Client {
                 Ok(_) => &self.counts.unexpected,
                 // Refused connection: that instance is down; a timeout: it may have died
                 // mid-request, and the auditor tells what became of the transfer.
-                Err(error) if error.is_connect() && instance == first => continue,
+                Err(error) if error.is_connect() && !last => continue,
                 Err(_) => &self.counts.unavailable,
             };
             counter.fetch_add(1, Ordering::Relaxed);
@@ -426,18 +521,18 @@ async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
     let length = Duration::from_millis(fault.for_ms);
     match fault.kind {
         FaultKind::Kill => {
-            system.kill(fault.part).await?;
+            system.kill(&fault.part).await?;
             tokio::time::sleep(length).await;
-            system.restart(fault.part).await?;
+            system.restart(&fault.part).await?;
         }
         FaultKind::Pause => {
-            system.signal(fault.part, libc::SIGSTOP);
+            system.signal(&fault.part, libc::SIGSTOP);
             tokio::time::sleep(length).await;
-            system.signal(fault.part, libc::SIGCONT);
+            system.signal(&fault.part, libc::SIGCONT);
         }
         FaultKind::Network => {
             let namespace = system
-                .namespace(fault.part)
+                .namespace(&fault.part)
                 .context("network faults need isolated banks")?;
             match fault.delay_ms {
                 Some(delay) => namespace.delay(Link::Broker, Duration::from_millis(delay)),
@@ -447,11 +542,11 @@ async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
             namespace.delay(Link::Broker, Duration::ZERO);
             namespace.cut(Link::Broker, false);
         }
-        FaultKind::DbOutage if system.database(fault.part)?.starts_with("sqlite:") => {
-            system.store(fault.part).await?.hold_write_lock(length).await?;
+        FaultKind::DbOutage if system.database(&fault.part)?.starts_with("sqlite:") => {
+            system.store(&fault.part).await?.hold_write_lock(length).await?;
         }
         FaultKind::DbOutage => {
-            let instances = system.namespaces_of(fault.part);
+            let instances = system.namespaces_of(&fault.part);
             for namespace in &instances {
                 namespace.cut(Link::Database, true);
             }
@@ -461,7 +556,10 @@ async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
             }
         }
         FaultKind::StoreLoss => {
-            system.lose_broker_store(length).await?;
+            system.lose_broker_store(&fault.part, length).await?;
+        }
+        FaultKind::BrokerLost | FaultKind::NamesrvLost | FaultKind::InstanceLost => {
+            system.kill(&fault.part).await?;
         }
     }
     Ok(())
@@ -470,6 +568,14 @@ async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
 fn print_report(report: &ChaosReport) {
     let line = |label: &str, value: &dyn std::fmt::Display| println!("{label:<22}{value}");
     line("seed", &report.seed);
+    let topology = &report.topology;
+    line(
+        "parts",
+        &format!(
+            "{} name servers, {} brokers, {} instances of each bank",
+            topology.namesrvs, topology.brokers, topology.instances
+        ),
+    );
     line("requested", &report.requested);
     line("accepted", &report.accepted);
     line("refused", &report.refused);
@@ -488,7 +594,7 @@ fn print_report(report: &ChaosReport) {
     for fault in &report.faults {
         let delay = fault.delay_ms.map(|ms| format!(", {ms} ms delay")).unwrap_or_default();
         println!(
-            "  at {:>6} ms  {:<10} {:<8} for {} ms{delay}",
+            "  at {:>6} ms  {:<12} {:<10} for {} ms{delay}",
             fault.at_ms,
             format!("{:?}", fault.kind),
             fault.part,
@@ -507,11 +613,17 @@ fn print_report(report: &ChaosReport) {
 mod tests {
     use super::*;
 
+    const CLUSTER: Topology = Topology {
+        namesrvs: 2,
+        brokers: 2,
+        instances: 3,
+    };
+
     #[test]
     fn the_same_seed_gives_the_same_schedule() {
         let schedule = |seed| {
-            plan(seed, 12, &FaultKind::ALL)
-                .iter()
+            plan(seed, 12, &FaultKind::ALL, &CLUSTER)
+                .into_iter()
                 .map(|f| (f.at_ms, f.kind, f.part, f.for_ms, f.delay_ms))
                 .collect::<Vec<_>>()
         };
@@ -522,16 +634,62 @@ mod tests {
 
     #[test]
     fn a_schedule_draws_only_the_chosen_kinds_and_each_acts_on_its_kind_of_part() {
-        let faults = plan(3, 200, &[FaultKind::Network, FaultKind::DbOutage, FaultKind::StoreLoss]);
+        let kinds = [FaultKind::Network, FaultKind::DbOutage, FaultKind::StoreLoss];
+        let faults = plan(3, 200, &kinds, &CLUSTER);
         for fault in &faults {
             match fault.kind {
                 FaultKind::Network => assert!(fault.part.starts_with("bank") && fault.part.len() == 6),
-                FaultKind::DbOutage => assert!(["bank1", "bank2"].contains(&fault.part)),
-                FaultKind::StoreLoss => assert_eq!(fault.part, "broker"),
+                FaultKind::DbOutage => assert!(["bank1", "bank2"].contains(&fault.part.as_str())),
+                FaultKind::StoreLoss => assert!(["broker-a", "broker-b"].contains(&fault.part.as_str())),
                 other => panic!("{other:?} was not chosen"),
             }
         }
-        let kinds: std::collections::BTreeSet<_> = faults.iter().map(|f| f.kind).collect();
-        assert_eq!(kinds.len(), 3, "every chosen kind comes up in 200 faults");
+        let drawn: std::collections::BTreeSet<_> = faults.iter().map(|f| f.kind).collect();
+        assert_eq!(drawn.len(), 3, "every chosen kind comes up in 200 faults");
+    }
+
+    #[test]
+    fn each_part_is_lost_at_most_once_and_no_fault_strikes_it_afterwards() {
+        for seed in 0..50 {
+            let faults = plan(seed, 40, &FaultKind::ALL, &CLUSTER);
+            let lost: Vec<&Fault> = faults.iter().filter(|f| f.kind.is_loss()).collect();
+            let kinds: std::collections::BTreeSet<_> = lost.iter().map(|f| f.kind).collect();
+            assert_eq!(kinds.len(), lost.len(), "seed {seed}: a kind of loss came twice");
+            for gone in &lost {
+                let later = faults.iter().filter(|f| f.at_ms > gone.at_ms);
+                assert!(
+                    later.clone().all(|f| f.part != gone.part),
+                    "seed {seed}: {} struck after it was lost",
+                    gone.part
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_suites_cluster_run_draws_every_kind() {
+        // crates/cli/tests/chaos.rs runs seed 4 with 16 faults on this topology.
+        let drawn: std::collections::BTreeSet<_> = plan(4, 16, &FaultKind::ALL, &CLUSTER)
+            .into_iter()
+            .map(|f| f.kind)
+            .collect();
+        assert_eq!(drawn.len(), FaultKind::ALL.len(), "{drawn:?}");
+    }
+
+    #[test]
+    fn a_schedule_of_losses_alone_ends_when_every_loss_came() {
+        let losses = [FaultKind::BrokerLost, FaultKind::NamesrvLost, FaultKind::InstanceLost];
+        let faults = plan(5, 10, &losses, &CLUSTER);
+        assert_eq!(faults.len(), 3);
+    }
+
+    #[test]
+    fn a_part_is_lost_for_good_only_when_another_of_its_kind_remains() {
+        let single = Topology::new(1, 1, 1).unwrap();
+        let kinds = kinds_for(&[], &single).unwrap();
+        assert!(kinds.iter().all(|kind| !kind.is_loss()), "{kinds:?}");
+        assert_eq!(kinds_for(&[], &CLUSTER).unwrap(), FaultKind::ALL);
+        let refused = kinds_for(&[FaultKind::BrokerLost], &single).unwrap_err();
+        assert_eq!(refused.to_string(), "broker-lost needs --brokers 2 or more");
     }
 }

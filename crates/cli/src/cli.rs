@@ -332,6 +332,12 @@ pub struct BrokerArgs {
     /// Listen address; the port two below and the one above are taken too.
     #[arg(long, default_value = defaults::BROKER)]
     pub listen: SocketAddr,
+    /// The broker's name (`brokerName`), unique within its cluster.
+    #[arg(long, default_value = "broker-a")]
+    pub name: String,
+    /// The cluster the broker belongs to (`brokerClusterName`).
+    #[arg(long, default_value = "DefaultCluster")]
+    pub cluster: String,
     /// Name-server list, `;`-separated.
     #[arg(long, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
     pub namesrv_addr: String,

@@ -45,6 +45,8 @@ fn main() -> Result<()> {
         Command::Namesrv { listen, home } => rocketmq_server::run_namesrv(listen, &home),
         Command::Broker(args) => rocketmq_server::run_broker(&rocketmq_server::BrokerSettings {
             listen: args.listen,
+            name: args.name,
+            cluster: args.cluster,
             namesrv_addr: args.namesrv_addr,
             store_dir: args.store,
             transaction_timeout: Duration::from_millis(args.transaction_timeout_ms),

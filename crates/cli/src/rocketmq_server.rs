@@ -26,6 +26,10 @@ pub struct BrokerSettings {
     /// The address clients connect to; the port below it by two is also taken (the
     /// broker's "fast" listener) and the one above it by one (HA).
     pub listen: SocketAddr,
+    /// The broker's name, unique within its cluster (`brokerName`).
+    pub name: String,
+    /// The cluster it belongs to (`brokerClusterName`).
+    pub cluster: String,
     /// The name-server list the broker registers with.
     pub namesrv_addr: String,
     /// The store's root folder.
@@ -162,8 +166,8 @@ fn broker_properties(settings: &BrokerSettings) -> String {
     let port = settings.listen.port();
     let store = settings.store_dir.to_string_lossy();
     [
-        ("brokerClusterName", "DefaultCluster".to_string()),
-        ("brokerName", "broker-a".to_string()),
+        ("brokerClusterName", settings.cluster.clone()),
+        ("brokerName", settings.name.clone()),
         ("brokerId", "0".to_string()),
         ("brokerIP1", ip.to_string()),
         ("listenPort", port.to_string()),

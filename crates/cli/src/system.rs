@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use tokio::process::{Child, Command};
 use txbank_domain::audit::AuditReport;
 use txbank_domain::BankId;
@@ -65,19 +66,90 @@ pub(crate) fn run_folder(data_dir: Option<&Path>, what: &str) -> Result<PathBuf>
     Ok(dir)
 }
 
+/// How many of each part a run starts: name servers, brokers of one RocketMQ cluster,
+/// and instances of each bank sharing the bank's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) struct Topology {
+    pub namesrvs: usize,
+    pub brokers: usize,
+    pub instances: usize,
+}
+
+impl Topology {
+    /// Most parts of one kind a run starts: the brokers' names (`broker-a`...) and the
+    /// instances' (`bank1a`...) take a letter each, and the machine's cores are few.
+    pub(crate) const MOST: usize = 8;
+
+    /// A topology of `namesrvs`, `brokers` and `instances`, each 1 to [`Topology::MOST`].
+    pub(crate) fn new(namesrvs: usize, brokers: usize, instances: usize) -> Result<Topology> {
+        for (count, flag) in [
+            (namesrvs, "--namesrvs"),
+            (brokers, "--brokers"),
+            (instances, "--instances"),
+        ] {
+            if !(1..=Topology::MOST).contains(&count) {
+                bail!("{flag} must be 1 to {}, not {count}", Topology::MOST);
+            }
+        }
+        Ok(Topology {
+            namesrvs,
+            brokers,
+            instances,
+        })
+    }
+
+    /// The name servers' names: `namesrv-1`, `namesrv-2`...
+    pub(crate) fn namesrv_names(&self) -> Vec<String> {
+        (1..=self.namesrvs).map(|n| format!("namesrv-{n}")).collect()
+    }
+
+    /// The brokers' names, as RocketMQ names them: `broker-a`, `broker-b`...
+    pub(crate) fn broker_names(&self) -> Vec<String> {
+        (0..self.brokers).map(|n| format!("broker-{}", letter(n))).collect()
+    }
+
+    /// The names of `bank`'s instances: `bank1a`, `bank1b`...
+    pub(crate) fn instance_names(&self, bank: &str) -> Vec<String> {
+        (0..self.instances).map(|n| format!("{bank}{}", letter(n))).collect()
+    }
+}
+
+/// `a` for 0, `b` for 1...
+fn letter(n: usize) -> char {
+    char::from(b'a' + n as u8)
+}
+
+/// What a process of the system is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Namesrv,
+    Broker,
+    /// An instance of this bank.
+    Bank(&'static str),
+}
+
+/// One process of the system: its name (its log is `logs/NAME.log`), what it is, and
+/// where it listens.
+#[derive(Debug, Clone)]
+struct Part {
+    name: String,
+    role: Role,
+    listen: SocketAddr,
+}
+
 /// The running processes, each restartable on the same address and data.
 pub(crate) struct System {
     dir: PathBuf,
     token: String,
     /// Each bank's database as `NAME=URL`, the receiving bank first.
     databases: Vec<String>,
-    namesrv: SocketAddr,
-    broker: SocketAddr,
-    banks: Vec<(&'static str, &'static str, SocketAddr)>,
+    topology: Topology,
+    /// Every part, in start order: name servers, brokers, then bank instances.
+    parts: Vec<Part>,
     check_back: CheckBack,
-    children: Vec<(&'static str, Child)>,
+    children: Vec<(String, Child)>,
     /// Each bank instance's network namespace, when the run isolates them.
-    namespaces: BTreeMap<&'static str, Namespace>,
+    namespaces: BTreeMap<String, Namespace>,
 }
 
 /// How soon the broker checks back on a half message nobody committed or rolled back.
@@ -101,23 +173,14 @@ impl CheckBack {
 }
 
 impl System {
-    /// Starts a name server, a broker checking back as `check_back` says, and
-    /// `instances` (1 or 2) of each bank in `dir`, each on its database given as
-    /// `NAME=URL` (bank2 first).
-    pub(crate) async fn start_on(
+    /// Starts the name servers, the brokers (one cluster, checking back as
+    /// `check_back` says) and the instances of each bank that `topology` asks for, in
+    /// `dir`, each bank on its database given as `NAME=URL` (bank2 first); each bank
+    /// instance in a network namespace of its own when `isolated` (see
+    /// [`crate::netns`]).
+    pub(crate) async fn start(
         dir: &Path,
-        instances: usize,
-        databases: Vec<String>,
-        check_back: CheckBack,
-    ) -> Result<System> {
-        System::start_with(dir, instances, databases, check_back, false).await
-    }
-
-    /// [`System::start_on`], with each bank instance in a network namespace of its own
-    /// when `isolated` (see [`crate::netns`]).
-    pub(crate) async fn start_with(
-        dir: &Path,
-        instances: usize,
+        topology: Topology,
         databases: Vec<String>,
         check_back: CheckBack,
         isolated: bool,
@@ -126,40 +189,67 @@ impl System {
             create_secret_file(&dir.join(secret))?;
         }
         let token = std::fs::read_to_string(dir.join(API_TOKEN_FILE))?.trim().to_string();
+        let mut parts = Vec::new();
+        for name in topology.namesrv_names() {
+            parts.push(Part {
+                name,
+                role: Role::Namesrv,
+                listen: free_address(false)?,
+            });
+        }
+        for name in topology.broker_names() {
+            parts.push(Part {
+                name,
+                role: Role::Broker,
+                listen: free_address(true)?,
+            });
+        }
+        for bank in ["bank1", "bank2"] {
+            for name in topology.instance_names(bank) {
+                parts.push(Part {
+                    name,
+                    role: Role::Bank(bank),
+                    listen: free_address(false)?,
+                });
+            }
+        }
         let mut system = System {
             dir: dir.to_path_buf(),
             token,
             databases,
-            namesrv: free_address(false)?,
-            broker: free_address(true)?,
-            banks: Vec::new(),
+            topology,
+            parts,
             check_back,
             children: Vec::new(),
             namespaces: BTreeMap::new(),
         };
-        for (instance, preset) in [
-            ("bank1a", "bank1"),
-            ("bank1b", "bank1"),
-            ("bank2a", "bank2"),
-            ("bank2b", "bank2"),
-        ] {
-            if instances > 1 || instance.ends_with('a') {
-                system.banks.push((instance, preset, free_address(false)?));
-            }
-        }
-        let parts: Vec<&'static str> = system.banks.iter().map(|(name, _, _)| *name).collect();
         if isolated {
-            system.isolate(&parts)?;
+            system.isolate()?;
         }
-        for part in ["namesrv", "broker"].into_iter().chain(parts) {
-            system.restart(part).await?;
+        let names: Vec<String> = system.parts.iter().map(|part| part.name.clone()).collect();
+        for name in names {
+            system.restart(&name).await?;
         }
         Ok(system)
     }
 
-    /// The name server's address.
-    pub(crate) fn namesrv(&self) -> String {
-        self.namesrv.to_string()
+    /// What the system runs.
+    pub(crate) fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The name-server list, `;`-separated, as every part is given it.
+    pub(crate) fn namesrv_addr(&self) -> String {
+        let addresses: Vec<String> = self.listening(Role::Namesrv).map(|addr| addr.to_string()).collect();
+        addresses.join(";")
+    }
+
+    /// Where every part of `role` listens.
+    fn listening(&self, role: Role) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.parts
+            .iter()
+            .filter(move |part| part.role == role)
+            .map(|part| part.listen)
     }
 
     /// The operators' API token.
@@ -167,49 +257,47 @@ impl System {
         &self.token
     }
 
-    /// The URL of `instance` (`bank1a`...).
-    pub(crate) fn url(&self, instance: &str) -> Option<String> {
-        self.banks
+    /// The URLs of `bank`'s instances (`bank1`, `bank2`), in name order.
+    pub(crate) fn instance_urls(&self, bank: &str) -> Vec<String> {
+        self.parts
             .iter()
-            .find(|(name, _, _)| *name == instance)
-            .map(|(_, _, listen)| format!("http://{listen}"))
-    }
-
-    /// The process id of each running part.
-    pub(crate) fn pids(&self) -> Vec<(&'static str, u32)> {
-        self.children
-            .iter()
-            .filter_map(|(name, child)| Some((*name, child.id()?)))
+            .filter(|part| matches!(part.role, Role::Bank(of) if of == bank))
+            .map(|part| format!("http://{}", part.listen))
             .collect()
     }
 
-    /// Each bank's two instances' URLs, bank1's first.
-    pub(crate) fn bank_urls(&self) -> [[String; 2]; 2] {
-        let url = |i: usize| format!("http://{}", self.banks[i].2);
-        [[url(0), url(1)], [url(2), url(3)]]
+    /// The process id of each running part.
+    pub(crate) fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| Some((name.clone(), child.id()?)))
+            .collect()
     }
 
-    /// Puts each bank instance of `instances` in a network namespace of its own, which
-    /// reaches the name server, the broker and a database server through proxies.
-    fn isolate(&mut self, instances: &[&'static str]) -> Result<()> {
+    /// Puts each bank instance in a network namespace of its own, which reaches the
+    /// name servers, the brokers and a database server through proxies.
+    fn isolate(&mut self) -> Result<()> {
         let database_ports: std::collections::BTreeSet<u16> =
             self.databases.iter().filter_map(|entry| server_port(entry)).collect();
-        for instance in instances {
-            let listen = self
-                .banks
-                .iter()
-                .find(|(name, ..)| name == instance)
-                .map(|(.., listen)| *listen);
+        let mut broker_ports: Vec<u16> = self.listening(Role::Namesrv).map(|addr| addr.port()).collect();
+        for broker in self.listening(Role::Broker) {
+            broker_ports.extend([broker.port(), broker.port() - 2]);
+        }
+        let instances: Vec<(String, SocketAddr)> = self
+            .parts
+            .iter()
+            .filter(|part| matches!(part.role, Role::Bank(_)))
+            .map(|part| (part.name.clone(), part.listen))
+            .collect();
+        for (instance, listen) in instances {
             let mut namespace = Namespace::create(&format!("txbank-{}-{instance}", std::process::id()))?;
-            for port in [self.namesrv.port(), self.broker.port(), self.broker.port() - 2] {
-                namespace.forward_out(port, Link::Broker)?;
+            for port in &broker_ports {
+                namespace.forward_out(*port, Link::Broker)?;
             }
             for port in &database_ports {
                 namespace.forward_out(*port, Link::Database)?;
             }
-            if let Some(listen) = listen {
-                namespace.forward_in(listen.port())?;
-            }
+            namespace.forward_in(listen.port())?;
             self.namespaces.insert(instance, namespace);
         }
         Ok(())
@@ -229,14 +317,19 @@ impl System {
             .collect()
     }
 
-    /// Kills the broker, deletes its store folder, and starts it again empty after
+    /// The store folder of broker `broker`.
+    fn broker_store(&self, broker: &str) -> PathBuf {
+        self.dir.join("rocketmq").join(broker).join("store")
+    }
+
+    /// Kills `broker`, deletes its store folder, and starts it again empty after
     /// `down_for`.
-    pub(crate) async fn lose_broker_store(&mut self, down_for: Duration) -> Result<()> {
-        self.kill("broker").await?;
-        let store = self.dir.join("rocketmq").join("store");
+    pub(crate) async fn lose_broker_store(&mut self, broker: &str, down_for: Duration) -> Result<()> {
+        self.kill(broker).await?;
+        let store = self.broker_store(broker);
         std::fs::remove_dir_all(&store).with_context(|| format!("cannot delete {}", store.display()))?;
         tokio::time::sleep(down_for).await;
-        self.restart("broker").await
+        self.restart(broker).await
     }
 
     /// Sends `signal` to `part`'s process, if it runs.
@@ -244,7 +337,7 @@ impl System {
         if let Some(pid) = self
             .children
             .iter()
-            .find(|(name, _)| *name == part)
+            .find(|(name, _)| name == part)
             .and_then(|(_, child)| child.id())
         {
             // SAFETY: kill(2) only sends a signal to our own child.
@@ -256,7 +349,7 @@ impl System {
 
     /// SIGKILL, as a crash, and wait until the process is gone.
     pub(crate) async fn kill(&mut self, part: &str) -> Result<()> {
-        if let Some(index) = self.children.iter().position(|(name, _)| *name == part) {
+        if let Some(index) = self.children.iter().position(|(name, _)| name == part) {
             let (_, mut child) = self.children.swap_remove(index);
             child.kill().await?;
         }
@@ -264,31 +357,31 @@ impl System {
     }
 
     /// Starts `part` and waits until it listens.
-    pub(crate) async fn restart(&mut self, part: &'static str) -> Result<()> {
+    pub(crate) async fn restart(&mut self, part: &str) -> Result<()> {
+        let Part { name, role, listen } = self
+            .parts
+            .iter()
+            .find(|candidate| candidate.name == part)
+            .cloned()
+            .with_context(|| format!("no part {part}"))?;
         let logs = self.dir.join("logs");
-        let namesrv = self.namesrv.to_string();
+        let namesrv_addr = self.namesrv_addr();
         let wrapper = self
             .namespaces
-            .get(part)
+            .get(&name)
             .map(Namespace::exec_prefix)
             .unwrap_or_default();
-        let mut command = part_command_via(&logs, part, &wrapper)?;
-        let listen = match part {
-            "namesrv" => {
+        let mut command = part_command_via(&logs, &name, &wrapper)?;
+        match role {
+            Role::Namesrv => {
                 command
-                    .args(["namesrv", "--listen", &namesrv, "--home"])
-                    .arg(self.dir.join("rocketmq"));
-                self.namesrv
+                    .args(["namesrv", "--listen", &listen.to_string(), "--home"])
+                    .arg(self.dir.join("rocketmq").join(&name));
             }
-            "broker" => {
+            Role::Broker => {
                 command
-                    .args([
-                        "broker",
-                        "--listen",
-                        &self.broker.to_string(),
-                        "--namesrv-addr",
-                        &namesrv,
-                    ])
+                    .args(["broker", "--name", &name, "--listen", &listen.to_string()])
+                    .args(["--namesrv-addr", &namesrv_addr])
                     .args([
                         "--transaction-timeout-ms",
                         &self.check_back.timeout_ms.to_string(),
@@ -296,37 +389,41 @@ impl System {
                         &self.check_back.interval_ms.to_string(),
                     ])
                     .args(["--transaction-check-max", "600", "--store"])
-                    .arg(self.dir.join("rocketmq").join("store"));
-                self.broker
+                    .arg(self.broker_store(&name));
             }
-            instance => {
-                let (_, preset, listen) = *self
-                    .banks
-                    .iter()
-                    .find(|(name, _, _)| *name == instance)
-                    .with_context(|| format!("no part {instance}"))?;
+            Role::Bank(bank) => {
                 command
-                    .args(["bank", "--preset", preset, "--listen", &listen.to_string()])
-                    .args(["--namesrv-addr", &namesrv, "--data-dir"])
+                    .args(["bank", "--preset", bank, "--listen", &listen.to_string()])
+                    .args(["--namesrv-addr", &namesrv_addr, "--data-dir"])
                     .arg(&self.dir)
                     // In the environment, so that no password shows in the process list.
-                    .env("TXBANK_DATABASE_URL", self.database(preset)?)
+                    .env("TXBANK_DATABASE_URL", self.database(bank)?)
                     // Soon after the faults, so that the run converges quickly.
-                    .env("TXBANK_REDRIVE_AFTER_SECS", REDRIVE_AFTER_SECS.to_string());
-                listen
+                    .env("TXBANK_REDRIVE_AFTER_SECS", REDRIVE_AFTER_SECS.to_string())
+                    // A queue for each instance on each broker, so that every instance
+                    // consumes.
+                    .env(
+                        "TXBANK_TOPIC_QUEUES",
+                        self.topology
+                            .instances
+                            .max(txbank_messaging::DEFAULT_TOPIC_QUEUES as usize)
+                            .to_string(),
+                    );
             }
-        };
-        let child = command.spawn().with_context(|| format!("cannot start {part}"))?;
-        self.children.push((part, child));
+        }
+        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        self.children.push((name.clone(), child));
         // A bank listens once its topics are ready, which needs a broker registered with
         // the name server: after a name-server restart, up to the broker's next
         // registration.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !answers(part, listen).await {
+        while !answers(role, listen).await {
             if Instant::now() > deadline {
+                let log = logs.join(format!("{name}.log"));
                 bail!(
-                    "{part} did not listen on {listen}; see {}",
-                    logs.join(format!("{part}.log")).display()
+                    "{name} did not listen on {listen}; the end of {}:\n{}",
+                    log.display(),
+                    last_lines(&log, 30)
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -360,13 +457,24 @@ impl System {
     }
 }
 
+/// The last `lines` lines of the file at `path`, or why it cannot be read.
+fn last_lines(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(error) => format!("({error})"),
+    }
+}
+
 /// Seconds a chaos run's banks wait for a settlement before re-driving a transfer.
 const REDRIVE_AFTER_SECS: u64 = 5;
 
-/// True when `part` answers on `listen`: a bank's HTTP API (which a proxy may stand in
-/// front of, accepting for it), any other part's port.
-async fn answers(part: &str, listen: SocketAddr) -> bool {
-    if !part.starts_with("bank") {
+/// True when a part of `role` answers on `listen`: a bank's HTTP API (which a proxy may
+/// stand in front of, accepting for it), any other part's port.
+async fn answers(role: Role, listen: SocketAddr) -> bool {
+    if !matches!(role, Role::Bank(_)) {
         return tokio::net::TcpStream::connect(listen).await.is_ok();
     }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();

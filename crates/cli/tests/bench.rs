@@ -1,6 +1,6 @@
-//! A few-second smoke run of `txbank bench`: it measures (nothing here asserts on
-//! speed), reports memory and CPU time of every part, and every transfer it made must
-//! be credited exactly once.
+//! Few-second smoke runs of `txbank bench`, on one broker and on a cluster: each
+//! measures (nothing here asserts on speed), reports memory and CPU time of every part,
+//! and every transfer it made must be credited exactly once.
 
 use std::process::Command;
 
@@ -8,8 +8,25 @@ use serde_json::Value;
 
 #[test]
 fn a_short_benchmark_credits_every_transfer_exactly_once() {
+    bench(&[], &["bank1a", "bank2a", "broker-a"]);
+}
+
+#[test]
+fn on_a_cluster_every_broker_and_every_instance_takes_a_share_of_the_work() {
+    let parts = ["bank1a", "bank1b", "bank2a", "bank2b", "broker-a", "broker-b"];
+    let report = bench(&["--brokers", "2", "--instances", "2", "--namesrvs", "2"], &parts);
+    assert_eq!(
+        report["topology"],
+        serde_json::json!({"namesrvs": 2, "brokers": 2, "instances": 2})
+    );
+}
+
+/// Runs a short `txbank bench` with `args`, checks its books and that each of `parts`
+/// used memory and CPU time, and returns its report.
+fn bench(args: &[&str], parts: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
         .args(["bench", "--duration", "3", "--concurrency", "4", "--json"])
+        .args(args)
         .output()
         .expect("run txbank bench");
     let report: Value = serde_json::from_slice(&out.stdout)
@@ -19,7 +36,7 @@ fn a_short_benchmark_credits_every_transfer_exactly_once() {
     let debited = report["debited"].as_u64().unwrap();
     assert!(debited > 0, "{report:#}");
     assert!(report["credited"].as_u64().unwrap() >= debited, "{report:#}");
-    for part in ["bank1a", "bank2a", "broker"] {
+    for part in parts {
         assert!(
             report["peak_memory_mib"][part].as_f64().unwrap_or(0.0) > 0.0,
             "no memory for {part}: {report:#}"
@@ -33,4 +50,5 @@ fn a_short_benchmark_credits_every_transfer_exactly_once() {
     assert!(cpu_bound > 0.0, "{report:#}");
     let busy = report["machine_busy"].as_f64().unwrap();
     assert!(busy > 0.0 && busy <= 1.0, "{report:#}");
+    report
 }

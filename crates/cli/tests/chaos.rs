@@ -1,7 +1,8 @@
-//! The short seeded chaos runs: transfers in both directions between two instances of
-//! each bank while every kind of fault strikes (kills, pauses, network cuts and delays,
-//! database outages, the broker's store lost), on SQLite and on MariaDB; afterwards
-//! nothing may be lost or duplicated.
+//! The short seeded chaos runs: transfers in both directions between instances of each
+//! bank while every kind of fault strikes (kills, pauses, network cuts and delays,
+//! database outages, a broker's store lost, parts lost for good), on SQLite and on
+//! MariaDB, with one broker and with a cluster; afterwards nothing may be lost or
+//! duplicated, and every debited transfer is settled without an operator.
 
 use std::process::Command;
 
@@ -60,3 +61,50 @@ fn no_money_is_lost_or_duplicated_on_mariadb_whatever_faults_strike() {
     assert_eq!(report["requested"], 1000);
     assert!(report["credited"].as_u64().unwrap() > 400, "{report:#}");
 }
+
+#[test]
+fn a_cluster_loses_a_broker_a_name_server_and_a_bank_instance_for_good_and_no_money() {
+    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let report = chaos(&[
+        "--namesrvs",
+        "2",
+        "--brokers",
+        "2",
+        "--instances",
+        "3",
+        "--transfers",
+        "1500",
+        "--faults",
+        "16",
+        "--seed",
+        CLUSTER_SEED,
+        "--mysql-url",
+        &server,
+    ]);
+    assert_eq!(report["requested"], 1500);
+    assert_eq!(
+        report["topology"],
+        serde_json::json!({"namesrvs": 2, "brokers": 2, "instances": 3})
+    );
+    for kind in [
+        "kill",
+        "pause",
+        "network",
+        "db-outage",
+        "store-loss",
+        "broker-lost",
+        "namesrv-lost",
+        "instance-lost",
+    ] {
+        assert!(
+            report["injected"][kind].as_u64() >= Some(1),
+            "no {kind} fault: {report:#}"
+        );
+    }
+    assert_eq!(report["audit"]["in_flight"], 0, "every debited transfer settled");
+    assert!(report["credited"].as_u64().unwrap() > 600, "{report:#}");
+}
+
+/// A seed whose 16 faults on 2 name servers, 2 brokers and 3 instances of each bank
+/// include every kind (`txbank chaos`'s unit tests check it).
+const CLUSTER_SEED: &str = "4";

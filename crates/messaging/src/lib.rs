@@ -10,6 +10,7 @@
 //!   settlement report is overdue (their message or its report was lost).
 //! - [`SettlementRelay`] sends the settlement reports queued in the database's outbox.
 //! - [`BrokerProbe`] tells whether the name server and the broker answer.
+//! - [`TopicKeeper`] keeps a bank's topics on every master broker of the cluster.
 //! - [`Routes`] maps each bank to its inbound topic.
 //! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
 //! - [`reference`] measures the broker's raw transactional-send rate, for the benchmark.
@@ -50,4 +51,4 @@ pub use redrive::{Redriver, LONGEST_PAUSE as LONGEST_REDRIVE_PAUSE};
 pub use relay::SettlementRelay;
 pub use routes::Routes;
 pub use signing::MessageKey;
-pub use topics::{ensure_topic, ensure_topic_queues, topic_queues, DEFAULT_TOPIC_QUEUES};
+pub use topics::{ensure_topic, ensure_topic_queues, topic_queues, TopicKeeper, DEFAULT_TOPIC_QUEUES};

@@ -1,8 +1,13 @@
 //! Topic administration: make sure a topic exists before clients use it, as
 //! `mqadmin updateTopic` does, so consumers see it at once instead of after their next
-//! route refresh, and clusters with `autoCreateTopicEnable=false` work too.
+//! route refresh, and clusters with `autoCreateTopicEnable=false` work too; and keep it
+//! on every master broker of the cluster, including one added later or started again
+//! with an empty store.
 
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use cheetah_string::CheetahString;
 use rocketmq_client_rust::{DefaultMQAdminExt, RouteAdmin, TopicAdmin};
@@ -17,6 +22,8 @@ use crate::{MessagingError, MqClient, MqSettings};
 /// CPU per transfer with 8 queues and 0.35-0.37 ms with 2 (docs/PERFORMANCE.md). A topic
 /// that has more keeps them (see [`ensure_topic`]).
 pub const DEFAULT_TOPIC_QUEUES: u32 = 2;
+/// How often a [`TopicKeeper`] looks for master brokers that lack a topic.
+const KEEP_EVERY: Duration = Duration::from_secs(15);
 /// How long to wait for at least one broker to register with the name server (a
 /// restarted name server learns of a broker only at its next registration).
 const BROKER_WAIT: Duration = Duration::from_secs(90);
@@ -121,5 +128,62 @@ async fn create_everywhere(admin: &DefaultMQAdminExt, topic: &str, queues: u32) 
             });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Keeps topics on every master broker of the cluster: every [`KEEP_EVERY`] it creates
+/// each on any master that lacks it. A broker that joins the cluster after the bank
+/// started, or that was started again with an empty store, would otherwise carry none
+/// of the bank's traffic, and the topic would vanish with the last broker that has it.
+pub struct TopicKeeper {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TopicKeeper {
+    /// Starts keeping `topics`, with `queues` queues on a broker that lacks one.
+    pub async fn start(
+        client: &MqClient,
+        settings: &MqSettings,
+        topics: Vec<String>,
+        queues: u32,
+    ) -> Result<TopicKeeper, MessagingError> {
+        let mut admin = start_admin(client, settings, "topics").await?;
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(KEEP_EVERY) => {}
+                    _ = stopped.changed() => break,
+                }
+                add_where_missing(&admin, &topics, queues).await;
+            }
+            admin.shutdown().await;
+        });
+        Ok(TopicKeeper { stop, task })
+    }
+
+    /// Stops after the check under way.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Creates each of `topics` with `queues` queues on every master broker that lacks it.
+async fn add_where_missing(admin: &DefaultMQAdminExt, topics: &[String], queues: u32) {
+    for addr in masters(admin).await {
+        for topic in topics {
+            if queues_on(admin, addr.clone(), topic).await > 0 {
+                continue;
+            }
+            let config = TopicConfig::with_queues(topic, queues, queues);
+            match admin.create_and_update_topic_config(addr.clone(), config).await {
+                Ok(()) => tracing::info!(topic, broker = %addr, "topic added to a broker that lacked it"),
+                Err(error) => {
+                    tracing::warn!(topic, broker = %addr, %error, "cannot add the topic to a broker that lacks it; will retry")
+                }
+            }
+        }
     }
 }

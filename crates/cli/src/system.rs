@@ -70,8 +70,11 @@ pub(crate) fn run_folder(data_dir: Option<&Path>, what: &str) -> Result<PathBuf>
 /// and instances of each bank sharing the bank's database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub(crate) struct Topology {
+    /// Name servers.
     pub namesrvs: usize,
+    /// Master brokers, each with its own name and store.
     pub brokers: usize,
+    /// Instances of each bank.
     pub instances: usize,
 }
 

@@ -31,6 +31,11 @@ fn chaos(args: &[&str]) -> Value {
     report
 }
 
+/// The MariaDB server the runs on MariaDB make their databases on.
+fn mysql_server() -> String {
+    std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
 #[test]
 fn no_money_is_lost_or_duplicated_whatever_faults_strike() {
     let report = chaos(&["--transfers", "2000", "--faults", "15", "--seed", "42"]);
@@ -47,7 +52,7 @@ fn no_money_is_lost_or_duplicated_whatever_faults_strike() {
 
 #[test]
 fn no_money_is_lost_or_duplicated_on_mariadb_whatever_faults_strike() {
-    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let server = mysql_server();
     let report = chaos(&[
         "--transfers",
         "1000",
@@ -64,7 +69,7 @@ fn no_money_is_lost_or_duplicated_on_mariadb_whatever_faults_strike() {
 
 #[test]
 fn a_cluster_loses_a_broker_a_name_server_and_a_bank_instance_for_good_and_no_money() {
-    let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let server = mysql_server();
     let report = chaos(&[
         "--namesrvs",
         "2",

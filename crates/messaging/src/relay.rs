@@ -1,6 +1,7 @@
 //! The settlement relay: sends the reports a bank's credits and refusals queued in its
 //! outbox to the sending banks, a batch per bank, and removes them once the broker
-//! stored them. A crash between the send and the removal sends reports twice; their
+//! stored them (see [`Store::relay_outbox`] for how a bank's instances share the
+//! outbox). A crash between the send and the removal sends reports twice; their
 //! receiver absorbs that.
 
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use rocketmq_model::common::message::MessageConst;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use txbank_domain::{BankId, TxNo};
+use txbank_domain::BankId;
 use txbank_storage::{PendingSettlement, Store};
 
 use crate::metrics::{BrokerCall, Counters, Timing};
@@ -102,26 +103,32 @@ impl Relay {
 
     /// Sends the oldest reports; true when a whole batch went out (more may wait).
     async fn send_batch(&self) -> bool {
-        let pending = match self.store.pending_settlements(BATCH).await {
-            Ok(pending) => pending,
+        let relayed = self
+            .store
+            .relay_outbox(BATCH, |pending| async move {
+                let mut sent = Vec::with_capacity(pending.len());
+                for (to_bank, reports) in by_destination(&pending) {
+                    match self.send(&reports).await {
+                        Ok(()) => sent.extend(reports.iter().map(|report| report.tx_no.clone())),
+                        Err(error) => {
+                            warn!(%to_bank, reports = reports.len(), %error, "settlement reports not sent; will retry")
+                        }
+                    }
+                }
+                sent
+            })
+            .await;
+        match relayed {
+            Ok(removed) => removed == BATCH as usize,
             Err(error) => {
-                warn!(%error, "cannot read the settlement outbox; will retry");
-                return false;
-            }
-        };
-        let mut all_sent = true;
-        for (to_bank, reports) in by_destination(&pending) {
-            if let Err(error) = self.send(&reports).await {
-                warn!(%to_bank, reports = reports.len(), %error, "settlement reports not sent; will retry");
-                all_sent = false;
+                warn!(%error, "cannot relay the settlement outbox now; will retry");
+                false
             }
         }
-        all_sent && pending.len() == BATCH as usize
     }
 
     /// Sends reports bound for one bank as one message (one for the broker to store and
-    /// deliver, however many reports), keyed by every report's `tx_no`, then removes them
-    /// from the outbox in one transaction.
+    /// deliver, however many reports), keyed by every report's `tx_no`.
     async fn send(&self, reports: &[&PendingSettlement]) -> Result<(), MessagingError> {
         let Some(first) = reports.first() else {
             return Ok(());
@@ -145,14 +152,6 @@ impl Relay {
             .map_err(|e| MessagingError::client("send", e))?;
         self.counters
             .observe(Timing::Broker(BrokerCall::SettlementSend), started.elapsed());
-        let sent: Vec<TxNo> = reports.iter().map(|report| report.tx_no.clone()).collect();
-        self.store
-            .settlements_sent(&sent)
-            .await
-            .map_err(|e| MessagingError::Client {
-                operation: "outbox removal",
-                message: e.to_string(),
-            })?;
         for report in reports {
             debug!(tx_no = %report.tx_no, to_bank = %report.to_bank, state = %report.settlement.final_state(), "settlement reported");
         }

@@ -379,7 +379,7 @@ impl Store {
                     tx_no,
                     reporter,
                     settlement,
-                } => match settle_in(&mut tx, &self.bank, tx_no, reporter, settlement).await {
+                } => match settle_in(&mut tx, self.engine, &self.bank, tx_no, reporter, settlement).await {
                     Ok(outcome) => DeliveryOutcome::Settlement(outcome),
                     Err(error) if error.is_transient() => return Err(error),
                     Err(refusal) => DeliveryOutcome::BadSettlement(refusal),

@@ -8,7 +8,7 @@ use sqlx::Executor;
 use txbank_domain::{BankId, Settlement, TransferState, TxNo};
 
 use crate::script::{in_runs, placeholders, Script, Value};
-use crate::sending::select_transfer_out_anywhere;
+use crate::sending::{select_transfer_out_anywhere, SELECT_TRANSFER_OUT};
 use crate::store::{parse, rows, Engine, StorageResult, Store, Transaction, TransferRow};
 use crate::StorageError;
 
@@ -56,10 +56,11 @@ pub(crate) fn settle_together<'a>(script: &mut Script<'a>, reports: &BTreeMap<&'
     }
 }
 
-/// The sending side of one settlement report inside `tx` (see
-/// [`Store::apply_settlement`]); a refusal changes nothing.
+/// The sending side of one settlement report inside `tx` on a database of `engine`
+/// (see [`Store::apply_settlement`]); a refusal changes nothing.
 pub(crate) async fn settle_in(
     tx: &mut Transaction,
+    engine: Engine,
     bank: &BankId,
     tx_no: &TxNo,
     reporter: &BankId,
@@ -80,11 +81,7 @@ pub(crate) async fn settle_in(
             .execute(&mut **tx)
             .await?;
     if rows(&moved) == 0 {
-        let existing: Option<TransferRow> = sqlx::query_as(&select_transfer_out_anywhere("tx_no"))
-            .bind(tx_no.as_str())
-            .bind(tx_no.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
+        let existing = sent_as_committed(tx, engine, tx_no).await?;
         let existing = existing.map(|row| row.into_record(bank)).transpose()?;
         return match existing {
             None => Err(StorageError::UnknownTransfer(tx_no.clone())),
@@ -114,31 +111,109 @@ pub(crate) async fn settle_in(
     Ok(SettlementOutcome::Applied)
 }
 
+/// Sent transfer `tx_no`, live or archived, as last committed. On MySQL the live row is
+/// read with a share lock: a plain read there sees the transaction's snapshot, which
+/// predates a report that another instance of the bank applied meanwhile (the same
+/// report, sent by two instances of the reporting bank), and would call the transfer
+/// still debited. Archived rows never change.
+async fn sent_as_committed(tx: &mut Transaction, engine: Engine, tx_no: &TxNo) -> StorageResult<Option<TransferRow>> {
+    if engine == Engine::MySql {
+        let live: Option<TransferRow> =
+            sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ? LOCK IN SHARE MODE"))
+                .bind(tx_no.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+        if live.is_some() {
+            return Ok(live);
+        }
+    }
+    Ok(sqlx::query_as(&select_transfer_out_anywhere("tx_no"))
+        .bind(tx_no.as_str())
+        .bind(tx_no.as_str())
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// A row of `settlement_outbox`: `tx_no`, `to_bank`, `outcome`, `reason`.
+type OutboxRow = (String, String, String, Option<String>);
+
+/// The report an outbox row holds.
+fn pending_settlement((tx_no, to_bank, outcome, reason): OutboxRow) -> StorageResult<PendingSettlement> {
+    let settlement = match TransferState::from_str(&outcome).map_err(StorageError::Corrupt)? {
+        TransferState::Credited => Settlement::Credited,
+        TransferState::Returned => Settlement::Returned {
+            reason: reason.unwrap_or_default(),
+        },
+        other => return Err(StorageError::Corrupt(format!("outbox holds a {other} report"))),
+    };
+    Ok(PendingSettlement {
+        tx_no: parse(TxNo::parse(&tx_no))?,
+        to_bank: parse(BankId::parse(&to_bank))?,
+        settlement,
+    })
+}
+
 impl Store {
     /// Settlement reports not yet sent, oldest first, at most `limit`.
     pub async fn pending_settlements(&self, limit: u32) -> StorageResult<Vec<PendingSettlement>> {
-        let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<OutboxRow> = sqlx::query_as(
             "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ?",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(tx_no, to_bank, outcome, reason)| {
-                let settlement = match TransferState::from_str(&outcome).map_err(StorageError::Corrupt)? {
-                    TransferState::Credited => Settlement::Credited,
-                    TransferState::Returned => Settlement::Returned {
-                        reason: reason.unwrap_or_default(),
-                    },
-                    other => return Err(StorageError::Corrupt(format!("outbox holds a {other} report"))),
-                };
-                Ok(PendingSettlement {
-                    tx_no: parse(TxNo::parse(&tx_no))?,
-                    to_bank: parse(BankId::parse(&to_bank))?,
-                    settlement,
-                })
-            })
-            .collect()
+        rows.into_iter().map(pending_settlement).collect()
+    }
+
+    /// Hands the oldest reports of the outbox, at most `limit`, to `send`, and removes
+    /// from the outbox those `send` answers it sent; answers how many it removed.
+    ///
+    /// Every instance of a bank relays the one outbox. On MySQL the reports are taken
+    /// with `FOR UPDATE SKIP LOCKED` in a transaction that lasts until they are removed,
+    /// so that the other instances' relays pass over them instead of sending each report
+    /// once per instance (at `READ COMMITTED`, which locks the rows read and no gap, so
+    /// credits queue new reports meanwhile). A relay that dies mid-send releases them
+    /// with its connection. On SQLite (one host, one writer) every relay reads them all;
+    /// a report sent twice is absorbed by its receiver.
+    pub async fn relay_outbox<F, Fut>(&self, limit: u32, send: F) -> StorageResult<usize>
+    where
+        F: FnOnce(Vec<PendingSettlement>) -> Fut,
+        Fut: std::future::Future<Output = Vec<TxNo>>,
+    {
+        if self.engine == Engine::Sqlite {
+            let sent = send(self.pending_settlements(limit).await?).await;
+            self.settlements_sent(&sent).await?;
+            return Ok(sent.len());
+        }
+        let mut conn = self.pool.acquire().await?;
+        // Applies to the next transaction of this connection only.
+        conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+        let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+        let rows: Vec<OutboxRow> = sqlx::query_as(
+            "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ? \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let pending = rows
+            .into_iter()
+            .map(pending_settlement)
+            .collect::<StorageResult<Vec<_>>>()?;
+        let sent = send(pending).await;
+        for chunk in sent.chunks(500) {
+            let statement = format!(
+                "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut removing = sqlx::query(&statement).persistent(false);
+            for tx_no in chunk {
+                removing = removing.bind(tx_no.as_str());
+            }
+            removing.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(sent.len())
     }
 
     /// Removes settlement reports from the outbox once the broker stored them: one
@@ -183,8 +258,71 @@ impl Store {
     ) -> StorageResult<SettlementOutcome> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        let outcome = settle_in(&mut tx, &self.bank, tx_no, reporter, settlement).await?;
+        let outcome = settle_in(&mut tx, self.engine, &self.bank, tx_no, reporter, settlement).await?;
         tx.commit().await?;
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use txbank_domain::{AccountName, AccountNo, Amount, Money, Party, Transfer};
+
+    /// Two instances of bank1 on one fresh database of the MariaDB server the tests use.
+    async fn two_instances() -> (Store, Store) {
+        let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+        let name = format!("txbank_t_{}", TxNo::generate().as_str().replace('-', ""));
+        let url = crate::create_mysql_database(&server, &name)
+            .await
+            .expect("MySQL/MariaDB must run for the tests (scripts/test.sh starts it)");
+        let bank = BankId::parse("bank1").unwrap();
+        let first = Store::connect(bank.clone(), &url, 2).await.unwrap();
+        first.migrate().await.unwrap();
+        let second = Store::connect(bank, &url, 2).await.unwrap();
+        (first, second)
+    }
+
+    #[tokio::test]
+    async fn a_report_applied_by_another_instance_meanwhile_is_already_applied_not_a_conflict() {
+        let (first, second) = two_instances().await;
+        let account = AccountNo::parse("1").unwrap();
+        let holder = AccountName::parse("Zhang San").unwrap();
+        first
+            .open_account_if_absent(&account, &holder, Money::parse("100").unwrap())
+            .await
+            .unwrap();
+        let party = |bank: &str, no: &str| Party {
+            bank: BankId::parse(bank).unwrap(),
+            account: AccountNo::parse(no).unwrap(),
+        };
+        let amount = Amount::parse("1").unwrap();
+        let transfer = Transfer::new(TxNo::generate(), party("bank1", "1"), party("bank2", "2"), amount).unwrap();
+        first.debit_and_record(&transfer, None).await.unwrap();
+        let bank2 = BankId::parse("bank2").unwrap();
+
+        // The first instance's transaction reads before the second instance applies the
+        // same report (two instances of bank2 both sent it): its snapshot says debited.
+        let mut tx = first.pool.begin().await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM transfer_out")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let applied = second
+            .apply_settlement(&transfer.tx_no, &bank2, &Settlement::Credited)
+            .await
+            .unwrap();
+        assert_eq!(applied, SettlementOutcome::Applied);
+        let again = settle_in(
+            &mut tx,
+            Engine::MySql,
+            &first.bank,
+            &transfer.tx_no,
+            &bank2,
+            &Settlement::Credited,
+        )
+        .await;
+        tx.commit().await.unwrap();
+        assert_eq!(again.unwrap(), SettlementOutcome::AlreadyApplied);
     }
 }

@@ -767,3 +767,39 @@ async fn the_ledgers_of_a_sqlite_bank_and_a_mysql_bank_account_for_every_cent() 
         (1, 1, 1, 0)
     );
 }
+
+#[tokio::test]
+async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_mysql() {
+    let url = fresh_mysql_database().await;
+    let first = Store::connect(bank("bank2"), &url, 2).await.unwrap();
+    first.migrate().await.unwrap();
+    first
+        .open_account_if_absent(&no("2"), &AccountName::parse("李四的账户").unwrap(), money("0"))
+        .await
+        .unwrap();
+    let second = Store::connect(bank("bank2"), &url, 2).await.unwrap();
+    for amount in ["1", "2", "3"] {
+        first.credit_once(&transfer(amount)).await.unwrap();
+    }
+    let other_instance = &second;
+    let removed = first
+        .relay_outbox(10, |pending| async move {
+            assert_eq!(pending.len(), 3);
+            // Another instance's relay, meanwhile, finds nothing to send.
+            let others = other_instance
+                .relay_outbox(10, |theirs| async move {
+                    assert!(theirs.is_empty(), "sent twice: {theirs:?}");
+                    Vec::new()
+                })
+                .await
+                .unwrap();
+            assert_eq!(others, 0);
+            // One report's send failed: it stays for the next round.
+            pending.iter().skip(1).map(|report| report.tx_no.clone()).collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    let left = second.pending_settlements(10).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+}

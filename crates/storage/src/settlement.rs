@@ -134,6 +134,23 @@ async fn sent_as_committed(tx: &mut Transaction, engine: Engine, tx_no: &TxNo) -
         .await?)
 }
 
+/// Most reports one `DELETE` removes from the outbox.
+const REMOVED_PER_STATEMENT: usize = 500;
+
+/// Removes the reports of `tx_nos` (at most [`REMOVED_PER_STATEMENT`]) from the outbox.
+async fn remove_from_outbox(conn: &mut sqlx::AnyConnection, tx_nos: &[TxNo]) -> StorageResult<()> {
+    let statement = format!(
+        "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
+        placeholders(tx_nos.len())
+    );
+    let mut removing = sqlx::query(&statement).persistent(false);
+    for tx_no in tx_nos {
+        removing = removing.bind(tx_no.as_str());
+    }
+    removing.execute(conn).await?;
+    Ok(())
+}
+
 /// A row of `settlement_outbox`: `tx_no`, `to_bank`, `outcome`, `reason`.
 type OutboxRow = (String, String, String, Option<String>);
 
@@ -201,16 +218,8 @@ impl Store {
             .map(pending_settlement)
             .collect::<StorageResult<Vec<_>>>()?;
         let sent = send(pending).await;
-        for chunk in sent.chunks(500) {
-            let statement = format!(
-                "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut removing = sqlx::query(&statement).persistent(false);
-            for tx_no in chunk {
-                removing = removing.bind(tx_no.as_str());
-            }
-            removing.execute(&mut *tx).await?;
+        for chunk in sent.chunks(REMOVED_PER_STATEMENT) {
+            remove_from_outbox(&mut tx, chunk).await?;
         }
         tx.commit().await?;
         Ok(sent.len())
@@ -227,21 +236,13 @@ impl Store {
             return Ok(());
         }
         let _turn = self.write_turn().await;
-        for chunk in tx_nos.chunks(500) {
-            let statement = format!(
-                "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut removing = sqlx::query(&statement).persistent(false);
-            for tx_no in chunk {
-                removing = removing.bind(tx_no.as_str());
-            }
+        for chunk in tx_nos.chunks(REMOVED_PER_STATEMENT) {
             let mut conn = self.pool.acquire().await?;
             if self.engine == Engine::MySql {
                 // Applies to the next transaction of this connection only: the DELETE.
                 conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
             }
-            removing.execute(&mut *conn).await?;
+            remove_from_outbox(&mut conn, chunk).await?;
         }
         Ok(())
     }

@@ -414,23 +414,25 @@ impl System {
                     );
             }
         }
-        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
-        self.children.push((name.clone(), child));
+        let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
         // A bank listens once its topics are ready, which needs a broker registered with
         // the name server: after a name-server restart, up to the broker's next
-        // registration.
+        // registration. A part that exits meanwhile fails the start at once.
+        let log = logs.join(format!("{name}.log"));
         let deadline = Instant::now() + Duration::from_secs(120);
         while !answers(role, listen).await {
-            if Instant::now() > deadline {
-                let log = logs.join(format!("{name}.log"));
-                bail!(
-                    "{name} did not listen on {listen}; the end of {}:\n{}",
-                    log.display(),
-                    last_lines(&log, 30)
-                );
+            let ended = child.try_wait()?;
+            if ended.is_some() || Instant::now() > deadline {
+                let what = match ended {
+                    Some(status) => format!("{name} ended ({status}) before it listened on {listen}"),
+                    None => format!("{name} did not listen on {listen}"),
+                };
+                let _ = child.kill().await;
+                bail!("{what}; the end of {}:\n{}", log.display(), last_lines(&log, 30));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.children.push((name, child));
         Ok(())
     }
 

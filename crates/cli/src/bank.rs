@@ -11,8 +11,8 @@ use txbank_domain::{AccountNo, BankId, Party};
 use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
-    ensure_topic_queues, Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Redriver, Routes,
-    SettlementRelay, TopicKeeper, TransferProducer,
+    Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Redriver, Routes, SettlementRelay, TopicKeeper,
+    TransferProducer,
 };
 use txbank_storage::Store;
 
@@ -67,9 +67,6 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     let mut settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
     settings.transfers_per_message = config.messaging.transfers_per_message;
     let routes = Routes::new(config.routes()?).with_silent(config.silent_banks()?);
-    for topic in routes.topics() {
-        ensure_topic_queues(mq, &settings, topic, config.messaging.topic_queues).await?;
-    }
     let topics = routes.topics().map(str::to_string).collect();
     let keeper = TopicKeeper::start(mq, &settings, topics, config.messaging.topic_queues).await?;
     let seed = SeedDefaults {

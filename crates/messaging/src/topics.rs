@@ -141,7 +141,8 @@ pub struct TopicKeeper {
 }
 
 impl TopicKeeper {
-    /// Starts keeping `topics`, with `queues` queues on a broker that lacks one.
+    /// Makes sure of `topics` as [`ensure_topic_queues`] does, each with `queues` queues
+    /// at least, then keeps them, with `queues` queues on a broker that lacks one.
     pub async fn start(
         client: &MqClient,
         settings: &MqSettings,
@@ -149,6 +150,12 @@ impl TopicKeeper {
         queues: u32,
     ) -> Result<TopicKeeper, MessagingError> {
         let mut admin = start_admin(client, settings, "topics").await?;
+        for topic in &topics {
+            if let Err(error) = create_everywhere(&admin, topic, queues).await {
+                admin.shutdown().await;
+                return Err(error);
+            }
+        }
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {

@@ -177,13 +177,21 @@ impl From<MessagingError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and the JSON body this error answers with.
+    pub(crate) fn status_and_body(&self) -> (StatusCode, serde_json::Value) {
         let (status, code) = self.status_and_code();
         let mut body = json!({ "error": { "code": code, "message": self.to_string() } });
         if let Some(tx_no) = self.tx_no() {
             body["tx_no"] = json!(tx_no.as_str());
         }
+        (status, body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
         let mut response = (status, Json(body)).into_response();
         match self {
             ApiError::Unauthorized => {

@@ -6,6 +6,7 @@
 
 mod accounts;
 mod auth;
+mod batch;
 mod error;
 mod health;
 mod openapi;
@@ -24,20 +25,33 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Declares every route once: the router is built from this list, and
 /// [`ROUTES`] lists the same routes for the test that holds the OpenAPI document to them.
+/// A route may name a larger body limit than [`MAX_BODY_BYTES`] in brackets.
 macro_rules! routes {
-    ($($method:ident $path:literal => $handler:path,)*) => {
+    ($($method:ident $path:literal => $handler:path $([$limit:expr])?,)*) => {
         /// Every route as `(method, path)`, in axum's path syntax.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path),)*];
 
         fn routes() -> Router<AppState> {
-            Router::new()$(.route($path, axum::routing::$method($handler)))*
+            Router::new()$(.route(
+                $path,
+                axum::routing::$method($handler).layer(DefaultBodyLimit::max(body_limit(&[$($limit)?]))),
+            ))*
         }
     };
+}
+
+/// The body limit of a route: the one it names, else [`MAX_BODY_BYTES`].
+const fn body_limit(named: &[usize]) -> usize {
+    match named {
+        [limit] => *limit,
+        _ => MAX_BODY_BYTES,
+    }
 }
 
 routes! {
     get "/transfer" => transfers::seed_transfer,
     post "/transfers" => transfers::create,
+    post "/transfers/batch" => batch::create [batch::MAX_BATCH_BODY_BYTES],
     get "/transfers" => transfers::list,
     get "/transfers/{tx_no}" => transfers::show,
     get "/accounts" => accounts::list,

@@ -1,5 +1,5 @@
 //! Transfers: the seed's `GET /transfer`, `POST /transfers`, `GET /transfers` and
-//! `GET /transfers/{tx_no}`.
+//! `GET /transfers/{tx_no}` (`POST /transfers/batch` is in `batch`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub(crate) struct TransferView {
 }
 
 impl TransferView {
-    fn new(transfer: &Transfer, state: &'static str, reason: Option<String>) -> Self {
+    pub(crate) fn new(transfer: &Transfer, state: &'static str, reason: Option<String>) -> Self {
         TransferView {
             tx_no: transfer.tx_no.to_string(),
             state,
@@ -46,7 +46,12 @@ impl TransferView {
         }
     }
 
-    fn of(record: &TransferRecord) -> Self {
+    /// Where the transfer stands (`debited`, `credited`, ...).
+    pub(crate) fn state(&self) -> &'static str {
+        self.state
+    }
+
+    pub(crate) fn of(record: &TransferRecord) -> Self {
         TransferView {
             created_at_ms: Some(record.created_at_ms),
             ..TransferView::new(&record.transfer, record.state.as_str(), record.reason.clone())
@@ -54,7 +59,7 @@ impl TransferView {
     }
 }
 
-type Created = (StatusCode, Json<TransferView>);
+pub(crate) type Created = (StatusCode, Json<TransferView>);
 
 /// The body of `POST /transfers`. The amount may be a decimal string (`"100.50"`) or a
 /// JSON number (`100.50`); either way it is read from its exact text.
@@ -81,31 +86,43 @@ pub(crate) async fn create(
 ) -> Result<Created, ApiError> {
     let Json(request) = body.map_err(reject_body)?;
     let key = idempotency_key(&headers, request.idempotency_key.as_deref())?;
-    let to_bank = match &request.to_bank {
-        Some(bank) => BankId::parse(bank)?,
-        None => state.seed_destination.bank.clone(),
-    };
-    if to_bank != state.bank && !state.producer.routes().reaches(&to_bank) {
-        return Err(ApiError::invalid(
-            "unknown_bank",
-            format!("bank {to_bank} is not among the banks {} sends to", state.bank),
-        ));
-    }
-    let from = AccountNo::parse(&request.from)?;
-    caller.may_use(&from)?;
-    let transfer = Transfer::new(
-        TxNo::generate(),
-        Party {
-            bank: state.bank.clone(),
-            account: from,
-        },
-        Party {
-            bank: to_bank,
-            account: AccountNo::parse(&request.to)?,
-        },
-        parse_amount(&request.amount)?,
-    )?;
+    let transfer = request.transfer(&state, &caller)?;
     submit(&state, transfer, key).await
+}
+
+impl CreateTransfer {
+    /// The transfer asked for, with a new transaction number, if `caller` may send it.
+    pub(crate) fn transfer(&self, state: &AppState, caller: &Caller) -> Result<Transfer, ApiError> {
+        let to_bank = match &self.to_bank {
+            Some(bank) => BankId::parse(bank)?,
+            None => state.seed_destination.bank.clone(),
+        };
+        if to_bank != state.bank && !state.producer.routes().reaches(&to_bank) {
+            return Err(ApiError::invalid(
+                "unknown_bank",
+                format!("bank {to_bank} is not among the banks {} sends to", state.bank),
+            ));
+        }
+        let from = AccountNo::parse(&self.from)?;
+        caller.may_use(&from)?;
+        Ok(Transfer::new(
+            TxNo::generate(),
+            Party {
+                bank: state.bank.clone(),
+                account: from,
+            },
+            Party {
+                bank: to_bank,
+                account: AccountNo::parse(&self.to)?,
+            },
+            parse_amount(&self.amount)?,
+        )?)
+    }
+
+    /// The idempotency key in the body, if any.
+    pub(crate) fn key(&self) -> Result<Option<IdempotencyKey>, ApiError> {
+        Ok(self.idempotency_key.as_deref().map(IdempotencyKey::parse).transpose()?)
+    }
 }
 
 /// The seed's `GET /transfer?accountNo=1&amount=100`: Zhang San pays Li Si.
@@ -197,7 +214,11 @@ pub(crate) async fn show(
 ///
 /// The send runs in its own task, so a client that hangs up does not cut a transfer off
 /// between its half message and its local transaction.
-async fn submit(state: &AppState, transfer: Transfer, key: Option<IdempotencyKey>) -> Result<Created, ApiError> {
+pub(crate) async fn submit(
+    state: &AppState,
+    transfer: Transfer,
+    key: Option<IdempotencyKey>,
+) -> Result<Created, ApiError> {
     if let Some(key) = &key {
         if let Some(existing) = state.store.transfer_out_by_key(key).await? {
             return replay(existing, &transfer);
@@ -247,7 +268,7 @@ async fn replay_key(state: &AppState, existing: TxNo, requested: &Transfer) -> R
 }
 
 /// The answer to a retried request: the first transfer, if the parameters match.
-fn replay(existing: TransferRecord, requested: &Transfer) -> Result<Created, ApiError> {
+pub(crate) fn replay(existing: TransferRecord, requested: &Transfer) -> Result<Created, ApiError> {
     let same = existing.transfer.from == requested.from
         && existing.transfer.to_bank == requested.to_bank
         && existing.transfer.to == requested.to

@@ -14,7 +14,7 @@ use txbank_messaging::{
     Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Redriver, Routes, SettlementRelay, TopicKeeper,
     TransferProducer,
 };
-use txbank_storage::Store;
+use txbank_storage::{Engine, Store};
 
 use crate::config::BankConfig;
 
@@ -44,6 +44,9 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     let store = Store::connect(bank.clone(), &config.database_url, config.max_connections)
         .await
         .with_context(|| format!("{bank}: cannot open the database"))?;
+    if store.engine() == Engine::Sqlite {
+        tracing::info!(%bank, "SQLite writes one transaction at a time per file: run one instance of this bank; more instances on the same file share that writer and add no throughput (docs/SCALING.md)");
+    }
     if config.migrate_on_start {
         for migration in store
             .migrate()

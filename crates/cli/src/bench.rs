@@ -77,10 +77,19 @@ pub struct BenchArgs {
     /// bank2, made over the year before the last 8 days (needs --accounts).
     #[arg(long, default_value_t = 0)]
     pub preload: u64,
-    /// Before the run, open this many accounts in each bank (`pre-1`, ...), which the
-    /// preloaded transfers go between.
+    /// Before the run, open this many accounts in each bank (`pre-1`, ...), 1,000,000.00
+    /// each, and spread the load over them: each transfer goes from one of them, picked
+    /// at random, to another in the other bank (and so do the preloaded transfers).
+    /// Without it every transfer debits one account and credits one: the hot case.
     #[arg(long, default_value_t = 0)]
     pub accounts: u64,
+    /// Send from bank2 to bank1 too: half the clients send each way.
+    #[arg(long)]
+    pub both_ways: bool,
+    /// Each client sends batches of this many transfers through `POST /transfers/batch`
+    /// (at most 1,000) instead of one transfer a request.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
     /// Name servers; every part is given the whole list.
     #[arg(long, default_value_t = 1)]
     pub namesrvs: usize,
@@ -130,6 +139,12 @@ struct BenchReport {
     audit_clean: bool,
     /// Seconds the auditor took to read both banks and check them, at the end.
     audit_s: f64,
+    /// Accounts per bank the load was spread over (0: every transfer from one hot
+    /// account to one), and whether it went both ways.
+    spread_over_accounts: u64,
+    both_ways: bool,
+    /// Transfers per batch request (0: one transfer a request).
+    batch: usize,
     /// Settled transfers and accounts the books held before the run.
     preloaded_transfers: u64,
     preloaded_accounts: u64,
@@ -190,6 +205,12 @@ struct SecondPoint {
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.duration == 0 || args.concurrency == 0 || args.reference_seconds == 0 {
         bail!("--duration, --concurrency and --reference-seconds must be at least 1");
+    }
+    if args.batch > 1000 {
+        bail!("--batch is at most 1000, the most one batch request holds");
+    }
+    if args.both_ways && args.accounts == 0 {
+        bail!("--both-ways needs --accounts: the transfers from bank2 come from those accounts");
     }
     if args.preload > 0 && args.accounts == 0 {
         bail!("--preload needs --accounts: the preloaded transfers go between those accounts");
@@ -420,8 +441,8 @@ async fn measure(
     reference: Reference,
     database: &'static str,
 ) -> Result<BenchReport> {
-    let instances = system.instance_urls("bank1");
-    let bank1 = instances.first().context("no bank1")?;
+    let senders = [system.instance_urls("bank1"), system.instance_urls("bank2")];
+    let bank1 = senders[0].first().context("no bank1")?;
     let http = reqwest::Client::new();
     let opened = http
         .post(format!("{bank1}/accounts"))
@@ -440,28 +461,40 @@ async fn measure(
     let cpu_at_start = CpuReading::take(system);
     let clients: Vec<_> = (0..args.concurrency)
         .map(|client| {
-            let url = format!("{}/transfers", instances[client % instances.len()]);
+            let reverse = args.both_ways && client % 2 == 1;
+            let instances = &senders[usize::from(reverse)];
+            let base = &instances[client / 2 % instances.len()];
+            let batch = args.batch;
+            let url = match batch {
+                0 => format!("{base}/transfers"),
+                _ => format!("{base}/transfers/batch"),
+            };
+            let to_bank = if reverse { "bank1" } else { "bank2" };
+            let mut pick = Picker::new(client as u64, args.accounts, to_bank);
             let (http, token) = (http.clone(), system.token().to_string());
             let debited_so_far = Arc::clone(&debited_so_far);
             tokio::spawn(async move {
-                let (mut latencies, mut failed) = (Vec::new(), 0usize);
+                let (mut latencies, mut debited, mut failed) = (Vec::new(), 0usize, 0usize);
                 while Instant::now() < deadline {
                     let started = Instant::now();
-                    let sent = http
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .json(&json!({"from": SOURCE_ACCOUNT, "to": "2", "amount": "0.01"}))
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(response) if response.status().as_u16() == 201 => {
-                            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-                            debited_so_far.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => failed += 1,
+                    let body = match batch {
+                        0 => pick.next_transfer(),
+                        _ => json!({"transfers": (0..batch).map(|_| pick.next_transfer()).collect::<Vec<_>>()}),
+                    };
+                    let sent = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                    let (moved, asked) = match sent {
+                        Ok(response) if batch == 0 => (usize::from(response.status().as_u16() == 201), 1),
+                        Ok(response) => (debited_in_batch(response).await, batch),
+                        Err(_) => (0, batch.max(1)),
+                    };
+                    if moved > 0 {
+                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
                     }
+                    debited += moved;
+                    failed += asked - moved;
+                    debited_so_far.fetch_add(moved, Ordering::Relaxed);
                 }
-                (latencies, failed)
+                (latencies, debited, failed)
             })
         })
         .collect();
@@ -472,13 +505,13 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     progress.finish_and_clear();
-    let (mut http_latencies, mut failed) = (Vec::new(), 0);
+    let (mut http_latencies, mut debited, mut failed) = (Vec::new(), 0, 0);
     for client in clients {
-        let (latencies, failures) = client.await?;
+        let (latencies, moved, failures) = client.await?;
         http_latencies.extend(latencies);
+        debited += moved;
         failed += failures;
     }
-    let debited = http_latencies.len();
 
     // Wait until bank2 credited everything bank1 debited (bank1 heard of each), asking
     // bank1's database for the count only: reading whole ledgers meanwhile would slow
@@ -487,16 +520,18 @@ async fn measure(
     // missing in bank2. Such a reading is taken again; a real violation stays.
     let settle_deadline = Instant::now() + Duration::from_secs(120);
     let waiting = crate::progress::spinner("waiting for bank2 to credit everything");
-    let bank1 = system.store("bank1").await?;
+    let stores = [system.store("bank1").await?, system.store("bank2").await?];
     loop {
-        let (in_flight, _) = bank1.in_flight().await?;
+        let mut in_flight = 0;
+        for store in &stores {
+            in_flight += store.in_flight().await?.0;
+        }
         if in_flight == 0 || Instant::now() > settle_deadline {
             break;
         }
-        waiting.set_message(format!("waiting for bank2: {in_flight} transfers in flight"));
+        waiting.set_message(format!("waiting for the banks: {in_flight} transfers in flight"));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bank1.close().await;
     let cpu_at_end = CpuReading::take(system);
     let auditing = Instant::now();
     let mut audit = system.audit().await?;
@@ -513,11 +548,15 @@ async fn measure(
         .into_iter()
         .filter_map(|(part, pid)| Some((part, peak_memory_kib(pid)? as f64 / 1024.0)))
         .collect();
-    let (bank1, bank2) = (system.store("bank1").await?, system.store("bank2").await?);
-    let sent: HashMap<String, i64> = bank1.recorded_times(true, load_started_ms).await?.into_iter().collect();
-    let received = bank2.recorded_times(false, load_started_ms).await?;
-    bank1.close().await;
-    bank2.close().await;
+    let mut sent: HashMap<String, i64> = HashMap::new();
+    let mut received = Vec::new();
+    for store in &stores {
+        sent.extend(store.recorded_times(true, load_started_ms).await?);
+        received.extend(store.recorded_times(false, load_started_ms).await?);
+    }
+    for store in stores {
+        store.close().await;
+    }
     // (credited at, debit-to-credit ms) of each transfer.
     let credits: Vec<(i64, f64)> = received
         .iter()
@@ -567,6 +606,9 @@ async fn measure(
         audit_clean: audit.is_clean() && audit.in_flight == 0,
         in_flight_at_end: audit.in_flight,
         audit_s,
+        spread_over_accounts: args.accounts,
+        both_ways: args.both_ways,
+        batch: args.batch,
         preloaded_transfers: args.preload,
         preloaded_accounts: args.accounts,
         preload_s: 0.0,
@@ -574,6 +616,47 @@ async fn measure(
         violations: audit.violations.iter().map(|v| format!("{v:?}")).collect(),
         series: per_second(&credits, first),
     })
+}
+
+/// How many transfers of a batch request's answer were debited.
+async fn debited_in_batch(response: reqwest::Response) -> usize {
+    let Ok(answer) = response.json::<serde_json::Value>().await else {
+        return 0;
+    };
+    answer["outcomes"]["debited"].as_u64().unwrap_or(0) as usize
+}
+
+/// The transfers one client sends to `to_bank`: 0.01 from the hot source to account 2,
+/// or, over `accounts` accounts, from one at random to another at random (xorshift, seeded by
+/// the client, so that each run sends the same).
+struct Picker {
+    state: u64,
+    accounts: u64,
+    to_bank: &'static str,
+}
+
+impl Picker {
+    fn new(client: u64, accounts: u64, to_bank: &'static str) -> Picker {
+        Picker {
+            state: (client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            accounts,
+            to_bank,
+        }
+    }
+
+    fn account(&mut self) -> String {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        format!("pre-{}", self.state % self.accounts + 1)
+    }
+
+    fn next_transfer(&mut self) -> serde_json::Value {
+        if self.accounts == 0 {
+            return json!({"from": SOURCE_ACCOUNT, "to": "2", "to_bank": self.to_bank, "amount": "0.01"});
+        }
+        json!({"from": self.account(), "to": self.account(), "to_bank": self.to_bank, "amount": "0.01"})
+    }
 }
 
 /// CPU time used so far by each part of the system and by this process, and by the
@@ -658,6 +741,17 @@ fn report_chart(report: &BenchReport) -> crate::chart::Chart {
 }
 
 fn print_report(report: &BenchReport) {
+    match (report.spread_over_accounts, report.both_ways) {
+        (0, _) => println!("load                  one hot account to one, bank1 to bank2"),
+        (accounts, false) => println!("load                  over {accounts} accounts per bank, bank1 to bank2"),
+        (accounts, true) => println!("load                  over {accounts} accounts per bank, both ways"),
+    }
+    if report.batch > 0 {
+        println!(
+            "                      in batches of {} (POST /transfers/batch)",
+            report.batch
+        );
+    }
     if report.preloaded_transfers > 0 || report.preloaded_accounts > 0 {
         println!(
             "books preloaded       {} settled transfers, {} accounts per bank, in {:.0} s",

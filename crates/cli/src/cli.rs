@@ -57,23 +57,31 @@ pub enum Command {
         #[command(flatten)]
         source: BankSource,
     },
-    /// Transfer money (asks the sending bank's API).
+    /// Transfer money (asks the sending bank's API): one transfer, or a CSV file of them.
     Transfer {
         /// Source account.
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        from: Option<String>,
         /// Destination account.
-        #[arg(long)]
-        to: String,
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        to: Option<String>,
         /// Destination bank (default: the sending bank's configured destination).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         to_bank: Option<String>,
         /// Amount, a decimal with at most 2 places.
-        #[arg(long)]
-        amount: String,
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        amount: Option<String>,
         /// Makes a retried command return the first transfer instead of paying twice.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         idempotency_key: Option<String>,
+        /// A CSV file of transfers, sent in batches of up to 1,000: a header line naming
+        /// the columns `from`, `to`, `amount` and optionally `to_bank` and
+        /// `idempotency_key` (which makes running the file again pay nobody twice).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// With --file: debit every transfer of the file or none (at most 1,000).
+        #[arg(long, requires = "file")]
+        all_or_nothing: bool,
         /// The sending bank's API.
         #[arg(long, default_value = "http://127.0.0.1:56081", env = "TXBANK_BANK_URL")]
         url: String,

@@ -26,7 +26,7 @@ mod up;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
@@ -69,15 +69,21 @@ fn main() -> Result<()> {
             to_bank,
             amount,
             idempotency_key,
+            file,
+            all_or_nothing,
             url,
             login,
-        } => client::transfer(
-            &url,
-            (&from, &to, to_bank.as_deref()),
-            &amount,
-            idempotency_key.as_deref(),
-            &login,
-        ),
+        } => match (file, from, to, amount) {
+            (Some(file), ..) => client::transfer_file(&url, &file, all_or_nothing, &login),
+            (None, Some(from), Some(to), Some(amount)) => client::transfer(
+                &url,
+                (&from, &to, to_bank.as_deref()),
+                &amount,
+                idempotency_key.as_deref(),
+                &login,
+            ),
+            _ => bail!("give --from, --to and --amount, or --file"),
+        },
         Command::Balance {
             bank,
             account,

@@ -16,6 +16,10 @@ use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, Set
 /// 32 transfers each take four (64 took sixteen, docs/PERFORMANCE.md).
 const MAX_BATCH: usize = 256;
 
+/// Most messages whose debits commit in one transaction: 16 messages of 32 transfers
+/// hold a transaction's size near a full delivery batch's.
+const MAX_MESSAGES: usize = 16;
+
 /// Why a queued request got no answer.
 const SHUTTING_DOWN: &str = "the bank is shutting down";
 
@@ -26,17 +30,17 @@ struct Batches<R, O> {
 
 impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
     /// Starts the applying task on the current runtime: it hands `apply` what is queued
-    /// (up to [`MAX_BATCH`]) and expects one outcome per request, in order. It ends when
-    /// every handle is gone.
-    fn start<F, Fut>(mut apply: F) -> Batches<R, O>
+    /// (up to `most` requests) and expects one outcome per request, in order. It ends
+    /// when every handle is gone.
+    fn start<F, Fut>(most: usize, mut apply: F) -> Batches<R, O>
     where
         F: FnMut(Vec<R>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<O>> + Send,
     {
         let (queue, mut queued) = mpsc::unbounded_channel::<(R, oneshot::Sender<O>)>();
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let mut batch = Vec::with_capacity(most);
+            while queued.recv_many(&mut batch, most).await > 0 {
                 let (requests, replies): (Vec<R>, Vec<_>) = batch.drain(..).unzip();
                 for (reply, outcome) in replies.into_iter().zip(apply(requests).await) {
                     let _ = reply.send(outcome);
@@ -89,7 +93,7 @@ impl GroupCommit {
     /// Starts applying deliveries to `store`; a failed batch rolls back whole, and each
     /// of its callbacks hears why.
     pub(crate) fn start(store: Store) -> GroupCommit {
-        let deliveries = Batches::start(move |deliveries: Vec<Delivery>| {
+        let deliveries = Batches::start(MAX_BATCH, move |deliveries: Vec<Delivery>| {
             let store = store.clone();
             async move {
                 match store.apply_deliveries(&deliveries).await {
@@ -149,7 +153,7 @@ pub(crate) struct DebitGroup {
 impl DebitGroup {
     /// Starts debiting in `store` (see [`Store::debit_all`]).
     pub(crate) fn start(store: Store) -> DebitGroup {
-        let debits = Batches::start(move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
+        let debits = Batches::start(MAX_BATCH, move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
             let store = store.clone();
             async move { store.debit_all(&requests).await }
         });
@@ -165,5 +169,44 @@ impl DebitGroup {
         key: Option<IdempotencyKey>,
     ) -> Result<Result<DebitOutcome, StorageError>, &'static str> {
         self.debits.enqueue((transfer, key)).answer().await
+    }
+}
+
+/// The debits of a message's transfers, all or none.
+type MessageDebit = Vec<(Transfer, Option<IdempotencyKey>)>;
+
+/// The handle a producer's messages queue their local transactions through: the debits
+/// of the messages waiting at the same moment commit in one database transaction, each
+/// message's all or none (see [`Store::debit_messages`]), so that more messages on their
+/// way do not cost a durable commit each.
+#[derive(Clone)]
+pub(crate) struct MessageDebits {
+    debits: Batches<MessageDebit, Result<bool, String>>,
+}
+
+impl MessageDebits {
+    /// Starts debiting messages' transfers in `store`.
+    pub(crate) fn start(store: Store) -> MessageDebits {
+        let debits = Batches::start(MAX_MESSAGES, move |messages: Vec<MessageDebit>| {
+            let store = store.clone();
+            async move {
+                let each: Vec<&[(Transfer, Option<IdempotencyKey>)]> = messages.iter().map(Vec::as_slice).collect();
+                match store.debit_messages(&each).await {
+                    Ok(debited) => debited.into_iter().map(Ok).collect(),
+                    Err(error) => {
+                        let error = error.to_string();
+                        messages.iter().map(|_| Err(error.clone())).collect()
+                    }
+                }
+            }
+        });
+        MessageDebits { debits }
+    }
+
+    /// Debits the transfers of one message with the other messages queued: true when all
+    /// were debited, false when none was (one of them must be debited on its own), `Err`
+    /// when the transaction failed and nothing changed.
+    pub(crate) async fn debit(&self, message: MessageDebit) -> Result<bool, String> {
+        self.debits.enqueue(message).answer().await?
     }
 }

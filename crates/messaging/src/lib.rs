@@ -45,7 +45,7 @@ pub use client::{MqClient, MqSettings, DEFAULT_TRANSFERS_PER_MESSAGE};
 pub use consumer::{Acceptance, CreditConsumer};
 pub use error::MessagingError;
 pub use probe::BrokerProbe;
-pub use producer::{SendOutcome, TransferProducer};
+pub use producer::{GroupOutcome, SendOutcome, TransferProducer};
 pub use publish::publish;
 pub use redrive::{Redriver, LONGEST_PAUSE as LONGEST_REDRIVE_PAUSE};
 pub use relay::SettlementRelay;

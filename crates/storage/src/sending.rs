@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
 
-use crate::accounts::account_in;
+use crate::accounts::{account_in, AccountRecord};
 use crate::receiving::{credit, record_incoming, remember_all};
 use crate::script::{in_runs, Script, Value};
 use crate::store::{is_unique_violation, now_ms, rows, StorageResult, Store, Transaction, TransferRow};
@@ -69,6 +69,47 @@ pub(crate) async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageR
             requested: transfer.amount.money(),
         },
     })
+}
+
+/// The statements that record and debit `requests` together, at `now`: the transfers in
+/// `transfer_out`, one debit per source covering its part of the sum, and their
+/// `de_duplication` rows. They change what they aim at only when every one is new and
+/// every source covers its part.
+fn debit_script(requests: &[(Transfer, Option<IdempotencyKey>)], now: i64) -> Script<'_> {
+    let mut script = Script::default();
+    for run in in_runs(requests) {
+        let rows = run.iter().map(|(transfer, key)| {
+            vec![
+                Value::Text(transfer.tx_no.as_str()),
+                Value::MaybeText(key.as_ref().map(IdempotencyKey::as_str)),
+                Value::Text(transfer.from.as_str()),
+                Value::Text(transfer.to_bank.as_str()),
+                Value::Text(transfer.to.as_str()),
+                Value::Int(transfer.amount.cents()),
+                Value::Text(TransferState::Debited.as_str()),
+                Value::Int(now),
+            ]
+        });
+        script.insert_rows(
+            "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
+            "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            rows,
+        );
+    }
+    let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
+    for (transfer, _) in requests {
+        *per_source.entry(transfer.from.as_str()).or_default() += transfer.amount.cents();
+    }
+    for (source, cents) in per_source {
+        script.push(
+            "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+             WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
+            vec![Value::Int(cents), Value::Text(source), Value::Int(cents)],
+            1,
+        );
+    }
+    remember_all(&mut script, requests, |(transfer, _)| &transfer.tx_no, now);
+    script
 }
 
 impl Store {
@@ -140,54 +181,87 @@ impl Store {
     /// or idempotency key seen before, a source that cannot cover its part of the sum)
     /// and needs to be debited on its own. The common case of [`Store::debit_all`].
     pub async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
+        let debited = self.debit_messages(&[requests]).await?;
+        Ok(debited.first().copied().unwrap_or(false))
+    }
+
+    /// Debits the transfers of several messages with one durable commit (group commit
+    /// across messages): each message's transfers all or none, as
+    /// [`Store::debit_together`] would, each behind a savepoint of its own, so that a
+    /// message refused is undone alone and the others commit. Answers, per message, true
+    /// when its transfers were debited. An error means the whole transaction rolled back
+    /// and nothing of any message changed.
+    pub async fn debit_messages(&self, messages: &[&[(Transfer, Option<IdempotencyKey>)]]) -> StorageResult<Vec<bool>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
-        let mut script = Script::default();
-        for run in in_runs(requests) {
-            let rows = run.iter().map(|(transfer, key)| {
-                vec![
-                    Value::Text(transfer.tx_no.as_str()),
-                    Value::MaybeText(key.as_ref().map(IdempotencyKey::as_str)),
-                    Value::Text(transfer.from.as_str()),
-                    Value::Text(transfer.to_bank.as_str()),
-                    Value::Text(transfer.to.as_str()),
-                    Value::Int(transfer.amount.cents()),
-                    Value::Text(TransferState::Debited.as_str()),
-                    Value::Int(now),
-                ]
-            });
-            script.insert_rows(
-                "transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)",
-                "(?, ?, ?, ?, ?, ?, ?, NULL, ?)",
-                rows,
-            );
-        }
-        let mut per_source: BTreeMap<&str, i64> = BTreeMap::new();
-        for (transfer, _) in requests {
-            *per_source.entry(transfer.from.as_str()).or_default() += transfer.amount.cents();
-        }
-        for (source, cents) in per_source {
-            script.push(
-                "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
-                 WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
-                vec![Value::Int(cents), Value::Text(source), Value::Int(cents)],
-                1,
-            );
-        }
-        remember_all(&mut script, requests, |(transfer, _)| &transfer.tx_no, now);
         let mut tx = self.pool.begin().await?;
-        if !script.run_and_check(&mut tx, self.engine).await? {
-            tx.rollback().await?;
-            return Ok(false);
+        let mut debited = Vec::with_capacity(messages.len());
+        for (index, requests) in messages.iter().enumerate() {
+            let savepoint = format!("message_{index}");
+            // On its own: SQLite counts a SAVEPOINT as changing the rows its connection's
+            // previous statement changed, which would spoil the script's count.
+            sqlx::query(&format!("SAVEPOINT {savepoint}")).execute(&mut *tx).await?;
+            let whole = debit_script(requests, now).run_and_check(&mut tx, self.engine).await?;
+            if !whole {
+                sqlx::query(&format!("ROLLBACK TO SAVEPOINT {savepoint}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            debited.push(whole);
         }
         faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
         faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
         if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(vec![false; messages.len()]);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(debited)
+    }
+
+    /// Why `requests` cannot be debited together, read from the books as they stand: for
+    /// each transfer, the refusal it meets with the group's earlier transfers from its
+    /// source counted against that source's balance (an unknown or closed source, funds
+    /// short of the running sum, an idempotency key taken), or `None` where it would go.
+    /// Changes nothing.
+    pub async fn group_refusals(
+        &self,
+        requests: &[(Transfer, Option<IdempotencyKey>)],
+    ) -> StorageResult<Vec<Option<StorageError>>> {
+        let mut sources: BTreeMap<&str, (Option<AccountRecord>, i64)> = BTreeMap::new();
+        let mut refusals = Vec::with_capacity(requests.len());
+        for (transfer, key) in requests {
+            if let Some(key) = key {
+                if let Some(existing) = self.transfer_out_by_key(key).await? {
+                    refusals.push(Some(StorageError::IdempotencyKeyTaken {
+                        existing: existing.transfer.tx_no,
+                    }));
+                    continue;
+                }
+            }
+            let source = match sources.entry(transfer.from.as_str()) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert((self.account(&transfer.from).await?, 0))
+                }
+            };
+            refusals.push(match &source.0 {
+                None => Some(StorageError::UnknownAccount(transfer.from.clone())),
+                Some(account) if account.closed => Some(StorageError::AccountClosed(account.account_no.clone())),
+                Some(account) if source.1 + transfer.amount.cents() > account.balance.cents() => {
+                    Some(StorageError::InsufficientFunds {
+                        account: account.account_no.clone(),
+                        balance: account.balance,
+                        requested: transfer.amount.money(),
+                    })
+                }
+                Some(_) => {
+                    source.1 += transfer.amount.cents();
+                    None
+                }
+            });
+        }
+        Ok(refusals)
     }
 
     /// A transfer between two accounts of this bank (a book transfer), in one database

@@ -206,6 +206,11 @@ impl Store {
         Ok(())
     }
 
+    /// The engine this database runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
     /// The bank this database belongs to.
     pub fn bank(&self) -> &BankId {
         &self.bank

@@ -183,6 +183,73 @@ async fn a_group_of_new_transfers_is_debited_together() {
 }
 
 #[tokio::test]
+async fn messages_debited_in_one_commit_each_move_whole_or_not_at_all() {
+    for (engine, store, _dir) in stores().await {
+        let seen = transfer("1");
+        store.debit_and_record(&seen, None).await.unwrap();
+        let first: Vec<_> = ["100", "200"].map(|a| (transfer(a), None)).into();
+        let short = vec![(transfer("300"), None), (transfer("9500"), None)];
+        let repeated = vec![(transfer("5"), None), (seen.clone(), None)];
+        let last: Vec<_> = ["400"].map(|a| (transfer(a), None)).into();
+        let debited = store.debit_messages(&[&first, &short, &repeated, &last]).await.unwrap();
+        assert_eq!(debited, [true, false, false, true], "{engine}");
+        assert_eq!(
+            balance(&store, "1").await,
+            "9299.00",
+            "{engine}: 1 + 100 + 200 + 400 debited"
+        );
+        for (t, _) in short.iter().chain(&repeated[..1]) {
+            assert_eq!(
+                store.transfer_out(&t.tx_no).await.unwrap(),
+                None,
+                "{engine}: undone whole"
+            );
+        }
+        for (t, _) in first.iter().chain(&last) {
+            let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
+            assert_eq!(record.state, TransferState::Debited, "{engine}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_group_that_cannot_be_debited_says_why_for_each_transfer() {
+    for (engine, store, _dir) in stores().await {
+        let key = IdempotencyKey::parse("rent-12").unwrap();
+        store.debit_and_record(&transfer("1"), Some(&key)).await.unwrap();
+        let unknown = Transfer::new(
+            TxNo::generate(),
+            party("bank1", "nobody"),
+            party("bank2", "2"),
+            Amount::parse("1").unwrap(),
+        )
+        .unwrap();
+        let group = vec![
+            (transfer("6000"), None),
+            (transfer("3999"), None),
+            (transfer("0.01"), None),
+            (transfer("5"), Some(key)),
+            (unknown, None),
+        ];
+        let refusals = store.group_refusals(&group).await.unwrap();
+        assert!(refusals[0].is_none() && refusals[1].is_none(), "{engine}: {refusals:?}");
+        assert!(
+            matches!(refusals[2], Some(StorageError::InsufficientFunds { .. })),
+            "{engine}: 6000 + 3999 + 0.01 is more than 9999.00: {refusals:?}"
+        );
+        assert!(
+            matches!(refusals[3], Some(StorageError::IdempotencyKeyTaken { .. })),
+            "{engine}: {refusals:?}"
+        );
+        assert!(
+            matches!(refusals[4], Some(StorageError::UnknownAccount(_))),
+            "{engine}: {refusals:?}"
+        );
+        assert_eq!(balance(&store, "1").await, "9999.00", "{engine}: nothing changed");
+    }
+}
+
+#[tokio::test]
 async fn in_a_group_each_refusal_stays_its_own_transfers() {
     for (engine, store, _dir) in stores().await {
         let seen = transfer("1");

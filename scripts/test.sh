@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of txbank: formatting and clippy, unit, storage (SQLite and MariaDB)
-# and system tests that start real RocketMQ name servers, brokers and bank processes.
-# Makes sure MariaDB runs on 127.0.0.1:3306 (root, empty password) first, installing
-# and starting it when it is missing, and installs Chromium and ChromeDriver for the
+# Runs every test of txbank: formatting and clippy, unit, storage (SQLite, MariaDB and
+# PostgreSQL) and system tests that start real RocketMQ name servers, brokers and bank
+# processes. Makes sure MariaDB runs on 127.0.0.1:3306 (root, empty password) and
+# PostgreSQL on 127.0.0.1:5432 (postgres, no password) first, installing and starting
+# them when they are missing, and installs Chromium and ChromeDriver for the
 # dashboard's browser test and iproute2 for the chaos runs' network namespaces (run as
 # root); fails if it cannot. Builds into ./target, as `cargo run --release` does, unless
 # CARGO_TARGET_DIR says otherwise.
@@ -31,6 +32,30 @@ if ! mariadb_answers; then
   mariadb_answers || { echo "MariaDB does not answer on 127.0.0.1:3306 as root with an empty password" >&2; exit 1; }
 fi
 
+postgres_answers() {
+  psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'SELECT 1' >/dev/null 2>&1
+}
+
+if ! postgres_answers; then
+  if ! command -v psql >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "installing PostgreSQL..."
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client >/dev/null
+  fi
+  cluster=$(ls /etc/postgresql | sort -V | tail -1)
+  # The tests connect over TCP as postgres without a password.
+  hba=/etc/postgresql/$cluster/main/pg_hba.conf
+  grep -q "txbank tests" "$hba" || sed -i '1i host all postgres 127.0.0.1/32 trust # txbank tests' "$hba"
+  echo "starting PostgreSQL..."
+  pg_ctlcluster --skip-systemctl-redirect "$cluster" main start 2>/dev/null ||
+    pg_ctlcluster --skip-systemctl-redirect "$cluster" main reload || true
+  for _ in $(seq 1 60); do
+    postgres_answers && break
+    sleep 1
+  done
+  postgres_answers || { echo "PostgreSQL does not answer on 127.0.0.1:5432 as postgres without a password" >&2; exit 1; }
+fi
+
 # The dashboard's screenshot shows the account holders' Chinese names as users see them.
 if ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then
   echo "installing a CJK font..."
@@ -55,6 +80,10 @@ fi
 # Each run's tests create their own txbank_t_* databases; drop those of earlier runs.
 for db in $(mariadb -uroot -h127.0.0.1 -N -e "SHOW DATABASES LIKE 'txbank\_t\_%'"); do
   mariadb -uroot -h127.0.0.1 -e "DROP DATABASE \`$db\`"
+done
+
+for db in $(psql -h 127.0.0.1 -U postgres -d postgres -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'txbank\_t\_%'"); do
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE \"$db\" WITH (FORCE)"
 done
 
 cargo fmt --all -- --check

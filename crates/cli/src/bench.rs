@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::json;
 use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
 use txbank_messaging::{ensure_topic, MqClient, MqSettings};
-use txbank_storage::{create_mysql_database, drop_mysql_database, fill_books, Preload, Store};
+use txbank_storage::{create_database, drop_database, fill_books, Engine, Preload, Store};
 
 use crate::process_stats::{cpu_seconds, peak_memory_kib, MachineCpu};
 use crate::system::{run_folder, sqlite_url, CheckBack, System, Topology};
@@ -58,8 +58,17 @@ pub struct BenchArgs {
     pub reference_producers: usize,
     /// Put the banks on fresh databases of this MySQL/MariaDB server
     /// (`mysql://root@127.0.0.1:3306`) instead of SQLite files.
-    #[arg(long, env = "TXBANK_BENCH_MYSQL_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TXBANK_BENCH_MYSQL_URL",
+        hide_env_values = true,
+        conflicts_with = "postgres_url"
+    )]
     pub mysql_url: Option<String>,
+    /// Put the banks on fresh databases of this PostgreSQL server
+    /// (`postgres://postgres@127.0.0.1:5432`) instead of SQLite files.
+    #[arg(long, env = "TXBANK_BENCH_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
     /// Folder for the run's data and logs (default: a new one under the temp folder,
     /// removed afterwards).
     #[arg(long)]
@@ -220,9 +229,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mq = MqClient::build(workers, 64)?;
     let report = mq.block_on(async {
-        let databases = databases(&dir, args.mysql_url.as_deref()).await?;
+        let server = args.mysql_url.as_deref().or(args.postgres_url.as_deref());
+        let databases = databases(&dir, server).await?;
         let report = run_on(&mq, &dir, args, topology, &databases).await;
-        databases.drop(args.mysql_url.as_deref()).await;
+        databases.drop(server).await;
         report
     });
     mq.shutdown();
@@ -325,7 +335,8 @@ struct Databases {
     engine: &'static str,
     banks: Vec<String>,
     reference: String,
-    /// The databases made on a MySQL/MariaDB server for this run, dropped after it.
+    /// The databases made on a MySQL/MariaDB or PostgreSQL server for this run, dropped
+    /// after it.
     created: Vec<String>,
 }
 
@@ -342,15 +353,16 @@ impl Databases {
     async fn drop(&self, server: Option<&str>) {
         let Some(server) = server else { return };
         for name in &self.created {
-            if let Err(error) = drop_mysql_database(server, name).await {
+            if let Err(error) = drop_database(server, name).await {
                 eprintln!("cannot drop the benchmark's database {name}: {error}");
             }
         }
     }
 }
 
-async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
-    let Some(server) = mysql_url else {
+/// The run's databases: SQLite files in `dir`, or fresh databases on `server`.
+async fn databases(dir: &Path, server: Option<&str>) -> Result<Databases> {
+    let Some(server) = server else {
         let sqlite = |name: &str| sqlite_url(dir, name);
         return Ok(Databases {
             engine: "sqlite",
@@ -369,13 +381,16 @@ async fn databases(dir: &Path, mysql_url: Option<&str>) -> Result<Databases> {
         .collect();
     let mut urls = Vec::new();
     for name in &names {
-        let url = create_mysql_database(server, name)
+        let url = create_database(server, name)
             .await
             .context("cannot create the benchmark's databases")?;
         urls.push(url);
     }
     Ok(Databases {
-        engine: "mysql",
+        engine: match Engine::of(server) {
+            Some(Engine::Postgres) => "postgres",
+            _ => "mysql",
+        },
         banks: vec![format!("bank2={}", urls[0]), format!("bank1={}", urls[1])],
         reference: urls[2].clone(),
         created: names,
@@ -762,8 +777,9 @@ fn print_report(report: &BenchReport) {
         "{} s at concurrency {} on {}: {} requests, {} debited, {} failed",
         report.duration_s, report.concurrency, report.database, report.requests, report.debited, report.failed
     );
+    let credited_in = if report.both_ways { "both banks" } else { "bank2" };
     println!(
-        "credited in bank2     {} ({:.0}/s sustained)",
+        "credited in {credited_in:<10}{} ({:.0}/s sustained)",
         report.credited, report.credited_per_s
     );
     println!(

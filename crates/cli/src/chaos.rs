@@ -50,8 +50,12 @@ pub struct ChaosArgs {
     pub instances: usize,
     /// Run the banks on fresh databases of this MySQL/MariaDB server
     /// (`mysql://root@127.0.0.1:3306`) instead of SQLite files.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "postgres_url")]
     pub mysql_url: Option<String>,
+    /// Run the banks on fresh databases of this PostgreSQL server
+    /// (`postgres://postgres@127.0.0.1:5432`) instead of SQLite files.
+    #[arg(long)]
+    pub postgres_url: Option<String>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
@@ -197,10 +201,11 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     let topology = Topology::new(args.namesrvs, args.brokers, args.instances)?;
     let kinds = kinds_for(&args.kinds, &topology)?;
     let dir = run_folder(args.data_dir.as_deref(), &format!("chaos-{}", args.seed))?;
+    let server = args.mysql_url.as_deref().or(args.postgres_url.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let databases = match &args.mysql_url {
-            Some(server) => mysql_databases(server).await?,
+        let databases = match server {
+            Some(server) => server_databases(server).await?,
             None => ["bank2", "bank1"]
                 .map(|bank| format!("{bank}={}", sqlite_url(&dir, bank)))
                 .to_vec(),
@@ -208,7 +213,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
         // Network faults, and database outages on a server, act on links that pass
         // through this process: the banks then run in network namespaces.
         let isolated =
-            kinds.contains(&FaultKind::Network) || (args.mysql_url.is_some() && kinds.contains(&FaultKind::DbOutage));
+            kinds.contains(&FaultKind::Network) || (server.is_some() && kinds.contains(&FaultKind::DbOutage));
         let mut system = System::start(&dir, topology, databases, CheckBack::FAST, isolated).await?;
         let outcome = drive(&mut system, args, &kinds).await;
         system.stop_all().await;
@@ -226,25 +231,25 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
     if args.data_dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    if let Some(server) = &args.mysql_url {
-        runtime.block_on(drop_mysql_databases(server))?;
+    if let Some(server) = server {
+        runtime.block_on(drop_server_databases(server))?;
     }
     Ok(())
 }
 
-/// The name of this run's database of `bank` on a MySQL/MariaDB server.
-fn mysql_database_name(bank: &str) -> String {
+/// The name of this run's database of `bank` on a database server.
+fn server_database_name(bank: &str) -> String {
     format!("txbank_chaos_{}_{bank}", std::process::id())
 }
 
-/// Fresh databases for this run on the MySQL/MariaDB server, as `NAME=URL`, the
-/// receiving bank first; a clean run drops them, a failed one keeps them.
-async fn mysql_databases(server: &str) -> Result<Vec<String>> {
+/// Fresh databases for this run on the MySQL/MariaDB or PostgreSQL server, as
+/// `NAME=URL`, the receiving bank first; a clean run drops them, a failed one keeps them.
+async fn server_databases(server: &str) -> Result<Vec<String>> {
     let mut databases = Vec::new();
     for bank in ["bank2", "bank1"] {
-        let name = mysql_database_name(bank);
-        txbank_storage::drop_mysql_database(server, &name).await?;
-        let url = txbank_storage::create_mysql_database(server, &name)
+        let name = server_database_name(bank);
+        txbank_storage::drop_database(server, &name).await?;
+        let url = txbank_storage::create_database(server, &name)
             .await
             .with_context(|| format!("cannot create database {name} on {}", txbank_storage::redact(server)))?;
         databases.push(format!("{bank}={url}"));
@@ -252,10 +257,10 @@ async fn mysql_databases(server: &str) -> Result<Vec<String>> {
     Ok(databases)
 }
 
-/// Drops this run's databases from the MySQL/MariaDB server.
-async fn drop_mysql_databases(server: &str) -> Result<()> {
+/// Drops this run's databases from the database server.
+async fn drop_server_databases(server: &str) -> Result<()> {
     for bank in ["bank2", "bank1"] {
-        txbank_storage::drop_mysql_database(server, &mysql_database_name(bank)).await?;
+        txbank_storage::drop_database(server, &server_database_name(bank)).await?;
     }
     Ok(())
 }

@@ -20,7 +20,8 @@ pub struct BankConfig {
     pub name: String,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
-    /// `sqlite://path?mode=rwc` or `mysql://user:password@host:port/database`.
+    /// `sqlite://path?mode=rwc`, `mysql://user:password@host:port/database` or
+    /// `postgres://user:password@host:port/database`.
     pub database_url: String,
     /// Most database connections the bank opens.
     #[serde(default = "default_max_connections")]
@@ -168,7 +169,7 @@ pub struct BankOverrides {
     /// HTTP listen address.
     #[arg(long, env = "TXBANK_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Database URL (`sqlite://...` or `mysql://...`).
+    /// Database URL (`sqlite://...`, `mysql://...` or `postgres://...`).
     #[arg(long, env = "TXBANK_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// RocketMQ name-server list, `;`-separated.

@@ -492,15 +492,20 @@ async fn answers(role: Role, listen: SocketAddr) -> bool {
 /// The port of the database server that `NAME=URL` names, if it is a server's.
 fn server_port(entry: &str) -> Option<u16> {
     let url = entry.split_once('=')?.1;
-    let authority = url
-        .strip_prefix("mysql://")
-        .or_else(|| url.strip_prefix("mariadb://"))?;
+    let (authority, default_port) = [
+        ("mysql://", 3306),
+        ("mariadb://", 3306),
+        ("postgres://", 5432),
+        ("postgresql://", 5432),
+    ]
+    .iter()
+    .find_map(|(scheme, port)| Some((url.strip_prefix(scheme)?, *port)))?;
     let host = authority.split(['/', '?']).next()?;
     let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
     Some(
         host.rsplit_once(':')
             .and_then(|(_, port)| port.parse().ok())
-            .unwrap_or(3306),
+            .unwrap_or(default_port),
     )
 }
 
@@ -538,6 +543,7 @@ mod tests {
     fn a_database_server_port_is_read_from_its_url() {
         assert_eq!(server_port("bank1=mysql://root:pw@127.0.0.1:3307/db"), Some(3307));
         assert_eq!(server_port("bank1=mysql://root@localhost/db"), Some(3306));
+        assert_eq!(server_port("bank1=postgres://postgres@127.0.0.1/db"), Some(5432));
         assert_eq!(server_port("bank1=sqlite://x.db?mode=rwc"), None);
     }
 }

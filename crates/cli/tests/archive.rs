@@ -169,3 +169,8 @@ async fn archiving_old_books_on_sqlite_keeps_the_audit_exact_and_late_messages_i
 async fn archiving_old_books_on_mariadb_keeps_the_audit_exact_and_late_messages_idempotent() {
     archives_old_books(Db::MySql).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archiving_old_books_on_postgres_keeps_the_audit_exact_and_late_messages_idempotent() {
+    archives_old_books(Db::Postgres).await;
+}

@@ -1,7 +1,7 @@
 //! The short seeded chaos runs: transfers in both directions between instances of each
 //! bank while every kind of fault strikes (kills, pauses, network cuts and delays,
-//! database outages, a broker's store lost, parts lost for good), on SQLite and on
-//! MariaDB, with one broker and with a cluster; afterwards nothing may be lost or
+//! database outages, a broker's store lost, parts lost for good), on SQLite, MariaDB and
+//! PostgreSQL, with one broker and with a cluster; afterwards nothing may be lost or
 //! duplicated, and every debited transfer is settled without an operator.
 
 use std::process::Command;
@@ -50,21 +50,26 @@ fn no_money_is_lost_or_duplicated_whatever_faults_strike() {
     assert!(report["credited"].as_u64().unwrap() > 1000, "{report:#}");
 }
 
-#[test]
-fn no_money_is_lost_or_duplicated_on_mariadb_whatever_faults_strike() {
-    let server = mysql_server();
-    let report = chaos(&[
-        "--transfers",
-        "1000",
-        "--faults",
-        "10",
-        "--seed",
-        "7",
-        "--mysql-url",
-        &server,
-    ]);
+/// The short run on fresh databases of a server: `--mysql-url` or `--postgres-url`.
+fn no_money_is_lost_or_duplicated_on_a_server(flag: &str, server: &str) {
+    let report = chaos(&["--transfers", "1000", "--faults", "10", "--seed", "7", flag, server]);
     assert_eq!(report["requested"], 1000);
     assert!(report["credited"].as_u64().unwrap() > 400, "{report:#}");
+}
+
+#[test]
+fn no_money_is_lost_or_duplicated_on_mariadb_whatever_faults_strike() {
+    no_money_is_lost_or_duplicated_on_a_server("--mysql-url", &mysql_server());
+}
+
+/// The PostgreSQL server the runs on PostgreSQL make their databases on.
+fn postgres_server() -> String {
+    std::env::var("TXBANK_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+#[test]
+fn no_money_is_lost_or_duplicated_on_postgres_whatever_faults_strike() {
+    no_money_is_lost_or_duplicated_on_a_server("--postgres-url", &postgres_server());
 }
 
 #[test]

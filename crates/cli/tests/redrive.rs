@@ -184,3 +184,8 @@ async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_s
 async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_mysql() {
     a_paused_local_transaction_ends_in_one_outcome(Db::MySql).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_postgres() {
+    a_paused_local_transaction_ends_in_one_outcome(Db::Postgres).await;
+}

@@ -40,9 +40,9 @@ async fn a_bank_runs_in_the_environment_it_was_started_with() {
     assert_eq!(bank1.balance("1").await, "10000.00");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_whole_flow_runs_on_mariadb_too() {
-    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::MySql).await;
+/// The seed's flow, in two transfers, on a database server.
+async fn the_whole_flow_runs_on(db: Db) {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(db).await;
     bank1.start().await;
     bank2.start().await;
 
@@ -55,6 +55,16 @@ async fn the_whole_flow_runs_on_mariadb_too() {
     assert_eq!(transfer["state"], "credited", "{transfer}");
     assert_eq!(transfer["amount"], "0.10");
     audit_is_clean(&bank2, &bank1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_flow_runs_on_mariadb_too() {
+    the_whole_flow_runs_on(Db::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_whole_flow_runs_on_postgres_too() {
+    the_whole_flow_runs_on(Db::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -142,6 +152,11 @@ async fn transfers_sent_at_the_same_moment_share_messages_and_a_refusal_stays_it
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_share_messages_on_mariadb_too() {
     share_messages_and_refuse_alone(Db::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transfers_share_messages_on_postgres_too() {
+    share_messages_and_refuse_alone(Db::Postgres).await;
 }
 
 async fn share_messages_and_refuse_alone(db: Db) {

@@ -3,7 +3,7 @@
 
 use txbank_domain::{AccountName, AccountNo, Money};
 
-use crate::store::{is_unique_violation, parse, rows, StorageResult, Store, Transaction};
+use crate::store::{is_unique_violation, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction};
 use crate::StorageError;
 
 /// An account as stored.
@@ -43,10 +43,13 @@ impl AccountRow {
 
 /// The account as `tx` sees it.
 pub(crate) async fn account_in(tx: &mut Transaction, no: &AccountNo) -> StorageResult<Option<AccountRecord>> {
-    let row: Option<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} WHERE account_no = ?"))
-        .bind(no.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row: Option<AccountRow> = query_as(
+        Engine::of_connection(tx),
+        &format!("{SELECT_ACCOUNT} WHERE account_no = ?"),
+    )
+    .bind(no.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
     row.map(AccountRow::into_record).transpose()
 }
 
@@ -77,7 +80,7 @@ impl Store {
         password_hash: &str,
     ) -> StorageResult<()> {
         let _turn = self.write_turn().await;
-        let inserted = sqlx::query(
+        let inserted = query(self.engine,
             "INSERT INTO account_info (account_name, account_no, account_password, account_balance_cents, opening_balance_cents)
              VALUES (?, ?, ?, ?, ?)",
         )
@@ -97,7 +100,7 @@ impl Store {
 
     /// The account with this number, if any.
     pub async fn account(&self, no: &AccountNo) -> StorageResult<Option<AccountRecord>> {
-        let row: Option<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} WHERE account_no = ?"))
+        let row: Option<AccountRow> = query_as(self.engine, &format!("{SELECT_ACCOUNT} WHERE account_no = ?"))
             .bind(no.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -107,16 +110,19 @@ impl Store {
     /// The stored password hash of an account (empty when it has none), if the account
     /// exists.
     pub async fn password_hash(&self, no: &AccountNo) -> StorageResult<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT account_password FROM account_info WHERE account_no = ?")
-            .bind(no.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> = query_as(
+            self.engine,
+            "SELECT account_password FROM account_info WHERE account_no = ?",
+        )
+        .bind(no.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|(hash,)| hash))
     }
 
     /// Every account, by number.
     pub async fn accounts(&self) -> StorageResult<Vec<AccountRecord>> {
-        let rows: Vec<AccountRow> = sqlx::query_as(&format!("{SELECT_ACCOUNT} ORDER BY account_no"))
+        let rows: Vec<AccountRow> = query_as(self.engine, &format!("{SELECT_ACCOUNT} ORDER BY account_no"))
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(AccountRow::into_record).collect()
@@ -126,7 +132,7 @@ impl Store {
     /// are returned to their senders. Its balance stays where it is.
     pub async fn close_account(&self, no: &AccountNo) -> StorageResult<()> {
         let _turn = self.write_turn().await;
-        let closed = sqlx::query("UPDATE account_info SET closed = 1 WHERE account_no = ?")
+        let closed = query(self.engine, "UPDATE account_info SET closed = 1 WHERE account_no = ?")
             .bind(no.as_str())
             .execute(&self.pool)
             .await?;

@@ -7,7 +7,7 @@ use txbank_domain::audit::{ArchivedTotals, Incoming, Outgoing};
 use txbank_domain::{Amount, TransferState, TxNo};
 
 use crate::script::placeholders;
-use crate::store::{parse, StorageResult, Store, Transaction};
+use crate::store::{parse, query, query_as, Engine, StorageResult, Store, Transaction};
 use crate::StorageError;
 
 /// The most transfers moved in one database transaction.
@@ -89,7 +89,7 @@ impl Store {
     /// The archive horizon: settled transfers recorded before it, Unix milliseconds, may
     /// be in the archive (0 when nothing was archived).
     pub async fn archive_horizon(&self) -> StorageResult<i64> {
-        let (before,): (i64,) = sqlx::query_as("SELECT before_ms FROM archive_horizon WHERE id = 1")
+        let (before,): (i64,) = query_as(self.engine, "SELECT before_ms FROM archive_horizon WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
         Ok(before)
@@ -105,16 +105,19 @@ impl Store {
         self.refuse_archive_cutting_in_flight(before_ms).await?;
         {
             let _turn = self.write_turn().await;
-            sqlx::query("UPDATE archive_horizon SET before_ms = ? WHERE id = 1 AND before_ms < ?")
-                .bind(before_ms)
-                .bind(before_ms)
-                .execute(&self.pool)
-                .await?;
+            query(
+                self.engine,
+                "UPDATE archive_horizon SET before_ms = ? WHERE id = 1 AND before_ms < ?",
+            )
+            .bind(before_ms)
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
         }
         let mut run = ArchiveRun::default();
         for side in [Side::Sent, Side::Received] {
             loop {
-                let batch: Vec<(String,)> = sqlx::query_as(&side.select_settled())
+                let batch: Vec<(String,)> = query_as(self.engine, &side.select_settled())
                     .bind(before_ms)
                     .fetch_all(&self.pool)
                     .await?;
@@ -138,12 +141,14 @@ impl Store {
 
     /// Refuses an archive up to `before_ms` while a transfer sent before it is in flight.
     pub async fn refuse_archive_cutting_in_flight(&self, before_ms: i64) -> StorageResult<()> {
-        let (in_flight, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(create_time) FROM transfer_out WHERE state = ? AND create_time < ?")
-                .bind(TransferState::Debited.as_str())
-                .bind(before_ms)
-                .fetch_one(&self.pool)
-                .await?;
+        let (in_flight, oldest): (i64, Option<i64>) = query_as(
+            self.engine,
+            "SELECT COUNT(*), MIN(create_time) FROM transfer_out WHERE state = ? AND create_time < ?",
+        )
+        .bind(TransferState::Debited.as_str())
+        .bind(before_ms)
+        .fetch_one(&self.pool)
+        .await?;
         match oldest {
             Some(oldest_ms) => Err(StorageError::ArchiveCutsInFlight { in_flight, oldest_ms }),
             None => Ok(()),
@@ -152,10 +157,12 @@ impl Store {
 
     /// What the archive holds, in totals.
     pub(crate) async fn archived_totals(&self, tx: &mut Transaction) -> StorageResult<ArchivedTotals> {
-        let rows: Vec<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT direction, state, transfers, cents FROM archive_totals")
-                .fetch_all(&mut **tx)
-                .await?;
+        let rows: Vec<(String, String, i64, i64)> = query_as(
+            self.engine,
+            "SELECT direction, state, transfers, cents FROM archive_totals",
+        )
+        .fetch_all(&mut **tx)
+        .await?;
         let mut totals = ArchivedTotals::default();
         for (direction, state, transfers, cents) in rows {
             let transfers = transfers as usize;
@@ -179,7 +186,7 @@ impl Store {
                 "SELECT tx_no, state, amount_cents, create_time FROM transfer_out_archive WHERE tx_no IN ({})",
                 placeholders(chunk.len())
             );
-            let mut query = sqlx::query_as::<_, (String, String, i64, i64)>(&sql);
+            let mut query = query_as::<(String, String, i64, i64)>(self.engine, &sql);
             for tx_no in chunk {
                 query = query.bind(tx_no.as_str());
             }
@@ -203,7 +210,7 @@ impl Store {
                 "SELECT tx_no, amount_cents, state FROM transfer_in_archive WHERE tx_no IN ({})",
                 placeholders(chunk.len())
             );
-            let mut query = sqlx::query_as::<_, (String, i64, String)>(&sql);
+            let mut query = query_as::<(String, i64, String)>(self.engine, &sql);
             for tx_no in chunk {
                 query = query.bind(tx_no.as_str());
             }
@@ -227,12 +234,13 @@ async fn move_to_archive(tx: &mut Transaction, side: Side, tx_nos: &[String]) ->
     let sum_by_state = format!(
         "SELECT state, COUNT(*), CAST(SUM(amount_cents) AS SIGNED) FROM {table} WHERE tx_no IN ({list}) GROUP BY state"
     );
-    let mut totals = sqlx::query_as::<_, (String, i64, i64)>(&sum_by_state);
+    let mut totals = query_as::<(String, i64, i64)>(Engine::of_connection(tx), &sum_by_state);
     for tx_no in tx_nos {
         totals = totals.bind(tx_no.as_str());
     }
     for (state, transfers, cents) in totals.fetch_all(&mut **tx).await? {
-        sqlx::query(
+        query(
+            Engine::of_connection(tx),
             "UPDATE archive_totals SET transfers = transfers + ?, cents = cents + ? WHERE direction = ? AND state = ?",
         )
         .bind(transfers)
@@ -251,18 +259,25 @@ async fn move_to_archive(tx: &mut Transaction, side: Side, tx_nos: &[String]) ->
         statements.push(format!("DELETE FROM redrive WHERE tx_no IN ({list})"));
     }
     for sql in &statements {
-        bound(sql, tx_nos).execute(&mut **tx).await?;
+        bound(Engine::of_connection(tx), sql, tx_nos).execute(&mut **tx).await?;
     }
     let forget = format!(
         "DELETE FROM de_duplication WHERE tx_no IN ({list}) AND tx_no NOT IN (SELECT tx_no FROM {})",
         side.other_table()
     );
-    Ok(bound(&forget, tx_nos).execute(&mut **tx).await?.rows_affected())
+    Ok(bound(Engine::of_connection(tx), &forget, tx_nos)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected())
 }
 
-/// `sql` with each of `tx_nos` bound in order.
-fn bound<'q>(sql: &'q str, tx_nos: &'q [String]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+/// `sql` on `engine` with each of `tx_nos` bound in order.
+fn bound<'q>(
+    engine: Engine,
+    sql: &'q str,
+    tx_nos: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     tx_nos
         .iter()
-        .fold(sqlx::query(sql), |query, tx_no| query.bind(tx_no.as_str()))
+        .fold(query(engine, sql), |query, tx_no| query.bind(tx_no.as_str()))
 }

@@ -3,18 +3,20 @@
 use txbank_domain::audit::{BankLedger, Incoming, Outgoing};
 use txbank_domain::{Amount, TransferState, TxNo};
 
-use crate::store::{now_ms, parse, Engine, StorageResult, Store, Transaction};
+use crate::store::{now_ms, parse, query, query_as, Engine, StorageResult, Store, Transaction};
 use crate::StorageError;
 
 impl Store {
     /// How many sent transfers are debited but not yet settled, and the oldest one's age
     /// in milliseconds (0 when none).
     pub async fn in_flight(&self) -> StorageResult<(i64, i64)> {
-        let (count, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(create_time) FROM transfer_out WHERE state = ?")
-                .bind(TransferState::Debited.as_str())
-                .fetch_one(&self.pool)
-                .await?;
+        let (count, oldest): (i64, Option<i64>) = query_as(
+            self.engine,
+            "SELECT COUNT(*), MIN(create_time) FROM transfer_out WHERE state = ?",
+        )
+        .bind(TransferState::Debited.as_str())
+        .fetch_one(&self.pool)
+        .await?;
         Ok((count, oldest.map_or(0, |oldest| (now_ms() - oldest).max(0))))
     }
 
@@ -23,42 +25,50 @@ impl Store {
     /// the benchmark's debit-to-credit latencies.
     pub async fn recorded_times(&self, sent: bool, since_ms: i64) -> StorageResult<Vec<(String, i64)>> {
         let table = if sent { "transfer_out" } else { "transfer_in" };
-        Ok(sqlx::query_as(&format!(
-            "SELECT tx_no, create_time FROM {table} WHERE create_time >= ?"
-        ))
+        Ok(query_as(
+            self.engine,
+            &format!("SELECT tx_no, create_time FROM {table} WHERE create_time >= ?"),
+        )
         .bind(since_ms)
         .fetch_all(&self.pool)
         .await?)
     }
 
     /// The database's size on disk in bytes: SQLite's pages once its write-ahead log is
-    /// checkpointed; MySQL's data and indexes as InnoDB counts them once analyzed.
+    /// checkpointed; MySQL's data and indexes as InnoDB counts them once analyzed;
+    /// PostgreSQL's database files.
     pub async fn size_on_disk(&self) -> StorageResult<i64> {
         let sql = match self.engine {
             Engine::Sqlite => {
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                query(self.engine, "PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(&self.pool)
                     .await?;
                 "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
             }
             Engine::MySql => {
-                sqlx::query("ANALYZE TABLE account_info, de_duplication, transfer_out, transfer_in")
-                    .execute(&self.pool)
-                    .await?;
+                query(
+                    self.engine,
+                    "ANALYZE TABLE account_info, de_duplication, transfer_out, transfer_in",
+                )
+                .execute(&self.pool)
+                .await?;
                 "SELECT CAST(SUM(data_length + index_length) AS SIGNED) FROM information_schema.tables
                  WHERE table_schema = DATABASE()"
             }
+            Engine::Postgres => "SELECT pg_database_size(current_database())",
         };
-        let (bytes,): (i64,) = sqlx::query_as(sql).fetch_one(&self.pool).await?;
+        let (bytes,): (i64,) = query_as(self.engine, sql).fetch_one(&self.pool).await?;
         Ok(bytes)
     }
 
     /// The transfers this bank holds in its live tables, sent and received.
     pub async fn transfers_held(&self) -> StorageResult<i64> {
-        let (held,): (i64,) =
-            sqlx::query_as("SELECT (SELECT COUNT(*) FROM transfer_out) + (SELECT COUNT(*) FROM transfer_in)")
-                .fetch_one(&self.pool)
-                .await?;
+        let (held,): (i64,) = query_as(
+            self.engine,
+            "SELECT (SELECT COUNT(*) FROM transfer_out) + (SELECT COUNT(*) FROM transfer_in)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(held)
     }
 
@@ -67,11 +77,11 @@ impl Store {
     pub async fn ledger(&self) -> StorageResult<BankLedger> {
         let mut tx = self.pool.begin().await?;
         if self.engine == Engine::MySql {
-            sqlx::query("SET SESSION group_concat_max_len = 67108864")
+            query(self.engine, "SET SESSION group_concat_max_len = 67108864")
                 .execute(&mut *tx)
                 .await?;
         }
-        let (opened_cents, balance_cents): (i64, i64) = sqlx::query_as(
+        let (opened_cents, balance_cents): (i64, i64) = query_as(self.engine,
             "SELECT CAST(COALESCE(SUM(opening_balance_cents), 0) AS SIGNED), CAST(COALESCE(SUM(account_balance_cents), 0) AS SIGNED)
              FROM account_info",
         )
@@ -109,7 +119,7 @@ impl Store {
             Ok(())
         })
         .await?;
-        let (set_aside,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM set_aside")
+        let (set_aside,): (i64,) = query_as(self.engine, "SELECT COUNT(*) FROM set_aside")
             .fetch_one(&mut *tx)
             .await?;
         let archived = self.archived_totals(&mut tx).await?;
@@ -141,6 +151,7 @@ impl Store {
         let packed = match self.engine {
             Engine::Sqlite => "CAST(group_concat(packed, ',') AS BLOB)",
             Engine::MySql => "GROUP_CONCAT(packed SEPARATOR ',')",
+            Engine::Postgres => "convert_to(string_agg(packed, ',' ORDER BY tx_no), 'UTF8')",
         };
         let page = format!(
             "SELECT COUNT(*), MAX(tx_no), {packed} FROM (SELECT tx_no, concat_ws(' ', {columns}) AS packed
@@ -149,7 +160,7 @@ impl Store {
         let mut after = String::new();
         loop {
             let (count, last, text): (i64, Option<String>, Option<Vec<u8>>) =
-                sqlx::query_as(&page).bind(&after).fetch_one(&mut **tx).await?;
+                query_as(self.engine, &page).bind(&after).fetch_one(&mut **tx).await?;
             let text = String::from_utf8(text.unwrap_or_default())
                 .map_err(|error| StorageError::Corrupt(format!("{table}: {error}")))?;
             let mut rows = 0;

@@ -1,7 +1,7 @@
 //! Storage for one bank: every SQL statement txbank runs lives in this crate.
 //!
-//! One code path serves SQLite (the embedded default) and MySQL 8 / MariaDB, through
-//! sqlx's `Any` driver. Each public function is one statement or one database
+//! One code path serves SQLite (the embedded default), MySQL 8 / MariaDB and PostgreSQL,
+//! through sqlx's `Any` driver. Each public function is one statement or one database
 //! transaction, named for what it does (`debit_and_record`, `credit_once`, ...).
 //! Money is stored as whole cents in `BIGINT` columns, so arithmetic in SQL is exact on
 //! every engine.
@@ -31,4 +31,4 @@ pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;
 pub use sending::{DebitOutcome, TransferRecord};
 pub use settlement::{PendingSettlement, SettlementOutcome};
-pub use store::{create_mysql_database, drop_mysql_database, redact, Engine, Store};
+pub use store::{create_database, drop_database, redact, Engine, Store};

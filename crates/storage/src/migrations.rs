@@ -1,5 +1,5 @@
-//! The schema's versions: sqlx migrations embedded from `migrations/sqlite` and
-//! `migrations/mysql`, one folder per engine, recorded in each database's
+//! The schema's versions: sqlx migrations embedded from `migrations/sqlite`,
+//! `migrations/mysql` and `migrations/postgres`, one folder per engine, recorded in each database's
 //! `_sqlx_migrations` table. The first is the schema txbank created before it had
 //! versions (every table only when missing), so an older database upgrades in place.
 //!
@@ -8,11 +8,12 @@
 
 use sqlx::migrate::Migrator;
 
-use crate::store::{is_unique_violation, now_ms, Engine, StorageResult, Store};
+use crate::store::{is_unique_violation, now_ms, query, query_as, Engine, StorageResult, Store};
 use crate::StorageError;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static MYSQL: Migrator = sqlx::migrate!("migrations/mysql");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The table sqlx records applied migrations in.
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
@@ -55,6 +56,7 @@ impl Store {
         match self.engine {
             Engine::Sqlite => &SQLITE,
             Engine::MySql => &MYSQL,
+            Engine::Postgres => &POSTGRES,
         }
     }
 
@@ -65,8 +67,9 @@ impl Store {
             Engine::MySql => {
                 "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()"
             }
+            Engine::Postgres => "SELECT CAST(tablename AS TEXT) FROM pg_tables WHERE schemaname = current_schema()",
         };
-        let names: Vec<(String,)> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
+        let names: Vec<(String,)> = query_as(self.engine, sql).fetch_all(&self.pool).await?;
         Ok(names.into_iter().map(|(name,)| name).collect())
     }
 
@@ -78,9 +81,13 @@ impl Store {
         if !tables.is_empty() && !has(MIGRATIONS_TABLE) && !has("account_info") {
             return Err(StorageError::NotTxbank { tables });
         }
+        let text = match self.engine {
+            Engine::Postgres => "TEXT",
+            Engine::Sqlite | Engine::MySql => "CHAR(255)",
+        };
         let recorded: Vec<(i64, String, i64)> = if has(MIGRATIONS_TABLE) {
-            sqlx::query_as(&format!(
-                "SELECT version, CAST(description AS CHAR(255)), CAST(success AS SIGNED) FROM {MIGRATIONS_TABLE} ORDER BY version"
+            query_as(self.engine, &format!(
+                "SELECT version, CAST(description AS {text}), CASE WHEN success THEN 1 ELSE 0 END FROM {MIGRATIONS_TABLE} ORDER BY version"
             ))
             .fetch_all(&self.pool)
             .await?
@@ -88,7 +95,7 @@ impl Store {
             Vec::new()
         };
         let owner: Option<(String,)> = if has("bank_identity") {
-            sqlx::query_as("SELECT bank FROM bank_identity WHERE id = 1")
+            query_as(self.engine, "SELECT bank FROM bank_identity WHERE id = 1")
                 .fetch_optional(&self.pool)
                 .await?
         } else {
@@ -185,11 +192,14 @@ impl Store {
     /// Records that the database belongs to this store's bank, unless it is recorded
     /// already; refuses another bank's database.
     async fn claim(&self) -> StorageResult<()> {
-        let claimed = sqlx::query("INSERT INTO bank_identity (id, bank, claimed_at) VALUES (1, ?, ?)")
-            .bind(self.bank.as_str())
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await;
+        let claimed = query(
+            self.engine,
+            "INSERT INTO bank_identity (id, bank, claimed_at) VALUES (1, ?, ?)",
+        )
+        .bind(self.bank.as_str())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
         match claimed {
             Ok(_) => Ok(()),
             Err(error) if is_unique_violation(&error) => {

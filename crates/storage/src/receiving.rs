@@ -10,7 +10,10 @@ use txbank_domain::{BankId, Settlement, Transfer, TransferState, TxNo};
 use crate::accounts::account_in;
 use crate::script::{in_runs, Script, Value};
 use crate::settlement::{settle_in, settle_together, SettlementOutcome};
-use crate::store::{is_unique_violation, now_ms, rows, StorageResult, Store, Transaction, MAX_BALANCE_CENTS};
+use crate::store::{
+    insert_unless_present, is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store,
+    Transaction, MAX_BALANCE_CENTS,
+};
 use crate::StorageError;
 
 /// What [`Store::credit_once`] did.
@@ -73,11 +76,12 @@ pub enum DeliveryOutcome {
 }
 
 /// The receiving side of one transfer inside `tx` (see [`Store::credit_once`]). A
-/// duplicate changes nothing: its `de_duplication` insert fails alone, and the
+/// duplicate changes nothing: its `de_duplication` insert inserts nothing, and the
 /// transaction goes on.
 pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i64) -> StorageResult<CreditOutcome> {
+    let engine = Engine::of_connection(tx);
     if may_be_archived(&transfer.tx_no, now) {
-        let (horizon,): (i64,) = sqlx::query_as("SELECT before_ms FROM archive_horizon WHERE id = 1")
+        let (horizon,): (i64,) = query_as(engine, "SELECT before_ms FROM archive_horizon WHERE id = 1")
             .fetch_one(&mut **tx)
             .await?;
         let made_at = transfer.tx_no.made_at_ms();
@@ -91,13 +95,17 @@ pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i6
             }
         }
     }
-    let first_time = sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
+    let first_time = insert_unless_present(engine, "INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
         .bind(transfer.tx_no.as_str())
         .bind(now)
         .execute(&mut **tx)
         .await;
     match first_time {
-        Ok(_) => {}
+        Ok(inserted) if rows(&inserted) == 1 => {}
+        Ok(_) => {
+            let reported_again = report_again(tx, &transfer.tx_no, now).await?;
+            return Ok(CreditOutcome::Duplicate { reported_again });
+        }
         Err(error) if is_unique_violation(&error) => {
             let reported_again = report_again(tx, &transfer.tx_no, now).await?;
             return Ok(CreditOutcome::Duplicate { reported_again });
@@ -120,14 +128,17 @@ pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i6
         Settlement::Returned { reason } => Some(reason.as_str()),
     };
     record_incoming(tx, transfer, reason, now).await?;
-    sqlx::query("INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)")
-        .bind(transfer.tx_no.as_str())
-        .bind(transfer.from_bank.as_str())
-        .bind(settlement.final_state().as_str())
-        .bind(reason)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    query(
+        engine,
+        "INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(transfer.tx_no.as_str())
+    .bind(transfer.from_bank.as_str())
+    .bind(settlement.final_state().as_str())
+    .bind(reason)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(outcome)
 }
 
@@ -136,7 +147,9 @@ pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i6
 /// it recorded as the sender; true when there was one to queue. A report still waiting
 /// in the outbox stays as it is.
 pub(crate) async fn report_again(tx: &mut Transaction, tx_no: &TxNo, now: i64) -> StorageResult<bool> {
-    let recorded: Option<(String, String, Option<String>)> = sqlx::query_as(
+    let engine = Engine::of_connection(tx);
+    let recorded: Option<(String, String, Option<String>)> = query_as(
+        engine,
         "SELECT from_bank, state, reason FROM transfer_in WHERE tx_no = ?
          UNION ALL SELECT from_bank, state, reason FROM transfer_in_archive WHERE tx_no = ?",
     )
@@ -151,7 +164,8 @@ pub(crate) async fn report_again(tx: &mut Transaction, tx_no: &TxNo, now: i64) -
         "refused" => TransferState::Returned,
         _ => TransferState::Credited,
     };
-    let queued = sqlx::query(
+    let queued = insert_unless_present(
+        engine,
         "INSERT INTO settlement_outbox (tx_no, to_bank, outcome, reason, create_time) VALUES (?, ?, ?, ?, ?)",
     )
     .bind(tx_no.as_str())
@@ -242,7 +256,8 @@ pub(crate) fn remember_all<'a, T>(
 /// Credits the transfer's destination inside `tx`, refusing an unknown or closed
 /// account and a balance that would pass its maximum.
 pub(crate) async fn credit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
-    let credited = sqlx::query(
+    let credited = query(
+        Engine::of_connection(tx),
         "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
          WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
     )
@@ -276,7 +291,8 @@ pub(crate) async fn record_incoming(
     } else {
         TransferState::Credited.as_str()
     };
-    sqlx::query(
+    query(
+        Engine::of_connection(tx),
         "INSERT INTO transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
@@ -317,7 +333,7 @@ impl Store {
         let now = now_ms();
         let detail: String = detail.chars().take(255).collect();
         let key: String = key.chars().take(128).collect();
-        let counted = sqlx::query(
+        let counted = query(self.engine,
             "UPDATE set_aside SET deliveries = deliveries + 1, last_seen = ?, reason = ?, detail = ? WHERE message_id = ?",
         )
         .bind(now)
@@ -329,7 +345,8 @@ impl Store {
         if rows(&counted) == 1 {
             return Ok(());
         }
-        let inserted = sqlx::query(
+        let inserted = query(
+            self.engine,
             "INSERT INTO set_aside (message_id, message_key, reason, detail, deliveries, first_seen, last_seen)
              VALUES (?, ?, ?, ?, 1, ?, ?)",
         )

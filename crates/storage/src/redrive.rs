@@ -9,7 +9,7 @@ use std::time::Duration;
 use txbank_domain::{BankId, Transfer, TransferState, TxNo};
 
 use crate::script::placeholders;
-use crate::store::{is_unique_violation, now_ms, rows, TransferRow};
+use crate::store::{is_unique_violation, now_ms, query, query_as, rows, TransferRow};
 use crate::{StorageError, Store};
 
 /// A debited transfer whose settlement is overdue, to be sent again.
@@ -54,7 +54,7 @@ impl Store {
              ORDER BY t.create_time LIMIT ?",
             placeholders(to_banks.len())
         );
-        let mut query = sqlx::query_as::<_, DueRow>(&sql)
+        let mut query = query_as::<DueRow>(self.engine, &sql)
             .bind(TransferState::Debited.as_str())
             .bind(now - overdue.as_millis() as i64)
             .bind(now);
@@ -81,35 +81,42 @@ impl Store {
         let _turn = self.write_turn().await;
         let next_at = now_ms() + pause.as_millis() as i64;
         if attempts_seen == 0 {
-            let claimed = sqlx::query("INSERT INTO redrive (tx_no, attempts, next_at) VALUES (?, 1, ?)")
-                .bind(tx_no.as_str())
-                .bind(next_at)
-                .execute(&self.pool)
-                .await;
+            let claimed = query(
+                self.engine,
+                "INSERT INTO redrive (tx_no, attempts, next_at) VALUES (?, 1, ?)",
+            )
+            .bind(tx_no.as_str())
+            .bind(next_at)
+            .execute(&self.pool)
+            .await;
             return match claimed {
                 Ok(_) => Ok(true),
                 Err(error) if is_unique_violation(&error) => Ok(false),
                 Err(error) => Err(error.into()),
             };
         }
-        let claimed =
-            sqlx::query("UPDATE redrive SET attempts = attempts + 1, next_at = ? WHERE tx_no = ? AND attempts = ?")
-                .bind(next_at)
-                .bind(tx_no.as_str())
-                .bind(i64::from(attempts_seen))
-                .execute(&self.pool)
-                .await?;
+        let claimed = query(
+            self.engine,
+            "UPDATE redrive SET attempts = attempts + 1, next_at = ? WHERE tx_no = ? AND attempts = ?",
+        )
+        .bind(next_at)
+        .bind(tx_no.as_str())
+        .bind(i64::from(attempts_seen))
+        .execute(&self.pool)
+        .await?;
         Ok(rows(&claimed) == 1)
     }
 
     /// Forgets the re-drive claims of transfers that are settled now; answers how many.
     pub async fn forget_settled_redrives(&self) -> Result<u64, StorageError> {
         let _turn = self.write_turn().await;
-        let forgotten =
-            sqlx::query("DELETE FROM redrive WHERE tx_no NOT IN (SELECT tx_no FROM transfer_out WHERE state = ?)")
-                .bind(TransferState::Debited.as_str())
-                .execute(&self.pool)
-                .await?;
+        let forgotten = query(
+            self.engine,
+            "DELETE FROM redrive WHERE tx_no NOT IN (SELECT tx_no FROM transfer_out WHERE state = ?)",
+        )
+        .bind(TransferState::Debited.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(rows(&forgotten))
     }
 }

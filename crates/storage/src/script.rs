@@ -1,7 +1,7 @@
 //! Statements run together: a [`Script`] of inserts and updates that each must change
 //! exactly the rows they aim at, in runs of a few shapes.
 
-use crate::store::{is_unique_violation, rows, Engine, Transaction};
+use crate::store::{is_unique_violation, query, rows, Engine, Transaction};
 
 /// A value bound to a statement of a [`Script`].
 pub(crate) enum Value<'a> {
@@ -14,7 +14,7 @@ pub(crate) enum Value<'a> {
 /// inserted row, one per targeted row of an update), run together inside a transaction.
 /// On SQLite they go to the database as one call: sqlx runs every SQLite connection on a
 /// thread of its own, and each call is a round trip to it, two thread switches, which
-/// under load cost more than the statements. MySQL takes them one by one.
+/// under load cost more than the statements. MySQL and PostgreSQL take them one by one.
 #[derive(Default)]
 pub(crate) struct Script<'a> {
     statements: Vec<(String, Vec<Value<'a>>)>,
@@ -69,10 +69,10 @@ impl<'a> Script<'a> {
                 let values = self.statements.iter().flat_map(|(_, values)| values);
                 Self::execute(sqlx::query(&sql).persistent(false), values, tx).await
             }
-            Engine::MySql => {
+            Engine::MySql | Engine::Postgres => {
                 let mut changed = 0;
                 for (sql, values) in &self.statements {
-                    changed += Self::execute(sqlx::query(sql), values, tx).await?;
+                    changed += Self::execute(query(engine, sql), values, tx).await?;
                 }
                 Ok(changed)
             }

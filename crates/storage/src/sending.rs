@@ -9,7 +9,9 @@ use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
 use crate::accounts::{account_in, AccountRecord};
 use crate::receiving::{credit, record_incoming, remember_all};
 use crate::script::{in_runs, Script, Value};
-use crate::store::{is_unique_violation, now_ms, rows, StorageResult, Store, Transaction, TransferRow};
+use crate::store::{
+    is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow,
+};
 use crate::{faults, StorageError};
 
 /// An outgoing transfer as the sending bank recorded it.
@@ -48,7 +50,8 @@ pub(crate) fn select_transfer_out_anywhere(column: &str) -> String {
 /// Debits the transfer's source inside `tx`, refusing an unknown or closed account and
 /// insufficient funds.
 pub(crate) async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
-    let debited = sqlx::query(
+    let debited = query(
+        Engine::of_connection(tx),
         "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
          WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
     )
@@ -142,11 +145,14 @@ impl Store {
                 "failure injected inside the local transaction".into(),
             )));
         }
-        sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
-            .bind(transfer.tx_no.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        query(
+            self.engine,
+            "INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)",
+        )
+        .bind(transfer.tx_no.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(DebitOutcome::Debited)
     }
@@ -200,10 +206,12 @@ impl Store {
             let savepoint = format!("message_{index}");
             // On its own: SQLite counts a SAVEPOINT as changing the rows its connection's
             // previous statement changed, which would spoil the script's count.
-            sqlx::query(&format!("SAVEPOINT {savepoint}")).execute(&mut *tx).await?;
+            query(self.engine, &format!("SAVEPOINT {savepoint}"))
+                .execute(&mut *tx)
+                .await?;
             let whole = debit_script(requests, now).run_and_check(&mut tx, self.engine).await?;
             if !whole {
-                sqlx::query(&format!("ROLLBACK TO SAVEPOINT {savepoint}"))
+                query(self.engine, &format!("ROLLBACK TO SAVEPOINT {savepoint}"))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -307,7 +315,7 @@ impl Store {
         now: i64,
     ) -> StorageResult<Result<Transaction, DebitOutcome>> {
         let mut tx = self.pool.begin().await?;
-        let recorded = sqlx::query(
+        let recorded = query(self.engine,
             "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
              VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
         )
@@ -363,7 +371,7 @@ impl Store {
     pub async fn roll_back_unless_debited(&self, transfer: &Transfer, reason: &str) -> StorageResult<TransferState> {
         let _turn = self.write_turn().await;
         let reason: String = reason.chars().take(255).collect();
-        let inserted = sqlx::query(
+        let inserted = query(self.engine,
             "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
              VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -389,7 +397,7 @@ impl Store {
 
     /// The outgoing transfer with this transaction number, if any, live or archived.
     pub async fn transfer_out(&self, tx_no: &TxNo) -> StorageResult<Option<TransferRecord>> {
-        let row: Option<TransferRow> = sqlx::query_as(&select_transfer_out_anywhere("tx_no"))
+        let row: Option<TransferRow> = query_as(self.engine, &select_transfer_out_anywhere("tx_no"))
             .bind(tx_no.as_str())
             .bind(tx_no.as_str())
             .fetch_optional(&self.pool)
@@ -399,7 +407,7 @@ impl Store {
 
     /// The outgoing transfer made with this idempotency key, if any, live or archived.
     pub async fn transfer_out_by_key(&self, key: &IdempotencyKey) -> StorageResult<Option<TransferRecord>> {
-        let row: Option<TransferRow> = sqlx::query_as(&select_transfer_out_anywhere("idempotency_key"))
+        let row: Option<TransferRow> = query_as(self.engine, &select_transfer_out_anywhere("idempotency_key"))
             .bind(key.as_str())
             .bind(key.as_str())
             .fetch_optional(&self.pool)
@@ -418,7 +426,7 @@ impl Store {
             Some(_) => format!("{SELECT_TRANSFER_OUT} WHERE state = ? ORDER BY create_time DESC LIMIT ?"),
             None => format!("{SELECT_TRANSFER_OUT} ORDER BY create_time DESC LIMIT ?"),
         };
-        let mut query = sqlx::query_as::<_, TransferRow>(&sql);
+        let mut query = query_as::<TransferRow>(self.engine, &sql);
         if let Some(state) = state {
             query = query.bind(state.as_str());
         }

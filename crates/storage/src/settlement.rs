@@ -9,7 +9,7 @@ use txbank_domain::{BankId, Settlement, TransferState, TxNo};
 
 use crate::script::{in_runs, placeholders, Script, Value};
 use crate::sending::{select_transfer_out_anywhere, SELECT_TRANSFER_OUT};
-use crate::store::{parse, rows, Engine, StorageResult, Store, Transaction, TransferRow};
+use crate::store::{parse, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow};
 use crate::StorageError;
 
 /// What [`Store::apply_settlement`] did.
@@ -71,15 +71,17 @@ pub(crate) async fn settle_in(
         Settlement::Credited => None,
         Settlement::Returned { reason } => Some(reason.chars().take(255).collect::<String>()),
     };
-    let moved =
-        sqlx::query("UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?")
-            .bind(reported.as_str())
-            .bind(reason)
-            .bind(tx_no.as_str())
-            .bind(reporter.as_str())
-            .bind(TransferState::Debited.as_str())
-            .execute(&mut **tx)
-            .await?;
+    let moved = query(
+        engine,
+        "UPDATE transfer_out SET state = ?, reason = ? WHERE tx_no = ? AND to_bank = ? AND state = ?",
+    )
+    .bind(reported.as_str())
+    .bind(reason)
+    .bind(tx_no.as_str())
+    .bind(reporter.as_str())
+    .bind(TransferState::Debited.as_str())
+    .execute(&mut **tx)
+    .await?;
     if rows(&moved) == 0 {
         let existing = sent_as_committed(tx, engine, tx_no).await?;
         let existing = existing.map(|row| row.into_record(bank)).transpose()?;
@@ -98,7 +100,8 @@ pub(crate) async fn settle_in(
         };
     }
     if reported == TransferState::Returned {
-        sqlx::query(
+        query(
+            engine,
             "UPDATE account_info SET account_balance_cents = account_balance_cents +
                 (SELECT amount_cents FROM transfer_out WHERE tx_no = ?)
              WHERE account_no = (SELECT from_account FROM transfer_out WHERE tx_no = ?)",
@@ -111,23 +114,27 @@ pub(crate) async fn settle_in(
     Ok(SettlementOutcome::Applied)
 }
 
-/// Sent transfer `tx_no`, live or archived, as last committed. On MySQL the live row is
-/// read with a share lock: a plain read there sees the transaction's snapshot, which
+/// Sent transfer `tx_no`, live or archived, as last committed. On MySQL and PostgreSQL
+/// the live row is read with a share lock: a plain read sees the transaction's snapshot
+/// (MySQL's, or at PostgreSQL's `READ COMMITTED` the statement's), which
 /// predates a report that another instance of the bank applied meanwhile (the same
 /// report, sent by two instances of the reporting bank), and would call the transfer
 /// still debited. Archived rows never change.
 async fn sent_as_committed(tx: &mut Transaction, engine: Engine, tx_no: &TxNo) -> StorageResult<Option<TransferRow>> {
-    if engine == Engine::MySql {
-        let live: Option<TransferRow> =
-            sqlx::query_as(&format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ? LOCK IN SHARE MODE"))
-                .bind(tx_no.as_str())
-                .fetch_optional(&mut **tx)
-                .await?;
+    if engine.locks_rows() {
+        let lock = match engine {
+            Engine::MySql => "LOCK IN SHARE MODE",
+            Engine::Sqlite | Engine::Postgres => "FOR SHARE",
+        };
+        let live: Option<TransferRow> = query_as(engine, &format!("{SELECT_TRANSFER_OUT} WHERE tx_no = ? {lock}"))
+            .bind(tx_no.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
         if live.is_some() {
             return Ok(live);
         }
     }
-    Ok(sqlx::query_as(&select_transfer_out_anywhere("tx_no"))
+    Ok(query_as(engine, &select_transfer_out_anywhere("tx_no"))
         .bind(tx_no.as_str())
         .bind(tx_no.as_str())
         .fetch_optional(&mut **tx)
@@ -143,7 +150,7 @@ async fn remove_from_outbox(conn: &mut sqlx::AnyConnection, tx_nos: &[TxNo]) -> 
         "DELETE FROM settlement_outbox WHERE tx_no IN ({})",
         placeholders(tx_nos.len())
     );
-    let mut removing = sqlx::query(&statement).persistent(false);
+    let mut removing = query(Engine::of_connection(conn), &statement).persistent(false);
     for tx_no in tx_nos {
         removing = removing.bind(tx_no.as_str());
     }
@@ -173,7 +180,8 @@ fn pending_settlement((tx_no, to_bank, outcome, reason): OutboxRow) -> StorageRe
 impl Store {
     /// Settlement reports not yet sent, oldest first, at most `limit`.
     pub async fn pending_settlements(&self, limit: u32) -> StorageResult<Vec<PendingSettlement>> {
-        let rows: Vec<OutboxRow> = sqlx::query_as(
+        let rows: Vec<OutboxRow> = query_as(
+            self.engine,
             "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ?",
         )
         .bind(i64::from(limit))
@@ -197,16 +205,20 @@ impl Store {
         F: FnOnce(Vec<PendingSettlement>) -> Fut,
         Fut: std::future::Future<Output = Vec<TxNo>>,
     {
-        if self.engine == Engine::Sqlite {
+        if !self.engine.locks_rows() {
             let sent = send(self.pending_settlements(limit).await?).await;
             self.settlements_sent(&sent).await?;
             return Ok(sent.len());
         }
         let mut conn = self.pool.acquire().await?;
-        // Applies to the next transaction of this connection only.
-        conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+        if self.engine == Engine::MySql {
+            // Applies to the next transaction of this connection only (PostgreSQL's
+            // default).
+            conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+        }
         let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
-        let rows: Vec<OutboxRow> = sqlx::query_as(
+        let rows: Vec<OutboxRow> = query_as(
+            self.engine,
             "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ? \
              FOR UPDATE SKIP LOCKED",
         )
@@ -274,7 +286,7 @@ mod tests {
     async fn two_instances() -> (Store, Store) {
         let server = std::env::var("TXBANK_TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
         let name = format!("txbank_t_{}", TxNo::generate().as_str().replace('-', ""));
-        let url = crate::create_mysql_database(&server, &name)
+        let url = crate::create_database(&server, &name)
             .await
             .expect("MySQL/MariaDB must run for the tests (scripts/test.sh starts it)");
         let bank = BankId::parse("bank1").unwrap();

@@ -2,8 +2,9 @@
 //! shares (row shapes, time, errors). The statements themselves live with what they
 //! serve: `accounts`, `sending`, `receiving`, `settlement`, `ledger` and `redrive`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
@@ -16,13 +17,16 @@ use crate::StorageError;
 /// The most a balance may hold, in cents (DECIMAL(10,2)).
 pub(crate) const MAX_BALANCE_CENTS: i64 = 9_999_999_999;
 
-/// Which SQL engine a [`Store`] talks to; only the migrations differ between them.
+/// Which SQL engine a [`Store`] talks to. The statements are written once, with `?`
+/// placeholders (see [`Engine::sql`]); the migrations and a few statements differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// SQLite, by a `sqlite:` URL.
     Sqlite,
     /// MySQL or MariaDB, by a `mysql:` or `mariadb:` URL.
     MySql,
+    /// PostgreSQL, by a `postgres:` or `postgresql:` URL.
+    Postgres,
 }
 
 impl Engine {
@@ -32,10 +36,107 @@ impl Engine {
             Some(Engine::Sqlite)
         } else if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             Some(Engine::MySql)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Engine::Postgres)
         } else {
             None
         }
     }
+
+    /// The engine a connection talks to.
+    pub(crate) fn of_connection(conn: &sqlx::AnyConnection) -> Engine {
+        match conn.backend_name() {
+            "SQLite" => Engine::Sqlite,
+            "PostgreSQL" => Engine::Postgres,
+            _ => Engine::MySql,
+        }
+    }
+
+    /// True where rows are locked, not the database: several connections write at
+    /// once, and several instances of a bank share its outbox (`SKIP LOCKED`).
+    pub(crate) fn locks_rows(self) -> bool {
+        self != Engine::Sqlite
+    }
+
+    /// A statement as this engine takes it. Statements are written as SQLite and MySQL
+    /// take them, with `?` placeholders and MySQL's `CAST(… AS SIGNED)`; PostgreSQL
+    /// numbers its placeholders (`$1`, `$2`, …) and casts to `BIGINT`. Each text is
+    /// rewritten once and kept for the life of the process: the texts are the crate's
+    /// own, a bounded set (batch statements come in power-of-two shapes).
+    pub(crate) fn sql(self, text: &str) -> &str {
+        match self {
+            Engine::Postgres => for_postgres(text),
+            Engine::Sqlite | Engine::MySql => text,
+        }
+    }
+}
+
+/// `text` as PostgreSQL takes it (see [`Engine::sql`]), rewritten on first use and kept.
+fn for_postgres(text: &str) -> &'static str {
+    static REWRITTEN: OnceLock<RwLock<HashMap<String, &'static str>>> = OnceLock::new();
+    let rewritten = REWRITTEN.get_or_init(RwLock::default);
+    if let Some(known) = rewritten.read().unwrap_or_else(|e| e.into_inner()).get(text) {
+        return known;
+    }
+    let postgres: &'static str = Box::leak(numbered_placeholders(text).into_boxed_str());
+    rewritten
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(text.to_string())
+        .or_insert(postgres)
+}
+
+/// `text` with its `?` placeholders numbered (outside quoted literals) and MySQL's
+/// `AS SIGNED` casts made `AS BIGINT`.
+fn numbered_placeholders(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut placeholder, mut quoted) = (0, false);
+    for c in text.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                placeholder += 1;
+                out.push('$');
+                out.push_str(&placeholder.to_string());
+            }
+            _ => out.push(c),
+        }
+    }
+    out.replace(" AS SIGNED)", " AS BIGINT)")
+}
+
+/// A statement of `sql` on `engine` (see [`Engine::sql`]).
+pub(crate) fn query(engine: Engine, sql: &str) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(engine.sql(sql))
+}
+
+/// `insert`, an `INSERT` into a table with one unique key, made to insert nothing
+/// where that key exists already on PostgreSQL (`ON CONFLICT DO NOTHING`), whose
+/// transaction a failed statement would abort; elsewhere it fails alone, with a unique
+/// violation, and the transaction goes on. Either way the caller reads the row it
+/// inserted from what it answers.
+pub(crate) fn insert_unless_present<'q>(
+    engine: Engine,
+    insert: &'static str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    match engine {
+        Engine::Postgres => sqlx::query(for_postgres(&format!("{insert} ON CONFLICT DO NOTHING"))),
+        Engine::Sqlite | Engine::MySql => sqlx::query(insert),
+    }
+}
+
+/// A statement of `sql` on `engine` whose rows are read as `O` (see [`Engine::sql`]).
+pub(crate) fn query_as<O>(
+    engine: Engine,
+    sql: &str,
+) -> sqlx::query::QueryAs<'_, sqlx::Any, O, sqlx::any::AnyArguments<'_>>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    sqlx::query_as(engine.sql(sql))
 }
 
 /// A bank's database: a connection pool plus the statements that read and change it.
@@ -99,28 +200,48 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
 
-/// Creates the empty database `name` (letters, digits, `_`) on the MySQL/MariaDB server
-/// at `server_url` (`mysql://user@host:3306`) and returns its URL.
-pub async fn create_mysql_database(server_url: &str, name: &str) -> StorageResult<String> {
-    on_mysql_server(server_url, "CREATE DATABASE", name).await?;
+/// Creates the empty database `name` (letters, digits, `_`) on the MySQL/MariaDB or
+/// PostgreSQL server at `server_url` (`mysql://user@host:3306`,
+/// `postgres://user@host:5432`) and returns its URL.
+pub async fn create_database(server_url: &str, name: &str) -> StorageResult<String> {
+    on_server(server_url, "CREATE DATABASE", name, "").await?;
     Ok(format!("{}/{name}", server_url.trim_end_matches('/')))
 }
 
-/// Drops the database `name` from the MySQL/MariaDB server at `server_url`, if it exists.
-pub async fn drop_mysql_database(server_url: &str, name: &str) -> StorageResult<()> {
-    on_mysql_server(server_url, "DROP DATABASE IF EXISTS", name).await
+/// Drops the database `name` from the server at `server_url`, if it exists (on
+/// PostgreSQL, closing the connections still open to it).
+pub async fn drop_database(server_url: &str, name: &str) -> StorageResult<()> {
+    let force = match Engine::of(server_url) {
+        Some(Engine::Postgres) => " WITH (FORCE)",
+        _ => "",
+    };
+    on_server(server_url, "DROP DATABASE IF EXISTS", name, force).await
 }
 
-/// Runs `statement name` on the server, `name` being a plain database name.
-pub(crate) async fn on_mysql_server(server_url: &str, statement: &str, name: &str) -> StorageResult<()> {
+/// Runs `statement name options` on the server, `name` being a plain database name.
+async fn on_server(server_url: &str, statement: &str, name: &str, options: &str) -> StorageResult<()> {
     use sqlx::Connection;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         let refusal = format!("{name:?} is not a plain database name");
         return Err(StorageError::Database(sqlx::Error::Configuration(refusal.into())));
     }
-    let mut conn = sqlx::MySqlConnection::connect(server_url).await?;
-    sqlx::query(&format!("{statement} {name}")).execute(&mut conn).await?;
-    conn.close().await?;
+    let sql = format!("{statement} {name}{options}");
+    match Engine::of(server_url) {
+        Some(Engine::MySql) => {
+            let mut conn = sqlx::MySqlConnection::connect(&server_url.replacen("mariadb:", "mysql:", 1)).await?;
+            sqlx::query(&sql).execute(&mut conn).await?;
+            conn.close().await?;
+        }
+        Some(Engine::Postgres) => {
+            let mut conn = sqlx::PgConnection::connect(server_url).await?;
+            sqlx::query(&sql).execute(&mut conn).await?;
+            conn.close().await?;
+        }
+        _ => {
+            let refusal = format!("{:?} names no MySQL or PostgreSQL server", redact(server_url));
+            return Err(StorageError::Database(sqlx::Error::Configuration(refusal.into())));
+        }
+    }
     Ok(())
 }
 
@@ -150,14 +271,18 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Connects to bank `bank`'s database at `url` (`sqlite://path?mode=rwc` or
-    /// `mysql://user:pass@host/db`) with at most `max_connections` connections. SQLite
+    /// Connects to bank `bank`'s database at `url` (`sqlite://path?mode=rwc`,
+    /// `mysql://user:pass@host/db` or `postgres://user:pass@host/db`) with at most `max_connections` connections. SQLite
     /// runs in WAL mode with `synchronous=FULL`, so every commit is durable.
     pub async fn connect(bank: BankId, url: &str, max_connections: u32) -> StorageResult<Store> {
         sqlx::any::install_default_drivers();
         let Some(engine) = Engine::of(url) else {
             return Err(StorageError::Database(sqlx::Error::Configuration(
-                format!("database URL must start with sqlite: or mysql:, got {:?}", redact(url)).into(),
+                format!(
+                    "database URL must start with sqlite:, mysql: or postgres:, got {:?}",
+                    redact(url)
+                )
+                .into(),
             )));
         };
         let url = url.replacen("mariadb:", "mysql:", 1);
@@ -222,15 +347,21 @@ impl Store {
     pub async fn reference_commit(&self, tx_no: &TxNo, account: &AccountNo) -> StorageResult<()> {
         let _turn = self.write_turn().await;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)")
-            .bind(tx_no.as_str())
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE account_info SET account_balance_cents = account_balance_cents + 1 WHERE account_no = ?")
-            .bind(account.as_str())
-            .execute(&mut *tx)
-            .await?;
+        query(
+            self.engine,
+            "INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)",
+        )
+        .bind(tx_no.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        query(
+            self.engine,
+            "UPDATE account_info SET account_balance_cents = account_balance_cents + 1 WHERE account_no = ?",
+        )
+        .bind(account.as_str())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -258,14 +389,26 @@ impl Store {
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self.engine {
             Engine::Sqlite => Some(self.writes.lock().await),
-            Engine::MySql => None,
+            Engine::MySql | Engine::Postgres => None,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{numbered_placeholders, redact};
+
+    #[test]
+    fn postgres_statements_number_their_placeholders_outside_quotes() {
+        assert_eq!(
+            numbered_placeholders("UPDATE t SET a = ?, b = '?' WHERE c IN (?, ?)"),
+            "UPDATE t SET a = $1, b = '?' WHERE c IN ($2, $3)"
+        );
+        assert_eq!(
+            numbered_placeholders("SELECT CAST(SUM(x) AS SIGNED) FROM t"),
+            "SELECT CAST(SUM(x) AS BIGINT) FROM t"
+        );
+    }
 
     #[test]
     fn redacts_passwords_in_urls() {

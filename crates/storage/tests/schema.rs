@@ -1,8 +1,9 @@
 //! Versioned migrations, the bank a database belongs to, and the archive, each checked on
-//! SQLite and on MySQL/MariaDB (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`).
+//! SQLite, MySQL/MariaDB (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`)
+//! and PostgreSQL (`TXBANK_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432`).
 
 use txbank_domain::{AccountNo, Amount, BankId, Party, Transfer, TransferState, TxNo};
-use txbank_storage::test_support::fresh_mysql_database;
+use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 use txbank_storage::{fill_books, CreditOutcome, Preload, StorageError, Store};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -14,6 +15,7 @@ async fn empty_databases() -> Vec<(&'static str, String, Option<tempfile::TempDi
     vec![
         ("sqlite", sqlite, Some(dir)),
         ("mysql", fresh_mysql_database().await, None),
+        ("postgres", fresh_postgres_database().await, None),
     ]
 }
 
@@ -75,10 +77,14 @@ async fn a_database_newer_than_this_binary_is_refused() {
         store.migrate().await.unwrap();
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        sqlx::query(
+        let checksum = match engine {
+            "postgres" => "'\\x00'::bytea",
+            _ => "X'00'",
+        };
+        sqlx::query(&format!(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
-             VALUES (99, 'from a newer txbank', 1, X'00', 0)",
-        )
+             VALUES (99, 'from a newer txbank', TRUE, {checksum}, 0)"
+        ))
         .execute(&pool)
         .await
         .unwrap();
@@ -109,6 +115,7 @@ async fn a_database_of_other_tables_is_not_a_banks() {
         );
         let (tables,): (i64,) = sqlx::query_as(match engine {
             "sqlite" => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            "postgres" => "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()",
             _ => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()",
         })
         .fetch_one(&pool)

@@ -1,10 +1,11 @@
-//! The storage guarantees, each checked on SQLite and on MySQL/MariaDB
-//! (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`).
+//! The storage guarantees, each checked on SQLite, MySQL/MariaDB
+//! (`TXBANK_TEST_MYSQL_URL`, default `mysql://root@127.0.0.1:3306`) and PostgreSQL
+//! (`TXBANK_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432`).
 
 use txbank_domain::{
     AccountName, AccountNo, Amount, BankId, IdempotencyKey, Money, Party, Settlement, Transfer, TransferState, TxNo,
 };
-use txbank_storage::test_support::fresh_mysql_database;
+use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
 
 /// A fresh, empty database of each engine, each bank1's, with Zhang San (1, 10000.00)
@@ -22,7 +23,14 @@ async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
     let mysql = Store::connect(bank("bank1"), &fresh_mysql_database().await, 4)
         .await
         .unwrap();
-    let mut all = vec![("sqlite", sqlite, Some(dir)), ("mysql", mysql, None)];
+    let postgres = Store::connect(bank("bank1"), &fresh_postgres_database().await, 4)
+        .await
+        .unwrap();
+    let mut all = vec![
+        ("sqlite", sqlite, Some(dir)),
+        ("mysql", mysql, None),
+        ("postgres", postgres, None),
+    ];
     for (_, store, _) in &mut all {
         store.migrate().await.unwrap();
         store
@@ -835,9 +843,8 @@ async fn the_ledgers_of_a_sqlite_bank_and_a_mysql_bank_account_for_every_cent() 
     );
 }
 
-#[tokio::test]
-async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_mysql() {
-    let url = fresh_mysql_database().await;
+/// On an engine that locks rows, each report goes to one relay of the bank.
+async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank(url: String) {
     let first = Store::connect(bank("bank2"), &url, 2).await.unwrap();
     first.migrate().await.unwrap();
     first
@@ -869,4 +876,14 @@ async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_mysql() {
     assert_eq!(removed, 2);
     let left = second.pending_settlements(10).await.unwrap();
     assert_eq!(left.len(), 1, "{left:?}");
+}
+
+#[tokio::test]
+async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_mysql() {
+    each_report_in_the_outbox_goes_to_one_relay_of_the_bank(fresh_mysql_database().await).await;
+}
+
+#[tokio::test]
+async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_postgres() {
+    each_report_in_the_outbox_goes_to_one_relay_of_the_bank(fresh_postgres_database().await).await;
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use txbank_storage::test_support::fresh_mysql_database;
+use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 
 pub mod browser;
 
@@ -25,6 +25,8 @@ pub enum Db {
     Sqlite,
     /// A fresh database on the MySQL/MariaDB server (`TXBANK_TEST_MYSQL_URL`).
     MySql,
+    /// A fresh database on the PostgreSQL server (`TXBANK_TEST_POSTGRES_URL`).
+    Postgres,
 }
 
 /// A running process of the `txbank` binary, killed when dropped.
@@ -257,6 +259,7 @@ impl Cluster {
                 path(&self.dir.path().join(format!("{preset}.db")))
             ),
             Db::MySql => fresh_mysql_database().await,
+            Db::Postgres => fresh_postgres_database().await,
         };
         Bank {
             preset,

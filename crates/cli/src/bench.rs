@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// Send from bank2 to bank1 too: half the clients send each way.
     #[arg(long)]
     pub both_ways: bool,
+    /// Send every transfer from the one hot account to one even with --accounts (books
+    /// preloaded over many accounts, load on one).
+    #[arg(long, conflicts_with = "both_ways")]
+    pub hot: bool,
     /// Each client sends batches of this many transfers through `POST /transfers/batch`
     /// (at most 1,000) instead of one transfer a request.
     #[arg(long, default_value_t = 0)]
@@ -485,7 +489,7 @@ async fn measure(
                 _ => format!("{base}/transfers/batch"),
             };
             let to_bank = if reverse { "bank1" } else { "bank2" };
-            let mut pick = Picker::new(client as u64, args.accounts, to_bank);
+            let mut pick = Picker::new(client as u64, spread_over(args), to_bank);
             let (http, token) = (http.clone(), system.token().to_string());
             let debited_so_far = Arc::clone(&debited_so_far);
             tokio::spawn(async move {
@@ -621,7 +625,7 @@ async fn measure(
         audit_clean: audit.is_clean() && audit.in_flight == 0,
         in_flight_at_end: audit.in_flight,
         audit_s,
-        spread_over_accounts: args.accounts,
+        spread_over_accounts: spread_over(args),
         both_ways: args.both_ways,
         batch: args.batch,
         preloaded_transfers: args.preload,
@@ -631,6 +635,15 @@ async fn measure(
         violations: audit.violations.iter().map(|v| format!("{v:?}")).collect(),
         series: per_second(&credits, first),
     })
+}
+
+/// The accounts per bank the load goes over: 0 for the hot account.
+fn spread_over(args: &BenchArgs) -> u64 {
+    if args.hot {
+        0
+    } else {
+        args.accounts
+    }
 }
 
 /// How many transfers of a batch request's answer were debited.

@@ -115,6 +115,19 @@ fn debit_script(requests: &[(Transfer, Option<IdempotencyKey>)], now: i64) -> Sc
     script
 }
 
+/// Commits a local transaction of debits, passing its fault points first: false when a
+/// failure injected there rolled it back.
+async fn commit_local_transaction(tx: Transaction) -> StorageResult<bool> {
+    faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
+    faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
+    if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 impl Store {
     /// The bank1 side of a transfer, in one database transaction: record the transfer as
     /// debited, debit the source if its balance covers the amount, and insert the
@@ -187,8 +200,16 @@ impl Store {
     /// or idempotency key seen before, a source that cannot cover its part of the sum)
     /// and needs to be debited on its own. The common case of [`Store::debit_all`].
     pub async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
-        let debited = self.debit_messages(&[requests]).await?;
-        Ok(debited.first().copied().unwrap_or(false))
+        let _turn = self.write_turn().await;
+        let mut tx = self.pool.begin().await?;
+        if !debit_script(requests, now_ms())
+            .run_and_check(&mut tx, self.engine)
+            .await?
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        commit_local_transaction(tx).await
     }
 
     /// Debits the transfers of several messages with one durable commit (group commit
@@ -217,14 +238,10 @@ impl Store {
             }
             debited.push(whole);
         }
-        faults::crash_point(faults::INSIDE_LOCAL_TRANSACTION);
-        faults::pause_point(faults::INSIDE_LOCAL_TRANSACTION).await;
-        if faults::fail_point(faults::INSIDE_LOCAL_TRANSACTION) {
-            tx.rollback().await?;
-            return Ok(vec![false; messages.len()]);
+        match commit_local_transaction(tx).await? {
+            true => Ok(debited),
+            false => Ok(vec![false; messages.len()]),
         }
-        tx.commit().await?;
-        Ok(debited)
     }
 
     /// Why `requests` cannot be debited together, read from the books as they stand: for

@@ -1,12 +1,12 @@
 //! Liveness, readiness and metrics.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::Json;
 use serde_json::{json, Value};
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use txbank_domain::audit::{books, BankBooks};
+use txbank_domain::audit::{books, BankBooks, DEFAULT_STUCK_AFTER_MS};
 
 use crate::{ApiError, AppState, Caller};
 
@@ -44,13 +44,28 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+/// The query of `GET /audit`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct AuditQuery {
+    /// Seconds a transfer may await its report before the books call it stuck.
+    stuck_after_secs: Option<u32>,
+}
+
 /// `GET /audit` (operators): this bank's own books, checked alone. The checks across
 /// banks are `txbank audit`'s, which reads every bank.
-pub(crate) async fn audit(State(state): State<AppState>, caller: Caller) -> Result<Json<BankBooks>, ApiError> {
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BankBooks>, ApiError> {
     caller.must_be_operator()?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
     let ledger = state.store.ledger().await?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    Ok(Json(books(&ledger, now_ms)))
+    let stuck_after_ms = query
+        .stuck_after_secs
+        .map_or(DEFAULT_STUCK_AFTER_MS, |secs| i64::from(secs) * 1000);
+    Ok(Json(books(&ledger, now_ms).stuck_after(stuck_after_ms)))
 }

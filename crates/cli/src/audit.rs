@@ -9,9 +9,14 @@ use txbank_domain::audit::{audit, unmatched, ArchivedTotals, AuditReport};
 
 use crate::databases::{named_or_up, open_existing, BankDatabase};
 
+/// Exit status of an audit whose books balance while a transfer is stuck in flight.
+const STUCK_EXIT_STATUS: i32 = 2;
+
 /// Audits `banks` (`NAME=URL`, receiving banks first), or `up`'s bank2 and bank1 under
-/// `data_dir` when none are given. Fails when a rule is broken.
-pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
+/// `data_dir` when none are given. Fails when a rule is broken; exits with
+/// [`STUCK_EXIT_STATUS`] when none is but a transfer has been in flight longer than
+/// `stuck_after_ms`.
+pub fn run(banks: &[String], data_dir: &Path, json: bool, stuck_after_ms: i64) -> Result<()> {
     let banks = named_or_up(banks, data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reading = crate::progress::spinner(format!("reading {} banks' ledgers", banks.len()));
@@ -25,6 +30,13 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool) -> Result<()> {
     }
     if !report.is_clean() {
         bail!("{} violation(s) found", report.violations.len());
+    }
+    if report.has_stuck_transfers(stuck_after_ms) {
+        eprintln!(
+            "balanced, but a transfer has been in flight for longer than {} s",
+            stuck_after_ms / 1000
+        );
+        std::process::exit(STUCK_EXIT_STATUS);
     }
     Ok(())
 }
@@ -82,6 +94,13 @@ fn print_report(report: &AuditReport) {
         "debited {}, rolled back {}, credited {}, refused {}, returned {}",
         report.debited, report.rolled_back, report.credited, report.refused, report.returned
     );
+    if report.held > 0 {
+        println!(
+            "held             {} in {} return(s) whose source could not take the money back",
+            money(report.held_cents),
+            report.held
+        );
+    }
     if report.set_aside > 0 {
         println!(
             "set aside        {} received message(s) never applied (see the banks' logs and txbank dlq list)",

@@ -159,8 +159,9 @@ pub enum Command {
     Chaos(crate::chaos::ChaosArgs),
     /// Measure the real system under load: throughput credited, latencies, memory.
     Bench(crate::bench::BenchArgs),
-    /// Check that every cent is accounted for and every transfer ended correctly; exits
-    /// non-zero on any violation.
+    /// Check that every cent is accounted for and every transfer ended correctly. Exits
+    /// 0 when all is well, 1 on any violation, 2 when the books balance but a transfer
+    /// has been in flight for longer than --stuck-after-secs (for a cron job to alert).
     Audit {
         /// A bank's database as NAME=URL (repeat; receiving banks first). Default: `up`'s
         /// bank2 and bank1 under --data-dir.
@@ -172,6 +173,9 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Seconds a transfer may stay in flight before the audit calls it stuck.
+        #[arg(long, default_value_t = txbank_domain::audit::DEFAULT_STUCK_AFTER_MS / 1000)]
+        stuck_after_secs: i64,
     },
     /// Move settled transfers older than a date out of the banks' hot tables into their
     /// archive tables, keeping the auditor exact and every message idempotent.

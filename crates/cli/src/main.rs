@@ -130,7 +130,12 @@ fn main() -> Result<()> {
             topic,
             namesrv_addr,
         } => dlq(&action, &group, &topic, namesrv_addr),
-        Command::Audit { bank, data_dir, json } => audit::run(&bank, &data_dir, json),
+        Command::Audit {
+            bank,
+            data_dir,
+            json,
+            stuck_after_secs,
+        } => audit::run(&bank, &data_dir, json, stuck_after_secs.saturating_mul(1000)),
         Command::Archive(args) => archive::run(&args.before, &args.bank, &args.data_dir),
         Command::Migrate { action, bank, data_dir } => migrate::run(&action, &bank, &data_dir),
         Command::Chaos(args) => chaos::run(&args),

@@ -195,10 +195,10 @@ impl Watcher {
             let cents = |field: &str| books.get(field).and_then(Value::as_i64).unwrap_or(0);
             if books.get("balanced").and_then(Value::as_bool) != Some(true) {
                 violations.push(format!(
-                    "{}: came in {} but on accounts + went out {} (cents)",
+                    "{}: came in {} but on accounts + held + went out {} (cents)",
                     bank.name,
                     cents("opened_cents") + cents("received_cents"),
-                    cents("balance_cents") + cents("sent_cents")
+                    cents("balance_cents") + cents("held_cents") + cents("sent_cents")
                 ));
             }
             sent += cents("sent_cents");

@@ -16,6 +16,10 @@ pub struct BankLedger {
     pub opened_cents: i64,
     /// The sum of all current balances, in cents.
     pub balance_cents: i64,
+    /// Returned money its source account could not take back, held on the bank's books.
+    pub held_cents: i64,
+    /// How many returns are held.
+    pub held: usize,
     /// Every transfer this bank sent or refused.
     pub outgoing: Vec<Outgoing>,
     /// Every transfer this bank received, credited or refused.
@@ -151,6 +155,12 @@ pub enum Violation {
     },
 }
 
+/// How old a transfer in flight may get before the auditor calls it stuck, by default:
+/// 10 minutes. Re-drive sends an unsettled transfer again within a minute or two, so
+/// one older than this waits for something an operator must look at (a destination
+/// down for long, a message set aside).
+pub const DEFAULT_STUCK_AFTER_MS: i64 = 10 * 60 * 1000;
+
 /// The auditor's findings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
@@ -158,6 +168,10 @@ pub struct AuditReport {
     pub opened_cents: i64,
     /// Money on accounts now, in cents.
     pub balance_cents: i64,
+    /// Returned money held because its source could not take it back, in cents.
+    pub held_cents: i64,
+    /// Returns held.
+    pub held: usize,
     /// Debited and not yet credited, in cents.
     pub in_flight_cents: i64,
     /// Transfers debited and not yet credited.
@@ -185,11 +199,16 @@ impl AuditReport {
     pub fn is_clean(&self) -> bool {
         self.violations.is_empty()
     }
+
+    /// True when a transfer has been in flight for longer than `after_ms`.
+    pub fn has_stuck_transfers(&self, after_ms: i64) -> bool {
+        self.oldest_in_flight_ms.is_some_and(|age| age > after_ms)
+    }
 }
 
 /// One bank's own books, which that bank can check alone: the money that came in
-/// (opening balances and credits received) equals the money on its accounts plus the money
-/// that went out (debits of transfers not returned). Each bank serves this at `GET /audit`;
+/// (opening balances and credits received) equals the money on its accounts and held
+/// returns plus the money that went out (debits of transfers not returned). Each bank serves this at `GET /audit`;
 /// the cross-bank checks need every bank's ledger ([`audit`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BankBooks {
@@ -201,6 +220,8 @@ pub struct BankBooks {
     pub received_cents: i64,
     /// Money on accounts now, in cents.
     pub balance_cents: i64,
+    /// Returned money held because its source could not take it back, in cents.
+    pub held_cents: i64,
     /// Debits of transfers sent and not returned, in cents.
     pub sent_cents: i64,
     /// True when came in = on accounts + went out.
@@ -209,8 +230,21 @@ pub struct BankBooks {
     pub awaiting_report: usize,
     /// Age of the oldest of those, in milliseconds.
     pub oldest_awaiting_report_ms: Option<i64>,
+    /// True when the oldest of those is older than the threshold the books were read
+    /// with ([`DEFAULT_STUCK_AFTER_MS`] unless asked otherwise).
+    pub stuck: bool,
+    /// Returns held because their source could not take the money back.
+    pub held: usize,
     /// Received messages never applied.
     pub set_aside: usize,
+}
+
+impl BankBooks {
+    /// These books, with `stuck` judged against `after_ms`.
+    pub fn stuck_after(mut self, after_ms: i64) -> BankBooks {
+        self.stuck = self.oldest_awaiting_report_ms.is_some_and(|age| age > after_ms);
+        self
+    }
 }
 
 /// The books of the bank whose ledger this is, at time `now_ms`.
@@ -239,12 +273,16 @@ pub fn books(ledger: &BankLedger, now_ms: i64) -> BankBooks {
         opened_cents: ledger.opened_cents,
         received_cents,
         balance_cents: ledger.balance_cents,
+        held_cents: ledger.held_cents,
         sent_cents,
-        balanced: ledger.opened_cents + received_cents == ledger.balance_cents + sent_cents,
+        balanced: ledger.opened_cents + received_cents == ledger.balance_cents + ledger.held_cents + sent_cents,
         awaiting_report: awaiting.len(),
         oldest_awaiting_report_ms: awaiting.iter().map(|out| now_ms - out.created_at_ms).max(),
+        stuck: false,
+        held: ledger.held,
         set_aside: ledger.set_aside,
     }
+    .stuck_after(DEFAULT_STUCK_AFTER_MS)
 }
 
 /// Audits the banks' ledgers at time `now_ms`.
@@ -258,6 +296,8 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
     for ledger in ledgers {
         report.opened_cents += ledger.opened_cents;
         report.balance_cents += ledger.balance_cents;
+        report.held_cents += ledger.held_cents;
+        report.held += ledger.held;
         report.set_aside += ledger.set_aside;
         let archived = &ledger.archived;
         report.debited += archived.sent_credited + archived.returned;
@@ -325,7 +365,7 @@ pub fn audit(ledgers: &[BankLedger], now_ms: i64) -> AuditReport {
             _ => {}
         }
     }
-    let accounted_cents = report.balance_cents + report.in_flight_cents;
+    let accounted_cents = report.balance_cents + report.held_cents + report.in_flight_cents;
     if accounted_cents != report.opened_cents {
         report.violations.insert(
             0,
@@ -533,6 +573,37 @@ mod tests {
                 .collect();
             assert!(kinds.iter().any(|k| k == kind), "{kind}: {kinds:?}");
         }
+    }
+
+    #[test]
+    fn a_held_return_stays_on_the_books() {
+        // bank1 sent 3.00, bank2 returned it, and account 1 could not take it back.
+        let mut ledgers = books(
+            9_700,
+            vec![out("r", TransferState::Returned, 300, 0)],
+            0,
+            vec![refused("r", 300)],
+        );
+        assert!(!audit(&ledgers, 0).is_clean(), "money held nowhere is missing");
+        ledgers[0].held_cents = 300;
+        ledgers[0].held = 1;
+        let report = audit(&ledgers, 0);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!((report.held, report.held_cents), (1, 300));
+        assert!(super::books(&ledgers[0], 0).balanced);
+    }
+
+    #[test]
+    fn a_transfer_in_flight_past_the_threshold_is_stuck_though_the_books_balance() {
+        let ledgers = books(9_000, vec![out("d", TransferState::Debited, 1_000, 0)], 0, vec![]);
+        let report = audit(&ledgers, 20 * 60 * 1000);
+        assert!(report.is_clean(), "{report:?}");
+        assert!(report.has_stuck_transfers(DEFAULT_STUCK_AFTER_MS));
+        assert!(!report.has_stuck_transfers(30 * 60 * 1000));
+        let sender = super::books(&ledgers[0], 20 * 60 * 1000);
+        assert!(sender.balanced && sender.stuck, "{sender:?}");
+        assert!(!sender.stuck_after(30 * 60 * 1000).stuck);
+        assert!(!super::books(&ledgers[0], 1_000).stuck);
     }
 
     #[test]

@@ -16,5 +16,5 @@ mod tx_no;
 pub use account::{AccountName, AccountNo, BankId};
 pub use error::DomainError;
 pub use money::{Amount, Money};
-pub use transfer::{Party, Settlement, Transfer, TransferState};
+pub use transfer::{Party, Settlement, Transfer, TransferEvent, TransferState};
 pub use tx_no::{IdempotencyKey, TxNo};

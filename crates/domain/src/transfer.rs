@@ -94,6 +94,36 @@ impl TransferState {
     pub fn was_debited(self) -> bool {
         self != TransferState::RolledBack
     }
+
+    /// The state a transfer in `state` (`None`: not recorded yet) moves to on `event`, or
+    /// `None` when the event cannot move it (it changes nothing: a late debit after a
+    /// rollback, a report about a transfer already settled or never debited).
+    pub fn after(state: Option<TransferState>, event: TransferEvent) -> Option<TransferState> {
+        use TransferEvent::*;
+        use TransferState::*;
+        match (state, event) {
+            (None, LocalCommit) => Some(Debited),
+            (None, RollBack) => Some(RolledBack),
+            (Some(Debited), ReportedCredited) => Some(Credited),
+            (Some(Debited), ReportedReturned) => Some(Returned),
+            _ => None,
+        }
+    }
+}
+
+/// What the sending bank learns about a transfer: the events that move it from one
+/// [`TransferState`] to the next ([`TransferState::after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferEvent {
+    /// Its local transaction committed: the source was debited.
+    LocalCommit,
+    /// Its local transaction did not happen (refused, failed, or the check-back found
+    /// nothing): its number is recorded as rolled back.
+    RollBack,
+    /// The destination reported it credited.
+    ReportedCredited,
+    /// The destination reported it refused: the money comes back.
+    ReportedReturned,
 }
 
 impl fmt::Display for TransferState {
@@ -148,6 +178,33 @@ mod tests {
         Party {
             bank: BankId::parse(bank).unwrap(),
             account: AccountNo::parse(account).unwrap(),
+        }
+    }
+
+    #[test]
+    fn each_event_moves_a_transfer_only_where_the_diagram_allows() {
+        use TransferEvent::*;
+        let table = [
+            (None, LocalCommit, Some(Debited)),
+            (None, RollBack, Some(RolledBack)),
+            (None, ReportedCredited, None),
+            (None, ReportedReturned, None),
+            (Some(Debited), LocalCommit, None),
+            (Some(Debited), RollBack, None),
+            (Some(Debited), ReportedCredited, Some(Credited)),
+            (Some(Debited), ReportedReturned, Some(Returned)),
+            (Some(RolledBack), LocalCommit, None),
+            (Some(RolledBack), RollBack, None),
+            (Some(RolledBack), ReportedCredited, None),
+            (Some(RolledBack), ReportedReturned, None),
+        ];
+        for (from, event, to) in table {
+            assert_eq!(TransferState::after(from, event), to, "{from:?} on {event:?}");
+        }
+        for settled in [Credited, Returned] {
+            for event in [LocalCommit, RollBack, ReportedCredited, ReportedReturned] {
+                assert_eq!(TransferState::after(Some(settled), event), None, "{settled:?} is final");
+            }
         }
     }
 

@@ -230,7 +230,7 @@ enum Pending {
     Done(bool),
     /// A message's credits, queued at `started`.
     Credits {
-        credits: Vec<(Transfer, Answer<CreditOutcome>)>,
+        credits: Vec<(Transfer, Answer<Result<CreditOutcome, StorageError>>)>,
         started: Instant,
     },
     /// A message's settlement reports from `reporter`, queued at `started`.
@@ -320,8 +320,21 @@ impl InboundListener {
         }
     }
 
-    fn credited(&self, transfer: &Transfer, credited: Result<CreditOutcome, String>, msg: &MessageExt) -> bool {
+    fn credited(
+        &self,
+        transfer: &Transfer,
+        credited: Result<Result<CreditOutcome, StorageError>, String>,
+        msg: &MessageExt,
+    ) -> bool {
         let _span = info_span!("transfer.credit", tx_no = %transfer.tx_no).entered();
+        let credited = match credited {
+            Ok(Err(error)) => {
+                let detail = format!("transfer {}: {error}", transfer.tx_no);
+                return self.set_aside_transfer(msg, transfer, SetAside::Failed, &detail);
+            }
+            Ok(Ok(outcome)) => Ok(outcome),
+            Err(error) => Err(error),
+        };
         match credited {
             Ok(CreditOutcome::Credited) => {
                 crash_point(AFTER_CREDIT_COMMIT);
@@ -343,7 +356,7 @@ impl InboundListener {
                     "transfer {} is older than the archive horizon and in neither the live tables nor the archive",
                     transfer.tx_no
                 );
-                self.set_aside(msg, SetAside::PastArchiveHorizon, &detail)
+                self.set_aside_transfer(msg, transfer, SetAside::PastArchiveHorizon, &detail)
             }
             Ok(CreditOutcome::Duplicate { reported_again }) => {
                 self.counters.record(Event::Duplicate);
@@ -384,7 +397,7 @@ impl InboundListener {
     /// again, and the applied ones are absorbed as duplicates).
     fn finish_settle(&self, reporter: &BankId, reports: Vec<QueuedReport>, started: Instant, msg: &MessageExt) -> bool {
         let mut failed = false;
-        let mut refusals = Vec::new();
+        let (mut refusals, mut failures) = (Vec::new(), Vec::new());
         for report in reports {
             let tx_no = &report.tx_no;
             let _span = info_span!("transfer.settle", %tx_no).entered();
@@ -397,6 +410,7 @@ impl InboundListener {
                     self.counters.record(Event::Duplicate);
                     info!(%tx_no, "duplicate settlement absorbed");
                 }
+                Ok(Err(error @ StorageError::Database(_))) => failures.push(format!("{tx_no}: {error}")),
                 Ok(Err(refusal)) => refusals.push(refusal.to_string()),
                 Err(error) => {
                     self.counters.record(Event::RedeliveryRequested);
@@ -407,6 +421,10 @@ impl InboundListener {
         }
         self.counters
             .observe(Timing::Database(DbCall::Settle), started.elapsed());
+        if !failures.is_empty() {
+            let detail = format!("from {reporter}: {}", failures.join("; "));
+            return self.set_aside(msg, SetAside::Failed, &detail);
+        }
         if !refusals.is_empty() {
             let detail = format!("from {reporter}: {}", refusals.join("; "));
             return self.set_aside(msg, SetAside::BadSettlement, &detail);
@@ -418,18 +436,29 @@ impl InboundListener {
     /// the auditor (best effort: the log line and RocketMQ's dead-letter queue remain
     /// if that fails). RocketMQ's retry path takes it to the dead-letter queue.
     fn set_aside(&self, msg: &MessageExt, reason: SetAside, detail: &str) -> bool {
-        self.counters.record(Event::SetAside(reason));
-        let key = msg
-            .property(&CheetahString::from_static_str("KEYS"))
-            .unwrap_or_default();
         // The producer's unique id survives redeliveries; the broker's ids do not.
         let id = msg
             .property(&CheetahString::from_static_str("UNIQ_KEY"))
             .unwrap_or_else(|| msg.msg_id().clone());
+        self.record_set_aside(msg, &id, reason, detail)
+    }
+
+    /// Refuses to apply `transfer` of `msg`, as [`Self::set_aside`] does, recorded under
+    /// its transaction number: the copies its sender sends again (re-drive) count as
+    /// deliveries of one set-aside transfer, not as new messages.
+    fn set_aside_transfer(&self, msg: &MessageExt, transfer: &Transfer, reason: SetAside, detail: &str) -> bool {
+        self.record_set_aside(msg, transfer.tx_no.as_str(), reason, detail)
+    }
+
+    fn record_set_aside(&self, msg: &MessageExt, id: &str, reason: SetAside, detail: &str) -> bool {
+        self.counters.record(Event::SetAside(reason));
+        let key = msg
+            .property(&CheetahString::from_static_str("KEYS"))
+            .unwrap_or_default();
         error!(msg_id = %id, key = %key, reconsumed = msg.reconsume_times(), %detail, "{} message set aside", reason.as_str());
         let recorded = self
             .runtime
-            .block_on(self.store.record_set_aside(&id, &key, reason.as_str(), detail));
+            .block_on(self.store.record_set_aside(id, &key, reason.as_str(), detail));
         if let Err(error) = recorded {
             warn!(msg_id = %id, %error, "cannot record the set-aside message");
         }

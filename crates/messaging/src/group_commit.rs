@@ -108,21 +108,23 @@ impl GroupCommit {
         GroupCommit { deliveries }
     }
 
-    /// Queues `transfer`'s credit at once, to commit with whatever else is queued; the
-    /// answer's error means the whole batch rolled back and nothing of it changed.
-    pub(crate) fn credit(&self, transfer: Transfer) -> Answer<CreditOutcome> {
+    /// Queues `transfer`'s credit at once, to commit with whatever else is queued: the
+    /// answer is `Ok(Err(_))` when the credit fails the same way every time (nothing of
+    /// it changed), `Err` when it may apply on another try.
+    pub(crate) fn credit(&self, transfer: Transfer) -> Answer<Result<CreditOutcome, StorageError>> {
         let queued = self.deliveries.enqueue(Delivery::Transfer(transfer));
         Box::pin(async move {
             match queued.answer().await?? {
-                DeliveryOutcome::Credit(outcome) => Ok(outcome),
+                DeliveryOutcome::Credit(outcome) => Ok(Ok(outcome)),
+                DeliveryOutcome::Failed(error) => lasting(error),
                 other => Err(format!("a credit was answered with {other:?}")),
             }
         })
     }
 
     /// Queues a settlement report at once, to apply with whatever else is queued: the
-    /// answer is `Ok(Err(_))` when the report cannot apply (nothing changed), `Err` when
-    /// the whole batch rolled back.
+    /// answer is `Ok(Err(_))` when the report cannot apply or fails the same way every
+    /// time (nothing changed), `Err` when it may apply on another try.
     pub(crate) fn settle(
         &self,
         tx_no: TxNo,
@@ -138,9 +140,20 @@ impl GroupCommit {
             match queued.answer().await?? {
                 DeliveryOutcome::Settlement(outcome) => Ok(Ok(outcome)),
                 DeliveryOutcome::BadSettlement(refusal) => Ok(Err(refusal)),
+                DeliveryOutcome::Failed(error) => lasting(error),
                 other => Err(format!("a settlement report was answered with {other:?}")),
             }
         })
+    }
+}
+
+/// A delivery's own failure: `Ok(Err(_))` when it fails the same way every time,
+/// `Err` when another try may apply it.
+fn lasting<T>(error: StorageError) -> Result<Result<T, StorageError>, String> {
+    if error.is_transient() {
+        Err(error.to_string())
+    } else {
+        Ok(Err(error))
     }
 }
 

@@ -20,6 +20,8 @@ pub enum SetAside {
     BadSettlement,
     /// A transfer older than the archive horizon that no table of the bank holds.
     PastArchiveHorizon,
+    /// Applying it fails the same way every time (the schema refuses it).
+    Failed,
 }
 
 impl SetAside {
@@ -31,15 +33,17 @@ impl SetAside {
             SetAside::Misrouted => "misrouted",
             SetAside::BadSettlement => "bad_settlement",
             SetAside::PastArchiveHorizon => "past_archive_horizon",
+            SetAside::Failed => "failed",
         }
     }
 
-    const ALL: [SetAside; 5] = [
+    const ALL: [SetAside; 6] = [
         SetAside::Unreadable,
         SetAside::Unauthenticated,
         SetAside::Misrouted,
         SetAside::BadSettlement,
         SetAside::PastArchiveHorizon,
+        SetAside::Failed,
     ];
 }
 

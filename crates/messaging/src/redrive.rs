@@ -92,6 +92,8 @@ struct Sweeper {
 }
 
 impl Sweeper {
+    /// Sweeps until `stopped`; each sweep also credits held returns back to the
+    /// accounts that can take them now.
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let every = (self.after / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut last_forget = Instant::now();
@@ -108,6 +110,9 @@ impl Sweeper {
                 if let Err(error) = self.store.forget_settled_redrives().await {
                     debug!(%error, "cannot forget settled re-drives now");
                 }
+            }
+            if let Err(error) = self.store.release_held_returns().await {
+                debug!(%error, "cannot release held returns now");
             }
             if *stopped.borrow() {
                 break;

@@ -1,13 +1,13 @@
 //! The settlement relay: sends the reports a bank's credits and refusals queued in its
-//! outbox to the sending banks, a batch per bank, and removes them once the broker
+//! outbox to the sending banks, a batch per bank, every bank at once, and removes them once the broker
 //! stored them (see [`Store::relay_outbox`] for how a bank's instances share the
 //! outbox). A crash between the send and the removal sends reports twice; their
 //! receiver absorbs that.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use rocketmq_client_rust::DefaultMQProducer;
 use rocketmq_model::common::message::MessageConst;
 use tokio::sync::{watch, Notify};
@@ -21,7 +21,7 @@ use crate::publish::start_plain_producer;
 use crate::signing::{self, MessageKey};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 
-/// Most reports read from the outbox at once, and sent in one message.
+/// Most reports to one bank read from the outbox at once, and sent in one message.
 const BATCH: u32 = 256;
 /// How long the relay sleeps when nothing told it about new reports.
 const IDLE: Duration = Duration::from_secs(1);
@@ -101,27 +101,38 @@ impl Relay {
         self.producer.shutdown().await;
     }
 
-    /// Sends the oldest reports; true when a whole batch went out (more may wait).
+    /// Sends the oldest reports to every bank at once, each bank's on its own, so that
+    /// a destination that cannot take them holds back no other; true when a whole batch
+    /// went out to some bank (more may wait).
     async fn send_batch(&self) -> bool {
+        // A book transfer settles in its one transaction: no report goes to this bank.
+        let mut banks = self.routes.banks();
+        banks.retain(|bank| bank != self.store.bank());
+        let relayed = join_all(banks.iter().map(|to_bank| self.send_batch_to(to_bank))).await;
+        relayed.into_iter().any(|full| full)
+    }
+
+    /// Sends the oldest reports to `to_bank`; true when a whole batch went out.
+    async fn send_batch_to(&self, to_bank: &BankId) -> bool {
         let relayed = self
             .store
-            .relay_outbox(BATCH, |pending| async move {
-                let mut sent = Vec::with_capacity(pending.len());
-                for (to_bank, reports) in by_destination(&pending) {
-                    match self.send(&reports).await {
-                        Ok(()) => sent.extend(reports.iter().map(|report| report.tx_no.clone())),
-                        Err(error) => {
-                            warn!(%to_bank, reports = reports.len(), %error, "settlement reports not sent; will retry")
-                        }
+            .relay_outbox(to_bank, BATCH, |pending| async move {
+                if pending.is_empty() {
+                    return Vec::new();
+                }
+                match self.send(&pending).await {
+                    Ok(()) => pending.into_iter().map(|report| report.tx_no).collect(),
+                    Err(error) => {
+                        warn!(%to_bank, reports = pending.len(), %error, "settlement reports not sent; will retry");
+                        Vec::new()
                     }
                 }
-                sent
             })
             .await;
         match relayed {
             Ok(removed) => removed == BATCH as usize,
             Err(error) => {
-                warn!(%error, "cannot relay the settlement outbox now; will retry");
+                warn!(%to_bank, %error, "cannot relay the settlement outbox now; will retry");
                 false
             }
         }
@@ -129,7 +140,7 @@ impl Relay {
 
     /// Sends reports bound for one bank as one message (one for the broker to store and
     /// deliver, however many reports), keyed by every report's `tx_no`.
-    async fn send(&self, reports: &[&PendingSettlement]) -> Result<(), MessagingError> {
+    async fn send(&self, reports: &[PendingSettlement]) -> Result<(), MessagingError> {
         let Some(first) = reports.first() else {
             return Ok(());
         };
@@ -158,13 +169,4 @@ impl Relay {
         info!(to_bank = %first.to_bank, reports = reports.len(), "settlement reports sent");
         Ok(())
     }
-}
-
-/// The reports grouped by the bank they go to (a batch holds one topic's messages).
-fn by_destination(pending: &[PendingSettlement]) -> BTreeMap<&BankId, Vec<&PendingSettlement>> {
-    let mut groups: BTreeMap<&BankId, Vec<&PendingSettlement>> = BTreeMap::new();
-    for report in pending {
-        groups.entry(&report.to_bank).or_default().push(report);
-    }
-    groups
 }

@@ -53,6 +53,11 @@ impl Routes {
         self.topics.contains_key(bank)
     }
 
+    /// Every bank routed to.
+    pub fn banks(&self) -> Vec<BankId> {
+        self.topics.keys().cloned().collect()
+    }
+
     /// Every topic routed to.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
         self.topics.values().map(String::as_str)

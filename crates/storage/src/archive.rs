@@ -126,8 +126,8 @@ impl Store {
                 }
                 let tx_nos: Vec<String> = batch.into_iter().map(|(tx_no,)| tx_no).collect();
                 let _turn = self.write_turn().await;
-                let mut tx = self.pool.begin().await?;
-                let moved = move_to_archive(&mut tx, side, &tx_nos).await?;
+                let mut tx = self.begin_write().await?;
+                let moved = move_to_archive(&mut tx, side, &tx_nos, before_ms).await?;
                 tx.commit().await?;
                 match side {
                     Side::Sent => run.sent += tx_nos.len() as u64,
@@ -229,7 +229,13 @@ impl Store {
 /// Moves the transfers `tx_nos` of `side` into its archive table inside `tx`, adds them
 /// to `archive_totals`, and deletes the de-duplication rows no hot table names any more;
 /// answers how many of those it deleted.
-async fn move_to_archive(tx: &mut Transaction, side: Side, tx_nos: &[String]) -> StorageResult<u64> {
+///
+/// A received transfer is archived by this bank's clock (`create_time`), but a late
+/// copy is checked against the archive by the time in its number, the sender's clock
+/// (see `credit_in`). A number whose time is not before the horizon `before_ms` (the
+/// sender's clock was ahead) keeps its de-duplication row, so that a late copy is still
+/// absorbed as a duplicate.
+async fn move_to_archive(tx: &mut Transaction, side: Side, tx_nos: &[String], before_ms: i64) -> StorageResult<u64> {
     let (table, list) = (side.table(), placeholders(tx_nos.len()));
     let sum_by_state = format!(
         "SELECT state, COUNT(*), CAST(SUM(amount_cents) AS SIGNED) FROM {table} WHERE tx_no IN ({list}) GROUP BY state"
@@ -261,11 +267,26 @@ async fn move_to_archive(tx: &mut Transaction, side: Side, tx_nos: &[String]) ->
     for sql in &statements {
         bound(Engine::of_connection(tx), sql, tx_nos).execute(&mut **tx).await?;
     }
+    let forgotten: Vec<String> = tx_nos
+        .iter()
+        .filter(|tx_no| match side {
+            Side::Sent => true,
+            Side::Received => TxNo::parse(tx_no)
+                .ok()
+                .and_then(|tx_no| tx_no.made_at_ms())
+                .is_none_or(|made_at| made_at < before_ms),
+        })
+        .cloned()
+        .collect();
+    if forgotten.is_empty() {
+        return Ok(0);
+    }
     let forget = format!(
-        "DELETE FROM de_duplication WHERE tx_no IN ({list}) AND tx_no NOT IN (SELECT tx_no FROM {})",
+        "DELETE FROM de_duplication WHERE tx_no IN ({}) AND tx_no NOT IN (SELECT tx_no FROM {})",
+        placeholders(forgotten.len()),
         side.other_table()
     );
-    Ok(bound(Engine::of_connection(tx), &forget, tx_nos)
+    Ok(bound(Engine::of_connection(tx), &forget, &forgotten)
         .execute(&mut **tx)
         .await?
         .rows_affected())

@@ -77,8 +77,14 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// True for database problems that may go away on retry (as opposed to refusals).
+    /// True for database problems that may go away on retry (as opposed to refusals, and
+    /// to statements the schema refuses, which fail the same way every time).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StorageError::Database(_))
+        match self {
+            StorageError::Database(error) => !error
+                .as_database_error()
+                .is_some_and(|error| !matches!(error.kind(), sqlx::error::ErrorKind::Other)),
+            _ => false,
+        }
     }
 }

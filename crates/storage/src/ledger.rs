@@ -122,12 +122,20 @@ impl Store {
         let (set_aside,): (i64,) = query_as(self.engine, "SELECT COUNT(*) FROM set_aside")
             .fetch_one(&mut *tx)
             .await?;
+        let (held, held_cents): (i64, i64) = query_as(
+            self.engine,
+            "SELECT COUNT(*), CAST(COALESCE(SUM(amount_cents), 0) AS SIGNED) FROM held_return",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         let archived = self.archived_totals(&mut tx).await?;
         tx.commit().await?;
         Ok(BankLedger {
             bank: self.bank.to_string(),
             opened_cents,
             balance_cents,
+            held_cents,
+            held: held as usize,
             set_aside: set_aside as usize,
             archived,
             archived_outgoing: Vec::new(),

@@ -30,5 +30,5 @@ pub use preload::{fill_books, PastTransfer, Preload};
 pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;
 pub use sending::{DebitOutcome, TransferRecord};
-pub use settlement::{PendingSettlement, SettlementOutcome};
+pub use settlement::{HeldReturn, PendingSettlement, SettlementOutcome};
 pub use store::{create_database, drop_database, redact, Engine, Store};

@@ -98,7 +98,7 @@ impl Store {
         opening: Money,
     ) -> StorageResult<()> {
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for chunk in numbers.chunks(ROWS_PER_STATEMENT) {
             let mut script = Script::default();
             script.insert_rows(
@@ -144,7 +144,7 @@ impl Store {
             *moved.entry(account).or_default() += transfer.amount.cents();
         }
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
             let mut script = Script::default();
             let into = format!("{} ({})", side.table(), side.columns());

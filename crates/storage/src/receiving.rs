@@ -73,6 +73,9 @@ pub enum DeliveryOutcome {
     /// The report cannot apply (unknown transfer, another bank's, contradicting); nothing
     /// changed.
     BadSettlement(StorageError),
+    /// Applying it failed, on its own, with nothing of it changed: for the caller to try
+    /// again when [`StorageError::is_transient`], else to set aside.
+    Failed(StorageError),
 }
 
 /// The receiving side of one transfer inside `tx` (see [`Store::credit_once`]). A
@@ -320,7 +323,7 @@ impl Store {
     /// instead, so the sender credits its source back.
     pub async fn credit_once(&self, transfer: &Transfer) -> StorageResult<CreditOutcome> {
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let outcome = credit_in(&mut tx, transfer, now_ms()).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -369,7 +372,9 @@ impl Store {
     /// durable commit covers them all (group commit): each transfer as
     /// [`Store::credit_once`] would, each settlement report as
     /// [`Store::apply_settlement`] would. A report that cannot apply is answered in its
-    /// place and changes nothing; any database failure rolls the whole batch back.
+    /// place and changes nothing. When the batch fails, each delivery is applied again in
+    /// a transaction of its own, so that one that fails ([`DeliveryOutcome::Failed`])
+    /// never holds back the others.
     pub async fn apply_deliveries(&self, deliveries: &[Delivery]) -> StorageResult<Vec<DeliveryOutcome>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
@@ -387,24 +392,63 @@ impl Store {
                 }
             }
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        let mut failure = None;
+        for delivery in deliveries {
+            match self.apply_in(&mut tx, delivery, now).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => {
+                tx.commit().await?;
+                return Ok(outcomes);
+            }
+            Some(error) if deliveries.len() == 1 => {
+                tx.rollback().await?;
+                return Ok(vec![DeliveryOutcome::Failed(error)]);
+            }
+            Some(error) => {
+                tx.rollback().await?;
+                tracing::debug!(%error, deliveries = deliveries.len(), "batch failed; applying each on its own");
+            }
+        }
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            outcomes.push(match delivery {
-                Delivery::Transfer(transfer) => DeliveryOutcome::Credit(credit_in(&mut tx, transfer, now).await?),
-                Delivery::Settlement {
-                    tx_no,
-                    reporter,
-                    settlement,
-                } => match settle_in(&mut tx, self.engine, &self.bank, tx_no, reporter, settlement).await {
-                    Ok(outcome) => DeliveryOutcome::Settlement(outcome),
-                    Err(error) if error.is_transient() => return Err(error),
-                    Err(refusal) => DeliveryOutcome::BadSettlement(refusal),
-                },
-            });
+            let mut tx = self.begin_write().await?;
+            match self.apply_in(&mut tx, delivery, now).await {
+                Ok(outcome) => {
+                    tx.commit().await?;
+                    outcomes.push(outcome);
+                }
+                Err(error) => {
+                    tx.rollback().await?;
+                    outcomes.push(DeliveryOutcome::Failed(error));
+                }
+            }
         }
-        tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Applies one delivery inside `tx`; an error means `tx` is to be rolled back.
+    async fn apply_in(&self, tx: &mut Transaction, delivery: &Delivery, now: i64) -> StorageResult<DeliveryOutcome> {
+        Ok(match delivery {
+            Delivery::Transfer(transfer) => DeliveryOutcome::Credit(credit_in(tx, transfer, now).await?),
+            Delivery::Settlement {
+                tx_no,
+                reporter,
+                settlement,
+            } => match settle_in(tx, self.engine, &self.bank, tx_no, reporter, settlement).await {
+                Ok(outcome) => DeliveryOutcome::Settlement(outcome),
+                Err(error @ StorageError::Database(_)) => return Err(error),
+                Err(refusal) => DeliveryOutcome::BadSettlement(refusal),
+            },
+        })
     }
 
     /// The common case of [`Store::apply_deliveries`] in one transaction of a few
@@ -430,7 +474,7 @@ impl Store {
         let mut script = Script::default();
         credit_together(&mut script, &transfers, now);
         settle_together(&mut script, &reports);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let applied = script.run_and_check(&mut tx, self.engine).await?;
         if applied {
             tx.commit().await?;

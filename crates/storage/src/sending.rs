@@ -201,7 +201,7 @@ impl Store {
     /// and needs to be debited on its own. The common case of [`Store::debit_all`].
     pub async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if !debit_script(requests, now_ms())
             .run_and_check(&mut tx, self.engine)
             .await?
@@ -221,7 +221,7 @@ impl Store {
     pub async fn debit_messages(&self, messages: &[&[(Transfer, Option<IdempotencyKey>)]]) -> StorageResult<Vec<bool>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut debited = Vec::with_capacity(messages.len());
         for (index, requests) in messages.iter().enumerate() {
             let savepoint = format!("message_{index}");
@@ -331,7 +331,7 @@ impl Store {
         state: TransferState,
         now: i64,
     ) -> StorageResult<Result<Transaction, DebitOutcome>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let recorded = query(self.engine,
             "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
              VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
@@ -388,9 +388,12 @@ impl Store {
     pub async fn roll_back_unless_debited(&self, transfer: &Transfer, reason: &str) -> StorageResult<TransferState> {
         let _turn = self.write_turn().await;
         let reason: String = reason.chars().take(255).collect();
+        // An archived transfer was debited and settled: its number is never recorded
+        // again as rolled back.
         let inserted = query(self.engine,
             "INSERT INTO transfer_out (tx_no, idempotency_key, from_account, to_bank, to_account, amount_cents, state, reason, create_time)
-             VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?)",
+             SELECT ?, NULL, ?, ?, ?, ?, ?, ?, ? FROM archive_horizon
+             WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM transfer_out_archive WHERE tx_no = ?)",
         )
         .bind(transfer.tx_no.as_str())
         .bind(transfer.from.as_str())
@@ -400,15 +403,19 @@ impl Store {
         .bind(TransferState::RolledBack.as_str())
         .bind(reason)
         .bind(now_ms())
+        .bind(transfer.tx_no.as_str())
         .execute(&self.pool)
         .await;
-        match inserted {
-            Ok(_) => Ok(TransferState::RolledBack),
-            Err(error) if is_unique_violation(&error) => match self.transfer_out(&transfer.tx_no).await? {
-                Some(existing) => Ok(existing.state),
-                None => Err(error.into()),
-            },
-            Err(error) => Err(error.into()),
+        let recorded = match inserted {
+            Ok(inserted) if rows(&inserted) == 1 => return Ok(TransferState::RolledBack),
+            Ok(_) => None,
+            Err(error) if is_unique_violation(&error) => Some(error),
+            Err(error) => return Err(error.into()),
+        };
+        match (self.transfer_out(&transfer.tx_no).await?, recorded) {
+            (Some(existing), _) => Ok(existing.state),
+            (None, Some(error)) => Err(error.into()),
+            (None, None) => Err(StorageError::Corrupt("archive_horizon has no row".into())),
         }
     }
 

@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use sqlx::Executor;
-use txbank_domain::{BankId, Settlement, TransferState, TxNo};
+use txbank_domain::{AccountNo, Amount, BankId, Settlement, TransferState, TxNo};
 
+use crate::accounts::account_in;
 use crate::script::{in_runs, placeholders, Script, Value};
 use crate::sending::{select_transfer_out_anywhere, SELECT_TRANSFER_OUT};
-use crate::store::{parse, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow};
+use crate::store::{
+    now_ms, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow, MAX_BALANCE_CENTS,
+};
 use crate::StorageError;
 
 /// What [`Store::apply_settlement`] did.
@@ -100,18 +103,76 @@ pub(crate) async fn settle_in(
         };
     }
     if reported == TransferState::Returned {
-        query(
-            engine,
-            "UPDATE account_info SET account_balance_cents = account_balance_cents +
-                (SELECT amount_cents FROM transfer_out WHERE tx_no = ?)
-             WHERE account_no = (SELECT from_account FROM transfer_out WHERE tx_no = ?)",
-        )
-        .bind(tx_no.as_str())
-        .bind(tx_no.as_str())
-        .execute(&mut **tx)
-        .await?;
+        credit_back_or_hold(tx, engine, tx_no).await?;
     }
     Ok(SettlementOutcome::Applied)
+}
+
+/// Credits the amount of returned transfer `tx_no` back to its source inside `tx`; when
+/// the source cannot take it (closed, or the money would pass the maximum balance), the
+/// money is held in `held_return` instead, on the bank's books, until it can (see
+/// [`Store::release_held_returns`]). A return thus always ends, and no cent leaves the
+/// books.
+async fn credit_back_or_hold(tx: &mut Transaction, engine: Engine, tx_no: &TxNo) -> StorageResult<()> {
+    let (account, cents): (String, i64) = query_as(
+        engine,
+        "SELECT from_account, amount_cents FROM transfer_out WHERE tx_no = ?",
+    )
+    .bind(tx_no.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    if credit_back(tx, engine, &account, cents).await? {
+        return Ok(());
+    }
+    let reason = match account_in(tx, &parse(AccountNo::parse(&account))?).await? {
+        None => format!("account {account} does not exist"),
+        Some(found) if found.closed => format!("account {account} is closed"),
+        Some(_) => format!("account {account} is at its maximum balance"),
+    };
+    tracing::warn!(%tx_no, %account, %reason, "returned money held: its source cannot take it back now");
+    query(
+        engine,
+        "INSERT INTO held_return (tx_no, account_no, amount_cents, reason, create_time) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(tx_no.as_str())
+    .bind(account)
+    .bind(cents)
+    .bind(reason)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Credits `cents` to open account `account` inside `tx` when its balance has room;
+/// true when it did.
+async fn credit_back(tx: &mut Transaction, engine: Engine, account: &str, cents: i64) -> StorageResult<bool> {
+    let credited = query(
+        engine,
+        "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
+         WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
+    )
+    .bind(cents)
+    .bind(account)
+    .bind(MAX_BALANCE_CENTS - cents)
+    .execute(&mut **tx)
+    .await?;
+    Ok(rows(&credited) == 1)
+}
+
+/// Money of a return held because its source could not take it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldReturn {
+    /// The returned transfer.
+    pub tx_no: TxNo,
+    /// The source account the money belongs to.
+    pub account: AccountNo,
+    /// How much is held.
+    pub amount: Amount,
+    /// Why the account could not take it.
+    pub reason: String,
+    /// When it was held, Unix milliseconds.
+    pub held_since_ms: i64,
 }
 
 /// Sent transfer `tx_no`, live or archived, as last committed. On MySQL and PostgreSQL
@@ -161,6 +222,9 @@ async fn remove_from_outbox(conn: &mut sqlx::AnyConnection, tx_nos: &[TxNo]) -> 
 /// A row of `settlement_outbox`: `tx_no`, `to_bank`, `outcome`, `reason`.
 type OutboxRow = (String, String, String, Option<String>);
 
+/// Reads [`OutboxRow`]s.
+const OUTBOX_ROWS: &str = "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox";
+
 /// The report an outbox row holds.
 fn pending_settlement((tx_no, to_bank, outcome, reason): OutboxRow) -> StorageResult<PendingSettlement> {
     let settlement = match TransferState::from_str(&outcome).map_err(StorageError::Corrupt)? {
@@ -180,18 +244,18 @@ fn pending_settlement((tx_no, to_bank, outcome, reason): OutboxRow) -> StorageRe
 impl Store {
     /// Settlement reports not yet sent, oldest first, at most `limit`.
     pub async fn pending_settlements(&self, limit: u32) -> StorageResult<Vec<PendingSettlement>> {
-        let rows: Vec<OutboxRow> = query_as(
-            self.engine,
-            "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ?",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<OutboxRow> = query_as(self.engine, &format!("{OUTBOX_ROWS} ORDER BY create_time LIMIT ?"))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(pending_settlement).collect()
     }
 
-    /// Hands the oldest reports of the outbox, at most `limit`, to `send`, and removes
-    /// from the outbox those `send` answers it sent; answers how many it removed.
+    /// Hands the oldest reports of the outbox to `to_bank`, at most `limit`, to `send`,
+    /// and removes from the outbox those `send` answers it sent; answers how many it
+    /// removed. Each destination's reports are read on their own (by the index on
+    /// `to_bank, create_time`), so that reports a destination cannot take never hold
+    /// back those of another.
     ///
     /// Every instance of a bank relays the one outbox. On MySQL the reports are taken
     /// with `FOR UPDATE SKIP LOCKED` in a transaction that lasts until they are removed,
@@ -200,13 +264,23 @@ impl Store {
     /// credits queue new reports meanwhile). A relay that dies mid-send releases them
     /// with its connection. On SQLite (one host, one writer) every relay reads them all;
     /// a report sent twice is absorbed by its receiver.
-    pub async fn relay_outbox<F, Fut>(&self, limit: u32, send: F) -> StorageResult<usize>
+    pub async fn relay_outbox<F, Fut>(&self, to_bank: &BankId, limit: u32, send: F) -> StorageResult<usize>
     where
         F: FnOnce(Vec<PendingSettlement>) -> Fut,
         Fut: std::future::Future<Output = Vec<TxNo>>,
     {
+        let oldest = format!("{OUTBOX_ROWS} WHERE to_bank = ? ORDER BY create_time LIMIT ?");
         if !self.engine.locks_rows() {
-            let sent = send(self.pending_settlements(limit).await?).await;
+            let rows: Vec<OutboxRow> = query_as(self.engine, &oldest)
+                .bind(to_bank.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            let pending = rows
+                .into_iter()
+                .map(pending_settlement)
+                .collect::<StorageResult<Vec<_>>>()?;
+            let sent = send(pending).await;
             self.settlements_sent(&sent).await?;
             return Ok(sent.len());
         }
@@ -217,14 +291,11 @@ impl Store {
             conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
         }
         let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
-        let rows: Vec<OutboxRow> = query_as(
-            self.engine,
-            "SELECT tx_no, to_bank, outcome, reason FROM settlement_outbox ORDER BY create_time LIMIT ? \
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<OutboxRow> = query_as(self.engine, &format!("{oldest} FOR UPDATE SKIP LOCKED"))
+            .bind(to_bank.as_str())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
         let pending = rows
             .into_iter()
             .map(pending_settlement)
@@ -259,9 +330,54 @@ impl Store {
         Ok(())
     }
 
+    /// The returns whose money is held, oldest first.
+    pub async fn held_returns(&self) -> StorageResult<Vec<HeldReturn>> {
+        let rows: Vec<(String, String, i64, String, i64)> = query_as(
+            self.engine,
+            "SELECT tx_no, account_no, amount_cents, reason, create_time FROM held_return ORDER BY create_time",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(tx_no, account, cents, reason, held_since_ms)| {
+                Ok(HeldReturn {
+                    tx_no: parse(TxNo::parse(&tx_no))?,
+                    account: parse(AccountNo::parse(&account))?,
+                    amount: parse(Amount::from_cents(cents))?,
+                    reason,
+                    held_since_ms,
+                })
+            })
+            .collect()
+    }
+
+    /// Credits held returns back to their accounts where they can take them now, each in
+    /// its own transaction; answers how many were released.
+    pub async fn release_held_returns(&self) -> StorageResult<usize> {
+        let mut released = 0;
+        for held in self.held_returns().await? {
+            let _turn = self.write_turn().await;
+            let mut tx = self.begin_write().await?;
+            let removed = query(self.engine, "DELETE FROM held_return WHERE tx_no = ?")
+                .bind(held.tx_no.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if rows(&removed) == 1
+                && credit_back(&mut tx, self.engine, held.account.as_str(), held.amount.cents()).await?
+            {
+                tx.commit().await?;
+                tracing::info!(tx_no = %held.tx_no, account = %held.account, amount = %held.amount, "held returned money credited back");
+                released += 1;
+            } else {
+                tx.rollback().await?;
+            }
+        }
+        Ok(released)
+    }
+
     /// The sending side of a settlement report, in one database transaction: move the
     /// debited transfer to credited, or to returned and credit its amount back to the
-    /// source. Applying the same report again changes nothing; a report from another bank
+    /// source (or hold it, when the source cannot take it). Applying the same report again changes nothing; a report from another bank
     /// than the transfer's destination is refused.
     pub async fn apply_settlement(
         &self,
@@ -270,7 +386,7 @@ impl Store {
         settlement: &Settlement,
     ) -> StorageResult<SettlementOutcome> {
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let outcome = settle_in(&mut tx, self.engine, &self.bank, tx_no, reporter, settlement).await?;
         tx.commit().await?;
         Ok(outcome)

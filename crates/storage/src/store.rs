@@ -346,7 +346,7 @@ impl Store {
     /// scratch database only: it adds one cent to `account`.
     pub async fn reference_commit(&self, tx_no: &TxNo, account: &AccountNo) -> StorageResult<()> {
         let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         query(
             self.engine,
             "INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)",
@@ -375,6 +375,17 @@ impl Store {
         tokio::time::sleep(length).await;
         conn.execute("ROLLBACK").await?;
         Ok(())
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), waiting in the busy handler while another process holds it:
+    /// a deferred transaction that reads first gets `SQLITE_BUSY` at once, with no wait,
+    /// when it comes to write while another process writes.
+    pub(crate) async fn begin_write(&self) -> StorageResult<Transaction> {
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::MySql | Engine::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

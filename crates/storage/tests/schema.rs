@@ -32,8 +32,12 @@ async fn a_fresh_database_is_migrated_once_and_claimed_by_its_bank() {
     for (engine, url, _dir) in empty_databases().await {
         let store = open("bank1", &url).await;
         let fresh = store.schema_status().await.unwrap();
-        assert_eq!((versions(&fresh.pending), fresh.owner), (vec![1, 2], None), "{engine}");
-        assert_eq!(versions(&store.migrate().await.unwrap()), [1, 2], "{engine}");
+        assert_eq!(
+            (versions(&fresh.pending), fresh.owner),
+            (vec![1, 2, 3], None),
+            "{engine}"
+        );
+        assert_eq!(versions(&store.migrate().await.unwrap()), [1, 2, 3], "{engine}");
         assert_eq!(store.migrate().await.unwrap(), [], "{engine}: nothing left to apply");
         let status = store.schema_status().await.unwrap();
         assert!(status.is_current(), "{engine}: {status:?}");
@@ -48,7 +52,7 @@ async fn a_bank_that_migrates_separately_refuses_a_database_behind() {
         let store = open("bank1", &url).await;
         let refused = store.require_current_schema().await;
         assert!(
-            matches!(&refused, Err(StorageError::SchemaBehind { pending }) if pending == &[1, 2]),
+            matches!(&refused, Err(StorageError::SchemaBehind { pending }) if pending == &[1, 2, 3]),
             "{engine}: {refused:?}"
         );
     }
@@ -264,5 +268,86 @@ async fn an_archive_that_would_cut_into_transfers_in_flight_is_refused() {
         );
         assert_eq!(bank1.archive_horizon().await.unwrap(), 0, "{engine}: nothing changed");
         assert_eq!(bank1.ledger().await.unwrap().outgoing.len(), 4, "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn a_check_back_about_an_archived_transfer_finds_it_settled_not_rolled_back() {
+    for (engine, bank1, bank2, _dirs) in old_books(3).await {
+        let archived = bank1.recorded_times(true, 0).await.unwrap()[0].0.clone();
+        let archived = TxNo::parse(&archived).unwrap();
+        let record = bank1.transfer_out(&archived).await.unwrap().unwrap();
+        let horizon = now_ms() - 10 * DAY_MS;
+        bank1.archive_before(horizon).await.unwrap();
+        bank2.archive_before(horizon).await.unwrap();
+
+        let state = bank1
+            .roll_back_unless_debited(&record.transfer, "check-back found no local transaction")
+            .await
+            .unwrap();
+        assert_eq!(state, TransferState::Credited, "{engine}");
+        let found = bank1.transfer_out(&archived).await.unwrap().unwrap();
+        assert_eq!(
+            found.state,
+            TransferState::Credited,
+            "{engine}: no live rolled_back row"
+        );
+        bank1.archive_before(horizon).await.unwrap();
+        let ledgers = [bank2.ledger().await.unwrap(), bank1.ledger().await.unwrap()];
+        let report = txbank_domain::audit::audit(&ledgers, now_ms());
+        assert!(report.is_clean() && report.rolled_back == 0, "{engine}: {report:?}");
+    }
+}
+
+/// The receiver archives by its own clock; a late copy is checked against the archive by
+/// the time in its number, the sender's clock. With the sender's clock ahead, the copy
+/// of a transfer archived near the horizon is still absorbed.
+#[tokio::test]
+async fn a_late_copy_from_a_sender_whose_clock_runs_ahead_is_never_credited_twice() {
+    for (engine, url, _dir) in empty_databases().await {
+        let bank2 = open("bank2", &url).await;
+        bank2.migrate().await.unwrap();
+        let account = AccountNo::parse("2").unwrap();
+        let holder = txbank_domain::AccountName::parse("李四的账户").unwrap();
+        bank2
+            .open_account_if_absent(&account, &holder, txbank_domain::Money::parse("0").unwrap())
+            .await
+            .unwrap();
+        let party = |bank: &str, account: &str| Party {
+            bank: BankId::parse(bank).unwrap(),
+            account: AccountNo::parse(account).unwrap(),
+        };
+        // Numbered an hour ahead of this bank's clock.
+        let ahead = Transfer::new(
+            TxNo::generate_at(now_ms() + 60 * 60 * 1000),
+            party("bank1", "1"),
+            party("bank2", "2"),
+            Amount::parse("5.00").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            bank2.credit_once(&ahead).await.unwrap(),
+            CreditOutcome::Credited,
+            "{engine}"
+        );
+        bank2
+            .settlements_sent(std::slice::from_ref(&ahead.tx_no))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let archived = bank2.archive_before(now_ms()).await.unwrap();
+        assert_eq!(archived.received, 1, "{engine}");
+
+        assert_eq!(
+            bank2.credit_once(&ahead).await.unwrap(),
+            CreditOutcome::Duplicate { reported_again: true },
+            "{engine}"
+        );
+        let ledger = bank2.ledger().await.unwrap();
+        assert!(txbank_domain::audit::books(&ledger, now_ms()).balanced, "{engine}");
+        assert_eq!(
+            bank2.account(&account).await.unwrap().unwrap().balance.to_string(),
+            "5.00"
+        );
     }
 }

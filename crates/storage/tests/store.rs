@@ -12,25 +12,10 @@ use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, Set
 /// and Li Si (2, 0.00). A test may play bank2's side of a transfer on the same database:
 /// the store itself does not check which bank a transfer is for.
 async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(
-        bank("bank1"),
-        &format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display()),
-        4,
-    )
-    .await
-    .unwrap();
-    let mysql = Store::connect(bank("bank1"), &fresh_mysql_database().await, 4)
-        .await
-        .unwrap();
-    let postgres = Store::connect(bank("bank1"), &fresh_postgres_database().await, 4)
-        .await
-        .unwrap();
-    let mut all = vec![
-        ("sqlite", sqlite, Some(dir)),
-        ("mysql", mysql, None),
-        ("postgres", postgres, None),
-    ];
+    let mut all = Vec::new();
+    for (engine, url, dir) in databases().await {
+        all.push((engine, Store::connect(bank("bank1"), &url, 4).await.unwrap(), dir));
+    }
     for (_, store, _) in &mut all {
         store.migrate().await.unwrap();
         store
@@ -43,6 +28,18 @@ async fn stores() -> Vec<(&'static str, Store, Option<tempfile::TempDir>)> {
             .unwrap();
     }
     all
+}
+
+/// A fresh, empty database of each engine: the engine's name, its URL, and the folder
+/// holding it.
+async fn databases() -> Vec<(&'static str, String, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
+    vec![
+        ("sqlite", sqlite, Some(dir)),
+        ("mysql", fresh_mysql_database().await, None),
+        ("postgres", fresh_postgres_database().await, None),
+    ]
 }
 
 fn no(text: &str) -> AccountNo {
@@ -857,11 +854,11 @@ async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank(url: String) {
     }
     let other_instance = &second;
     let removed = first
-        .relay_outbox(10, |pending| async move {
+        .relay_outbox(&bank("bank1"), 10, |pending| async move {
             assert_eq!(pending.len(), 3);
             // Another instance's relay, meanwhile, finds nothing to send.
             let others = other_instance
-                .relay_outbox(10, |theirs| async move {
+                .relay_outbox(&bank("bank1"), 10, |theirs| async move {
                     assert!(theirs.is_empty(), "sent twice: {theirs:?}");
                     Vec::new()
                 })
@@ -886,4 +883,189 @@ async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_mysql() {
 #[tokio::test]
 async fn each_report_in_the_outbox_goes_to_one_relay_of_the_bank_on_postgres() {
     each_report_in_the_outbox_goes_to_one_relay_of_the_bank(fresh_postgres_database().await).await;
+}
+
+/// A book transfer of `amount` from `from` to `to` in bank1.
+async fn move_within(store: &Store, from: &str, to: &str, amount: &str) {
+    let t = Transfer::new(
+        TxNo::generate(),
+        party("bank1", from),
+        party("bank1", to),
+        Amount::parse(amount).unwrap(),
+    )
+    .unwrap();
+    store.transfer_within(&t, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_return_its_source_cannot_take_back_is_held_on_the_books_until_it_can() {
+    for (engine, store, _dir) in stores().await {
+        store
+            .open_account_if_absent(&no("rich"), &AccountName::parse("Rich").unwrap(), money("99999998.00"))
+            .await
+            .unwrap();
+        let mut t = transfer("1");
+        t.from = no("rich");
+        store.debit_and_record(&t, None).await.unwrap();
+        // The account fills to its maximum while the transfer is on its way.
+        move_within(&store, "1", "rich", "2.99").await;
+        let returned = Settlement::Returned {
+            reason: "account 2 does not exist".into(),
+        };
+        let applied = store.apply_settlement(&t.tx_no, &bank("bank2"), &returned).await;
+        assert_eq!(applied.unwrap(), SettlementOutcome::Applied, "{engine}");
+        let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
+        assert_eq!(record.state, TransferState::Returned, "{engine}");
+        assert_eq!(balance(&store, "rich").await, "99999999.99", "{engine}");
+        let held = store.held_returns().await.unwrap();
+        assert_eq!(held.len(), 1, "{engine}");
+        assert_eq!(
+            (&held[0].tx_no, held[0].amount.to_string()),
+            (&t.tx_no, "1.00".into()),
+            "{engine}"
+        );
+        assert!(held[0].reason.contains("maximum"), "{engine}: {}", held[0].reason);
+        let ledger = store.ledger().await.unwrap();
+        assert_eq!((ledger.held, ledger.held_cents), (1, 100), "{engine}");
+        let report = txbank_domain::audit::audit(&[ledger], 0);
+        assert!(report.is_clean(), "{engine}: {report:?}");
+
+        // Applying the report again changes nothing; nothing is released while full.
+        let again = store.apply_settlement(&t.tx_no, &bank("bank2"), &returned).await;
+        assert_eq!(again.unwrap(), SettlementOutcome::AlreadyApplied, "{engine}");
+        assert_eq!(store.release_held_returns().await.unwrap(), 0, "{engine}");
+
+        move_within(&store, "rich", "1", "10").await;
+        assert_eq!(store.release_held_returns().await.unwrap(), 1, "{engine}");
+        assert_eq!(balance(&store, "rich").await, "99999990.99", "{engine}");
+        assert!(store.held_returns().await.unwrap().is_empty(), "{engine}");
+        let report = txbank_domain::audit::audit(&[store.ledger().await.unwrap()], 0);
+        assert!(report.is_clean() && report.held == 0, "{engine}: {report:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_return_to_a_closed_account_is_held() {
+    for (engine, store, _dir) in stores().await {
+        let t = transfer("3");
+        store.debit_and_record(&t, None).await.unwrap();
+        move_within(&store, "1", "2", "9997").await;
+        store.close_account(&no("1")).await.unwrap();
+        let returned = Settlement::Returned {
+            reason: "account 2 is closed".into(),
+        };
+        let applied = store.apply_settlement(&t.tx_no, &bank("bank2"), &returned).await;
+        assert_eq!(applied.unwrap(), SettlementOutcome::Applied, "{engine}");
+        let held = store.held_returns().await.unwrap();
+        assert_eq!(held.len(), 1, "{engine}");
+        assert!(held[0].reason.contains("closed"), "{engine}: {}", held[0].reason);
+        assert_eq!(store.release_held_returns().await.unwrap(), 0, "{engine}");
+        let report = txbank_domain::audit::audit(&[store.ledger().await.unwrap()], 0);
+        assert!(report.is_clean(), "{engine}: {report:?}");
+    }
+}
+
+/// One delivery the schema refuses (here a constraint planted for the test) fails on its
+/// own: the others of its batch are applied.
+#[tokio::test]
+async fn a_delivery_that_cannot_apply_never_holds_back_the_rest_of_its_batch() {
+    for (engine, url, _dir) in databases().await {
+        let store = Store::connect(bank("bank1"), &url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        for account in ["2", "poison"] {
+            store
+                .open_account_if_absent(&no(account), &AccountName::parse("李四的账户").unwrap(), money("0"))
+                .await
+                .unwrap();
+        }
+        sqlx::any::install_default_drivers();
+        let mut raw = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        let plant = match engine {
+            "sqlite" => {
+                "CREATE TRIGGER poison BEFORE INSERT ON transfer_in WHEN NEW.to_account = 'poison'
+                 BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            }
+            _ => "ALTER TABLE transfer_in ADD CONSTRAINT poison CHECK (to_account <> 'poison')",
+        };
+        sqlx::Executor::execute(&mut raw, plant).await.unwrap();
+
+        let batch: Vec<Delivery> = [transfer("1"), transfer_to("poison", "2"), transfer("3")]
+            .into_iter()
+            .map(Delivery::Transfer)
+            .collect();
+        let outcomes = store.apply_deliveries(&batch).await.unwrap();
+        assert!(
+            matches!(
+                outcomes[..],
+                [
+                    DeliveryOutcome::Credit(CreditOutcome::Credited),
+                    DeliveryOutcome::Failed(_),
+                    DeliveryOutcome::Credit(CreditOutcome::Credited)
+                ]
+            ),
+            "{engine}: {outcomes:?}"
+        );
+        if let DeliveryOutcome::Failed(error) = &outcomes[1] {
+            // A constraint fails the same way every time, where the driver names it.
+            assert!(engine == "sqlite" || !error.is_transient(), "{engine}: {error}");
+        }
+        assert_eq!(balance(&store, "2").await, "4.00", "{engine}");
+        assert_eq!(
+            balance(&store, "poison").await,
+            "0.00",
+            "{engine}: nothing of it changed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reports_to_one_bank_never_wait_behind_reports_to_another() {
+    for (engine, store, _dir) in stores().await {
+        let mut stuck = Vec::new();
+        for amount in ["1", "2", "3"] {
+            let mut t = transfer(amount);
+            t.from_bank = bank("bank3");
+            store.credit_once(&t).await.unwrap();
+            stuck.push(t);
+        }
+        let t = transfer("4");
+        store.credit_once(&t).await.unwrap();
+        let to_bank1 = store
+            .relay_outbox(&bank("bank1"), 2, |pending| async move {
+                pending.into_iter().map(|report| report.tx_no).collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(to_bank1, 1, "{engine}: bank1's report went out past bank3's older ones");
+        let left = store.pending_settlements(10).await.unwrap();
+        assert!(
+            left.iter().all(|report| report.to_bank == bank("bank3")),
+            "{engine}: {left:?}"
+        );
+        assert_eq!(left.len(), 3, "{engine}");
+    }
+}
+
+/// Two processes' worth of connections on one SQLite file: a transaction that reads
+/// before it writes (a seed-format number is checked against the archive horizon first)
+/// waits for the other writer instead of failing at once with `SQLITE_BUSY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_credit_that_reads_first_waits_for_another_processs_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
+    let first = Store::connect(bank("bank2"), &url, 2).await.unwrap();
+    first.migrate().await.unwrap();
+    first
+        .open_account_if_absent(&no("2"), &AccountName::parse("李四的账户").unwrap(), money("0"))
+        .await
+        .unwrap();
+    let second = Store::connect(bank("bank2"), &url, 2).await.unwrap();
+    let holding = tokio::spawn(async move { first.hold_write_lock(std::time::Duration::from_millis(500)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut seed = transfer("1");
+    seed.tx_no = TxNo::parse("TX-1001").unwrap();
+    let credited = second.credit_once(&seed).await;
+    holding.await.unwrap().unwrap();
+    assert_eq!(credited.unwrap(), CreditOutcome::Credited);
+    assert_eq!(balance(&second, "2").await, "1.00");
 }

@@ -551,16 +551,26 @@ pub fn audit_all_clean(banks: &[&Bank]) -> Value {
 
 /// Runs `txbank audit` over `banks`: whether it found the books clean, and its report.
 pub fn audit_report(banks: &[&Bank]) -> (bool, Value) {
+    let out = audit_command(banks, &["--json"]).output().expect("run txbank audit");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("audit prints JSON");
+    (out.status.success(), report)
+}
+
+/// Runs `txbank audit` over `banks` with `extra` arguments: its exit status.
+pub fn audit_status(banks: &[&Bank], extra: &[&str]) -> i32 {
+    let out = audit_command(banks, extra).output().expect("run txbank audit");
+    out.status.code().expect("txbank audit exits")
+}
+
+fn audit_command(banks: &[&Bank], extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
-    command.args(["audit", "--json"]);
+    command.arg("audit").args(extra);
     for bank in banks {
         command
             .arg("--bank")
             .arg(format!("{}={}", bank.preset, bank.database_url));
     }
-    let out = command.output().expect("run txbank audit");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("audit prints JSON");
-    (out.status.success(), report)
+    command
 }
 
 /// The audit report's counters named by `keys`.

@@ -123,6 +123,13 @@ impl ApiError {
             | StorageError::MigrationFailed { .. }
             | StorageError::Migration(_)
             | StorageError::ArchiveCutsInFlight { .. } => "corrupt_data",
+            StorageError::QueueFull { .. } => {
+                return ApiError::Unavailable {
+                    code: "broker_unavailable",
+                    message: format!("nothing was debited: {error}"),
+                    tx_no: None,
+                }
+            }
             StorageError::Database(_) => {
                 return ApiError::Unavailable {
                     code: "database_unavailable",

@@ -33,6 +33,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
     caller.must_be_operator()?;
     let mut text = state.counters.render(state.bank.as_str());
     let (in_flight, oldest_ms) = state.store.in_flight().await?;
+    let (queued, oldest_queued_ms) = state.store.unsent_backlog().await?;
     let bank = state.bank.as_str();
     text.push_str(&format!(
         "# HELP txbank_transfers_in_flight Transfers sent and debited, not yet credited or returned.\n\
@@ -40,6 +41,13 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
          # HELP txbank_oldest_in_flight_seconds Age of the oldest transfer in flight.\n\
          # TYPE txbank_oldest_in_flight_seconds gauge\ntxbank_oldest_in_flight_seconds{{bank=\"{bank}\"}} {:.3}\n",
         oldest_ms as f64 / 1000.0
+    ));
+    text.push_str(&format!(
+        "# HELP txbank_transfers_queued Payments debited while no broker answered, their message not yet taken.\n\
+         # TYPE txbank_transfers_queued gauge\ntxbank_transfers_queued{{bank=\"{bank}\"}} {queued}\n\
+         # HELP txbank_oldest_queued_seconds Age of the oldest queued payment.\n\
+         # TYPE txbank_oldest_queued_seconds gauge\ntxbank_oldest_queued_seconds{{bank=\"{bank}\"}} {:.3}\n",
+        oldest_queued_ms as f64 / 1000.0
     ));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

@@ -27,4 +27,6 @@ pub struct AppState {
     pub counters: Arc<Counters>,
     /// Whether the broker answers, for `GET /readyz`.
     pub broker: Arc<BrokerProbe>,
+    /// Most payments that may wait, debited, for a broker to take their message.
+    pub most_queued: u64,
 }

@@ -11,8 +11,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use txbank_domain::{AccountNo, Amount, BankId, IdempotencyKey, Party, Transfer, TransferState, TxNo};
-use txbank_messaging::SendOutcome;
-use txbank_storage::{StorageError, TransferRecord};
+use txbank_messaging::{MessagingError, SendOutcome};
+use txbank_storage::{DebitOutcome, StorageError, TransferRecord};
 
 use crate::{ApiError, AppState, Caller};
 
@@ -235,7 +235,7 @@ pub(crate) async fn submit(
         };
     }
     let sending = {
-        let (transfer, producer) = (transfer.clone(), Arc::clone(&state.producer));
+        let (transfer, key, producer) = (transfer.clone(), key.clone(), Arc::clone(&state.producer));
         tokio::spawn(async move { producer.send(&transfer, key.as_ref()).await })
     };
     let sent = sending.await.map_err(|error| ApiError::Unavailable {
@@ -243,7 +243,20 @@ pub(crate) async fn submit(
         message: format!("the transfer's task failed: {error}"),
         tx_no: Some(transfer.tx_no.clone()),
     })?;
-    match sent? {
+    let sent = match sent {
+        // Queued only while the broker is away indeed: a failure it answers through (no
+        // route learnt yet, just after a start) is answered 503, to be asked again.
+        Err(error @ MessagingError::Client { .. })
+            if state.producer.routes().queues_when_broker_away(&transfer.to_bank) =>
+        {
+            if state.broker.check().await.is_err() {
+                return queue(state, transfer, key, &error).await;
+            }
+            Err(error)
+        }
+        other => other,
+    }?;
+    match sent {
         SendOutcome::Debited(_) => Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "debited", None)))),
         SendOutcome::Pending => Ok((
             StatusCode::ACCEPTED,
@@ -253,6 +266,34 @@ pub(crate) async fn submit(
             replay_key(state, existing, &transfer).await
         }
         SendOutcome::RolledBack(error) => Err(ApiError::refused(transfer.tx_no, error)),
+    }
+}
+
+/// A payment no broker stores the half message of now: debited, with the record that
+/// its message is still to be sent, in one database transaction (`201 queued`); its
+/// message goes out once a broker answers. Refused as before (`503`) once
+/// `most_queued` payments wait.
+async fn queue(
+    state: &AppState,
+    transfer: Transfer,
+    key: Option<IdempotencyKey>,
+    error: &MessagingError,
+) -> Result<Created, ApiError> {
+    match state
+        .store
+        .debit_and_queue(&transfer, key.as_ref(), state.most_queued)
+        .await
+    {
+        Ok(DebitOutcome::Debited) => {
+            tracing::warn!(tx_no = %transfer.tx_no, %error, "no broker stores the half message: the payment is debited and queued");
+            Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "queued", None))))
+        }
+        // Its local transaction ran after all (a half message stored late).
+        Ok(DebitOutcome::AlreadyDebited) => {
+            Ok((StatusCode::CREATED, Json(TransferView::new(&transfer, "debited", None))))
+        }
+        Err(StorageError::IdempotencyKeyTaken { existing }) => replay_key(state, existing, &transfer).await,
+        Err(refusal) => Err(ApiError::refused(transfer.tx_no, refusal)),
     }
 }
 

@@ -69,7 +69,9 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     }
     let mut settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
     settings.transfers_per_message = config.messaging.transfers_per_message;
-    let routes = Routes::new(config.routes()?).with_silent(config.silent_banks()?);
+    let routes = Routes::new(config.routes()?)
+        .with_silent(config.silent_banks()?)
+        .refusing_when_broker_away(config.refusing_banks()?);
     let topics = routes.topics().map(str::to_string).collect();
     let keeper = TopicKeeper::start(mq, &settings, topics, config.messaging.topic_queues).await?;
     let seed = SeedDefaults {
@@ -128,6 +130,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         auth: Arc::new(Auth::new(secrets.api_token)),
         counters,
         broker: Arc::new(probe),
+        most_queued: config.messaging.most_queued,
     };
     let listener = crate::listen::listener(config.listen)?;
     println!("{bank} listening on http://{}", listener.local_addr()?);

@@ -91,6 +91,11 @@ pub struct MessagingConfig {
     /// and check-back. The pause then doubles with every attempt, up to a minute.
     #[serde(default = "default_redrive_after_secs")]
     pub redrive_after_secs: u64,
+    /// Most payments that may wait, debited, for a broker to take their message (see
+    /// `routes.<bank>.when_broker_away`); past it a payment is refused with `503
+    /// broker_unavailable`, so that a long outage cannot pile up without limit.
+    #[serde(default = "default_most_queued")]
+    pub most_queued: u64,
 }
 
 /// How to reach another bank.
@@ -114,6 +119,22 @@ pub struct RouteTable {
     /// `debited` (in flight) as the sender's books see them.
     #[serde(default = "reports_by_default")]
     pub reports: bool,
+    /// What a payment to this bank does while no broker stores its half message:
+    /// `queue` (the default: debit it, answer `201 queued`, send its message once a
+    /// broker answers) or `refuse` (answer `503 broker_unavailable`, debit nothing).
+    #[serde(default)]
+    pub when_broker_away: WhenBrokerAway,
+}
+
+/// What a payment does while no broker stores its half message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenBrokerAway {
+    /// Debit it and send its message once a broker answers.
+    #[default]
+    Queue,
+    /// Refuse it; nothing is debited.
+    Refuse,
 }
 
 fn reports_by_default() -> bool {
@@ -134,6 +155,14 @@ impl Route {
         match self {
             Route::Topic(_) => true,
             Route::Table(table) => table.reports,
+        }
+    }
+
+    /// What a payment to the bank does while no broker stores its half message.
+    pub fn when_broker_away(&self) -> WhenBrokerAway {
+        match self {
+            Route::Topic(_) => WhenBrokerAway::default(),
+            Route::Table(table) => table.when_broker_away,
         }
     }
 }
@@ -200,6 +229,9 @@ pub struct BankOverrides {
     /// Seconds before an unsettled transfer is sent again (`messaging.redrive_after_secs`).
     #[arg(long, env = "TXBANK_REDRIVE_AFTER_SECS")]
     pub redrive_after_secs: Option<u64>,
+    /// Most payments that may wait for a broker (`messaging.most_queued`).
+    #[arg(long, env = "TXBANK_MOST_QUEUED")]
+    pub most_queued: Option<u64>,
     /// Apply pending schema migrations on start (`migrate_on_start`).
     #[arg(long, env = "TXBANK_MIGRATE_ON_START")]
     pub migrate_on_start: Option<bool>,
@@ -225,6 +257,13 @@ fn default_max_connections() -> u32 {
 fn default_redrive_after_secs() -> u64 {
     60
 }
+
+fn default_most_queued() -> u64 {
+    10_000
+}
+
+/// Most payments `messaging.most_queued` may let wait.
+const MAX_MOST_QUEUED: u64 = 10_000_000;
 
 /// Most seconds `messaging.redrive_after_secs` may ask for: a day.
 const MAX_REDRIVE_AFTER_SECS: u64 = 86_400;
@@ -302,6 +341,7 @@ impl BankConfig {
                     topic_queues: default_topic_queues(),
                     transfers_per_message: default_transfers_per_message(),
                     redrive_after_secs: default_redrive_after_secs(),
+                    most_queued: default_most_queued(),
                 },
                 "bank2",
                 SEED_TOPIC,
@@ -322,6 +362,7 @@ impl BankConfig {
                     topic_queues: default_topic_queues(),
                     transfers_per_message: default_transfers_per_message(),
                     redrive_after_secs: default_redrive_after_secs(),
+                    most_queued: default_most_queued(),
                 },
                 "bank1",
                 BANK1_TOPIC,
@@ -400,6 +441,9 @@ impl BankConfig {
         }
         if let Some(secs) = overrides.redrive_after_secs {
             config.messaging.redrive_after_secs = secs;
+        }
+        if let Some(most) = overrides.most_queued {
+            config.messaging.most_queued = most;
         }
         if let Some(migrate) = overrides.migrate_on_start {
             config.migrate_on_start = migrate;
@@ -487,6 +531,15 @@ impl BankConfig {
             .collect()
     }
 
+    /// The banks payments to which are refused, not queued, while no broker answers.
+    pub fn refusing_banks(&self) -> Result<Vec<BankId>> {
+        self.routes
+            .iter()
+            .filter(|(_, route)| route.when_broker_away() == WhenBrokerAway::Refuse)
+            .map(|(bank, _)| BankId::parse(bank).with_context(|| format!("routes.{bank}")))
+            .collect()
+    }
+
     /// How long a sent transfer may stay unsettled before it is re-driven.
     pub fn redrive_after(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.messaging.redrive_after_secs)
@@ -525,6 +578,12 @@ impl BankConfig {
             if !(1..=MAX_WORKER_THREADS).contains(&threads) {
                 bail!("worker_threads = {threads} must be 1 to {MAX_WORKER_THREADS}");
             }
+        }
+        if !(1..=MAX_MOST_QUEUED).contains(&self.messaging.most_queued) {
+            bail!(
+                "messaging.most_queued = {} must be 1 to {MAX_MOST_QUEUED}",
+                self.messaging.most_queued
+            );
         }
         if !(1..=MAX_REDRIVE_AFTER_SECS).contains(&self.messaging.redrive_after_secs) {
             bail!(

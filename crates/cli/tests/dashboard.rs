@@ -1,6 +1,7 @@
 //! The dashboard, used as a person would: `txbank up`, a headless Chromium logs in with
 //! the API token, watches both banks' balances, sends a transfer through the form and
-//! sees both balances change and the books stay conserved; a screenshot is kept.
+//! bulk payments through the payments form, and sees both balances change and the
+//! books stay conserved; a screenshot is kept.
 
 mod support;
 
@@ -78,6 +79,28 @@ async fn a_transfer_sent_from_the_dashboard_form_shows_in_both_banks_balances() 
             .await,
         "bad input must get a clear refusal: {}",
         browser.text("#transfer-result").await
+    );
+
+    // Bulk payments: each line its own outcome, a refusal named by its line.
+    browser
+        .fill(
+            "#batch-csv",
+            "from,to,amount,to_bank\n1,2,1.25,bank2\n1,2,1.75,bank2\nnobody,2,1.00,bank2",
+        )
+        .await;
+    browser.click("#send-batch").await;
+    assert!(
+        browser
+            .text_becomes("#batch-result", |text| text.starts_with("2 debited, 1 refused")
+                && text.contains("line 4"))
+            .await,
+        "the payments were not sent line by line: {}",
+        browser.text("#batch-result").await
+    );
+    assert!(
+        browser.text_becomes("#balance-bank2-2", |text| text == "253.75").await,
+        "the payments never reached Li Si: {}",
+        browser.text("#balance-bank2-2").await
     );
 
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

@@ -116,6 +116,7 @@ pub async fn serve(
         .route("/logout", post(logout))
         .route("/events", get(events))
         .route("/api/transfers", post(transfer))
+        .route("/api/transfers/batch", post(batch))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .with_state(shared);
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
@@ -192,22 +193,72 @@ struct TransferForm {
 /// Sends the form's transfer through the sending bank's API, with a fresh idempotency
 /// key, and answers with the bank's own status and body.
 async fn transfer(State(shared): State<Shared>, headers: HeaderMap, Json(form): Json<TransferForm>) -> Response {
-    if !shared.has_session(&headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
+    let body = json!({ "from": form.from, "to_bank": form.to_bank, "to": form.to, "amount": form.amount });
+    let key = uuid::Uuid::new_v4().to_string();
+    shared
+        .forward(&headers, &form.bank, "/transfers", Some(&key), body)
+        .await
+}
+
+/// The bulk payments form: transfers as read from a payments file.
+#[derive(Deserialize)]
+struct BatchForm {
+    bank: String,
+    transfers: Vec<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    all_or_nothing: bool,
+}
+
+/// Sends the bulk payments form through the sending bank's `POST /transfers/batch`,
+/// each transfer with a fresh idempotency key unless its line named one, and answers
+/// with the bank's own status and body.
+async fn batch(State(shared): State<Shared>, headers: HeaderMap, Json(form): Json<BatchForm>) -> Response {
+    let transfers: Vec<Value> = form
+        .transfers
+        .into_iter()
+        .map(|mut transfer| {
+            transfer
+                .entry("idempotency_key")
+                .or_insert_with(|| json!(uuid::Uuid::new_v4().to_string()));
+            Value::Object(transfer)
+        })
+        .collect();
+    let body = json!({ "transfers": transfers, "all_or_nothing": form.all_or_nothing });
+    shared
+        .forward(&headers, &form.bank, "/transfers/batch", None, body)
+        .await
+}
+
+impl Shared {
+    fn has_session(&self, headers: &HeaderMap) -> bool {
+        session_id(headers).is_some_and(|id| self.sessions.lock().expect("sessions lock").contains(id))
     }
-    let Some(bank) = shared.settings.banks.iter().find(|b| b.name == form.bank) else {
-        let error = json!({ "error": { "code": "unknown_bank", "message": format!("no bank named {:?}", form.bank) } });
-        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
-    };
-    let sent = shared
-        .http
-        .post(format!("{}/transfers", bank.url))
-        .bearer_auth(&shared.settings.api_token)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({ "from": form.from, "to_bank": form.to_bank, "to": form.to, "amount": form.amount }))
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await;
+
+    /// Posts `body` to `path` of the bank named `bank` for a logged-in caller, and
+    /// answers with the bank's own status and body.
+    async fn forward(&self, headers: &HeaderMap, bank: &str, path: &str, key: Option<&str>, body: Value) -> Response {
+        if !self.has_session(headers) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let Some(bank) = self.settings.banks.iter().find(|b| b.name == bank) else {
+            let error = json!({ "error": { "code": "unknown_bank", "message": format!("no bank named {bank:?}") } });
+            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+        };
+        let mut request = self
+            .http
+            .post(format!("{}{path}", bank.url))
+            .bearer_auth(&self.settings.api_token)
+            .json(&body)
+            .timeout(Duration::from_secs(30));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        relay_answer(request.send().await, &bank.name).await
+    }
+}
+
+/// The bank's answer as the dashboard's, or `502 bank_unreachable`.
+async fn relay_answer(sent: reqwest::Result<reqwest::Response>, bank: &str) -> Response {
     match sent {
         Ok(response) => {
             let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -215,15 +266,9 @@ async fn transfer(State(shared): State<Shared>, headers: HeaderMap, Json(form): 
             (status, Json(body)).into_response()
         }
         Err(error) => {
-            let error = json!({ "error": { "code": "bank_unreachable", "message": format!("{} did not answer: {error}", bank.name) } });
+            let error = json!({ "error": { "code": "bank_unreachable", "message": format!("{bank} did not answer: {error}") } });
             (StatusCode::BAD_GATEWAY, Json(error)).into_response()
         }
-    }
-}
-
-impl Shared {
-    fn has_session(&self, headers: &HeaderMap) -> bool {
-        session_id(headers).is_some_and(|id| self.sessions.lock().expect("sessions lock").contains(id))
     }
 }
 

@@ -20,6 +20,9 @@ pub struct BankLedger {
     pub held_cents: i64,
     /// How many returns are held.
     pub held: usize,
+    /// Transfers debited whose message no broker has taken yet (paid while the broker
+    /// was away).
+    pub queued: usize,
     /// Every transfer this bank sent or refused.
     pub outgoing: Vec<Outgoing>,
     /// Every transfer this bank received, credited or refused.
@@ -235,6 +238,9 @@ pub struct BankBooks {
     pub stuck: bool,
     /// Returns held because their source could not take the money back.
     pub held: usize,
+    /// Of the transfers awaiting their report, those whose message no broker has taken
+    /// yet.
+    pub queued: usize,
     /// Received messages never applied.
     pub set_aside: usize,
 }
@@ -280,6 +286,7 @@ pub fn books(ledger: &BankLedger, now_ms: i64) -> BankBooks {
         oldest_awaiting_report_ms: awaiting.iter().map(|out| now_ms - out.created_at_ms).max(),
         stuck: false,
         held: ledger.held,
+        queued: ledger.queued,
         set_aside: ledger.set_aside,
     }
     .stuck_after(DEFAULT_STUCK_AFTER_MS)

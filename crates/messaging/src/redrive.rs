@@ -4,9 +4,12 @@
 //! expired, dead-lettered, or its report was lost on the way back), its message is sent
 //! again from this bank's own books, same `tx_no` and body, signed, with pauses that
 //! double up to [`LONGEST_PAUSE`], until the report arrives. The destination absorbs a
-//! transfer it already applied and reports on it again.
+//! transfer it already applied and reports on it again. The same sweeper sends the
+//! messages of payments debited while no broker answered (`Store::debit_and_queue`),
+//! within half a second of a broker answering again, without waiting for re-drive.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,7 @@ use rocketmq_client_rust::DefaultMQProducer;
 use rocketmq_model::common::message::MessageConst;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use txbank_domain::{BankId, Transfer};
 use txbank_storage::{DueRedrive, Store};
 
@@ -30,6 +33,12 @@ pub const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 
 /// Most overdue transfers read from the database in one sweep.
 const SWEEP_LIMIT: u32 = 1024;
+
+/// How long an instance holds the sending of a queued payment's message.
+const UNSENT_LEASE: Duration = Duration::from_secs(30);
+
+/// How soon the sweeper looks again while payments wait for a broker.
+const UNSENT_EVERY: Duration = Duration::from_millis(500);
 
 /// How often settled transfers' claims are removed from the `redrive` table.
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -69,6 +78,7 @@ impl Redriver {
             per_message: settings.transfers_per_message.max(1),
             signer: settings.signing_key.clone(),
             counters,
+            queueing: AtomicBool::new(false),
         };
         let task = tokio::spawn(sweeper.run(stopped));
         Ok(Redriver { stop, task })
@@ -89,6 +99,8 @@ struct Sweeper {
     per_message: usize,
     signer: Option<MessageKey>,
     counters: Arc<Counters>,
+    /// Whether payments were waiting for a broker at the last sweep.
+    queueing: AtomicBool,
 }
 
 impl Sweeper {
@@ -114,14 +126,22 @@ impl Sweeper {
             if let Err(error) = self.store.release_held_returns().await {
                 debug!(%error, "cannot release held returns now");
             }
+            let queued = match self.send_unsent().await {
+                Ok(waiting) => waiting,
+                Err(error) => {
+                    warn!(%error, "cannot send queued payments now; will retry");
+                    true
+                }
+            };
             if *stopped.borrow() {
                 break;
             }
             if more {
                 continue;
             }
+            let pause = if queued { UNSENT_EVERY } else { every };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = stopped.changed() => break,
             }
         }
@@ -171,6 +191,50 @@ impl Sweeper {
             }
         }
         Ok(full)
+    }
+
+    /// Sends the messages of payments debited while no broker answered, oldest first,
+    /// each claimed first so that one instance sends it; true while some still wait.
+    /// Logs when payments start and stop waiting.
+    async fn send_unsent(&self) -> Result<bool, MessagingError> {
+        let storage = |e| MessagingError::client("queued payments", e);
+        let mut claimed: BTreeMap<BankId, Vec<Transfer>> = BTreeMap::new();
+        for transfer in self.store.unsent(SWEEP_LIMIT).await.map_err(storage)? {
+            if self
+                .store
+                .claim_unsent(&transfer.tx_no, UNSENT_LEASE)
+                .await
+                .map_err(storage)?
+            {
+                claimed.entry(transfer.to_bank.clone()).or_default().push(transfer);
+            }
+        }
+        for (to_bank, transfers) in claimed {
+            for message in transfers.chunks(self.per_message) {
+                let tx_nos: Vec<_> = message.iter().map(|transfer| transfer.tx_no.clone()).collect();
+                match self.send(&to_bank, message).await {
+                    Ok(()) => self.store.unsent_delivered(&tx_nos).await.map_err(storage)?,
+                    Err(error) => {
+                        debug!(%to_bank, transfers = message.len(), %error, "queued payments not sent yet");
+                        self.store.release_unsent(&tx_nos).await.map_err(storage)?;
+                    }
+                }
+            }
+        }
+        let (waiting, oldest_ms) = self.store.unsent_backlog().await.map_err(storage)?;
+        let was_queueing = self.queueing.swap(waiting > 0, Ordering::Relaxed);
+        if waiting > 0 && !was_queueing {
+            warn!(
+                waiting,
+                "payments queued: no broker takes their messages; sending them the moment one does"
+            );
+        } else if waiting == 0 && was_queueing {
+            info!("every queued payment's message was taken by a broker");
+        }
+        if waiting > 0 {
+            debug!(waiting, oldest_s = oldest_ms as f64 / 1000.0, "payments still queued");
+        }
+        Ok(waiting > 0)
     }
 
     /// Sends `transfers` (all to `to_bank`) again as one plain message, keyed by each

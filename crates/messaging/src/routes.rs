@@ -14,6 +14,8 @@ pub struct Routes {
     /// Banks that never send settlement reports (the seed's Java bank2): their
     /// transfers are never re-driven, since no report would ever stop it.
     silent: BTreeSet<BankId>,
+    /// Banks payments to which are refused, not queued, while no broker answers.
+    refusing: BTreeSet<BankId>,
 }
 
 impl Routes {
@@ -22,6 +24,7 @@ impl Routes {
         Routes {
             topics: topics.into_iter().collect(),
             silent: BTreeSet::new(),
+            refusing: BTreeSet::new(),
         }
     }
 
@@ -29,6 +32,19 @@ impl Routes {
     pub fn with_silent(mut self, banks: impl IntoIterator<Item = BankId>) -> Routes {
         self.silent.extend(banks);
         self
+    }
+
+    /// These routes, with payments to `banks` refused, not queued, while no broker
+    /// answers.
+    pub fn refusing_when_broker_away(mut self, banks: impl IntoIterator<Item = BankId>) -> Routes {
+        self.refusing.extend(banks);
+        self
+    }
+
+    /// True when a payment to `bank` is to be debited and queued while no broker
+    /// stores its half message.
+    pub fn queues_when_broker_away(&self, bank: &BankId) -> bool {
+        self.reaches(bank) && !self.refusing.contains(bank)
     }
 
     /// The banks that send settlement reports, whose unsettled transfers are re-driven.

@@ -68,6 +68,9 @@ pub enum StorageError {
     /// Archiving up to this time would move transfers still in flight.
     #[error("{in_flight} transfer(s) sent before the archive date are still in flight (the oldest recorded at {oldest_ms} ms): archive before that")]
     ArchiveCutsInFlight { in_flight: i64, oldest_ms: i64 },
+    /// As many transfers as allowed already wait for a broker to take their message.
+    #[error("no broker answers, and {waiting} payments already wait for one (messaging.most_queued)")]
+    QueueFull { waiting: u64 },
     /// Running the migrations failed.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

@@ -128,6 +128,9 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
+        let (queued,): (i64,) = query_as(self.engine, "SELECT COUNT(*) FROM unsent_transfer")
+            .fetch_one(&mut *tx)
+            .await?;
         let archived = self.archived_totals(&mut tx).await?;
         tx.commit().await?;
         Ok(BankLedger {
@@ -136,6 +139,7 @@ impl Store {
             balance_cents,
             held_cents,
             held: held as usize,
+            queued: queued as usize,
             set_aside: set_aside as usize,
             archived,
             archived_outgoing: Vec::new(),

@@ -21,6 +21,7 @@ mod settlement;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+mod unsent;
 
 pub use accounts::AccountRecord;
 pub use archive::ArchiveRun;

@@ -140,6 +140,17 @@ impl Store {
         transfer: &Transfer,
         key: Option<&IdempotencyKey>,
     ) -> StorageResult<DebitOutcome> {
+        self.record_debit(transfer, key, None).await
+    }
+
+    /// [`Store::debit_and_record`], and with `queue` (the most transfers that may wait),
+    /// the record in `unsent_transfer` that its message is still to be sent.
+    pub(crate) async fn record_debit(
+        &self,
+        transfer: &Transfer,
+        key: Option<&IdempotencyKey>,
+        queue: Option<u64>,
+    ) -> StorageResult<DebitOutcome> {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = match self.begin_recording(transfer, key, TransferState::Debited, now).await? {
@@ -166,6 +177,24 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(most) = queue {
+            let (waiting,): (i64,) = query_as(self.engine, "SELECT COUNT(*) FROM unsent_transfer")
+                .fetch_one(&mut *tx)
+                .await?;
+            let waiting = waiting.max(0) as u64;
+            if waiting >= most {
+                tx.rollback().await?;
+                return Err(StorageError::QueueFull { waiting });
+            }
+            query(
+                self.engine,
+                "INSERT INTO unsent_transfer (tx_no, claimed_until, create_time) VALUES (?, 0, ?)",
+            )
+            .bind(transfer.tx_no.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(DebitOutcome::Debited)
     }

@@ -241,6 +241,11 @@ fn pending_settlement((tx_no, to_bank, outcome, reason): OutboxRow) -> StorageRe
     })
 }
 
+/// The reports outbox rows hold.
+fn reports_of(rows: Vec<OutboxRow>) -> StorageResult<Vec<PendingSettlement>> {
+    rows.into_iter().map(pending_settlement).collect()
+}
+
 impl Store {
     /// Settlement reports not yet sent, oldest first, at most `limit`.
     pub async fn pending_settlements(&self, limit: u32) -> StorageResult<Vec<PendingSettlement>> {
@@ -248,7 +253,7 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter().map(pending_settlement).collect()
+        reports_of(rows)
     }
 
     /// Hands the oldest reports of the outbox to `to_bank`, at most `limit`, to `send`,
@@ -276,11 +281,7 @@ impl Store {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
-            let pending = rows
-                .into_iter()
-                .map(pending_settlement)
-                .collect::<StorageResult<Vec<_>>>()?;
-            let sent = send(pending).await;
+            let sent = send(reports_of(rows)?).await;
             self.settlements_sent(&sent).await?;
             return Ok(sent.len());
         }
@@ -296,11 +297,7 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(&mut *tx)
             .await?;
-        let pending = rows
-            .into_iter()
-            .map(pending_settlement)
-            .collect::<StorageResult<Vec<_>>>()?;
-        let sent = send(pending).await;
+        let sent = send(reports_of(rows)?).await;
         for chunk in sent.chunks(REMOVED_PER_STATEMENT) {
             remove_from_outbox(&mut tx, chunk).await?;
         }

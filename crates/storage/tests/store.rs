@@ -1069,3 +1069,56 @@ async fn on_sqlite_a_credit_that_reads_first_waits_for_another_processs_writer()
     assert_eq!(credited.unwrap(), CreditOutcome::Credited);
     assert_eq!(balance(&second, "2").await, "1.00");
 }
+
+#[tokio::test]
+async fn a_payment_queued_while_the_broker_is_away_is_debited_and_sent_by_one_instance() {
+    for (engine, store, _dir) in stores().await {
+        let t = transfer("10");
+        assert_eq!(
+            store.debit_and_queue(&t, None, 2).await.unwrap(),
+            DebitOutcome::Debited,
+            "{engine}"
+        );
+        assert_eq!(balance(&store, "1").await, "9990.00", "{engine}");
+        assert_eq!(
+            store.transfer_out(&t.tx_no).await.unwrap().unwrap().state,
+            TransferState::Debited
+        );
+        store.debit_and_queue(&transfer("1"), None, 2).await.unwrap();
+        let refused = store.debit_and_queue(&transfer("1"), None, 2).await;
+        assert!(
+            matches!(refused, Err(StorageError::QueueFull { waiting: 2 })),
+            "{engine}: {refused:?}"
+        );
+        assert_eq!(
+            balance(&store, "1").await,
+            "9989.00",
+            "{engine}: the refused payment moved nothing"
+        );
+
+        let unsent = store.unsent(10).await.unwrap();
+        assert_eq!(unsent.len(), 2, "{engine}");
+        assert_eq!(unsent[0], t, "{engine}: oldest first");
+        let lease = std::time::Duration::from_secs(30);
+        assert!(store.claim_unsent(&t.tx_no, lease).await.unwrap(), "{engine}");
+        assert!(
+            !store.claim_unsent(&t.tx_no, lease).await.unwrap(),
+            "{engine}: claimed once"
+        );
+        assert_eq!(
+            store.unsent(10).await.unwrap().len(),
+            1,
+            "{engine}: a claimed one is not offered"
+        );
+        store.release_unsent(std::slice::from_ref(&t.tx_no)).await.unwrap();
+        assert!(
+            store.claim_unsent(&t.tx_no, lease).await.unwrap(),
+            "{engine}: released, claimable again"
+        );
+        store.unsent_delivered(std::slice::from_ref(&t.tx_no)).await.unwrap();
+        assert_eq!(store.unsent_backlog().await.unwrap().0, 1, "{engine}");
+        let ledger = store.ledger().await.unwrap();
+        assert_eq!(ledger.queued, 1, "{engine}");
+        assert!(txbank_domain::audit::audit(&[ledger], 0).is_clean(), "{engine}");
+    }
+}

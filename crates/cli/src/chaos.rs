@@ -164,8 +164,12 @@ struct ChaosReport {
     topology: Topology,
     requested: usize,
     accepted: usize,
+    /// Of the accepted, those debited and queued while no broker answered.
+    queued: usize,
     refused: usize,
     unavailable: usize,
+    /// The unavailable answers by cause.
+    unavailable_by_cause: UnavailableByCause,
     unexpected: usize,
     rolled_back: usize,
     credited: usize,
@@ -341,8 +345,15 @@ async fn drive(system: &mut System, args: &ChaosArgs, kinds: &[FaultKind]) -> Re
         topology: system.topology(),
         requested: counts.requested.load(Ordering::Relaxed),
         accepted: counts.accepted.load(Ordering::Relaxed),
+        queued: counts.queued.load(Ordering::Relaxed),
         refused: counts.refused.load(Ordering::Relaxed),
         unavailable: counts.unavailable.load(Ordering::Relaxed),
+        unavailable_by_cause: UnavailableByCause {
+            broker: counts.no_broker.load(Ordering::Relaxed),
+            database: counts.no_database.load(Ordering::Relaxed),
+            bank: counts.no_bank.load(Ordering::Relaxed),
+            other: counts.unavailable_otherwise.load(Ordering::Relaxed),
+        },
         unexpected: counts.unexpected.load(Ordering::Relaxed),
         rolled_back: report.rolled_back,
         credited: report.credited,
@@ -438,13 +449,33 @@ impl SplitMix {
     }
 }
 
+/// Why requests were answered "unavailable".
+#[derive(Debug, Default, Serialize)]
+struct UnavailableByCause {
+    /// `503 broker_unavailable`: no broker took the half message (and the payment was not
+    /// queued).
+    broker: usize,
+    /// `503 database_unavailable`.
+    database: usize,
+    /// No answer: every instance of the bank refused the connection, or the request timed
+    /// out.
+    bank: usize,
+    /// Any other 503.
+    other: usize,
+}
+
 #[derive(Default)]
 struct Counts {
     next: AtomicUsize,
     requested: AtomicUsize,
     accepted: AtomicUsize,
+    queued: AtomicUsize,
     refused: AtomicUsize,
     unavailable: AtomicUsize,
+    no_broker: AtomicUsize,
+    no_database: AtomicUsize,
+    no_bank: AtomicUsize,
+    unavailable_otherwise: AtomicUsize,
     unexpected: AtomicUsize,
 }
 
@@ -505,17 +536,32 @@ impl Client {
                 .json(&body)
                 .send()
                 .await;
-            let counter = match sent.map(|response| response.status().as_u16()) {
-                Ok(200..=202) => &self.counts.accepted,
-                Ok(422) => &self.counts.refused,
-                Ok(503) => &self.counts.unavailable,
-                Ok(_) => &self.counts.unexpected,
+            let answer = match sent {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    Ok((status, body))
+                }
+                Err(error) => Err(error),
+            };
+            let counters: &[&AtomicUsize] = match &answer {
+                Ok((201, body)) if body["state"] == "queued" => &[&self.counts.accepted, &self.counts.queued],
+                Ok((200..=202, _)) => &[&self.counts.accepted],
+                Ok((422, _)) => &[&self.counts.refused],
+                Ok((503, body)) => match body["error"]["code"].as_str() {
+                    Some("broker_unavailable") => &[&self.counts.unavailable, &self.counts.no_broker],
+                    Some("database_unavailable") => &[&self.counts.unavailable, &self.counts.no_database],
+                    _ => &[&self.counts.unavailable, &self.counts.unavailable_otherwise],
+                },
+                Ok(_) => &[&self.counts.unexpected],
                 // Refused connection: that instance is down; a timeout: it may have died
                 // mid-request, and the auditor tells what became of the transfer.
                 Err(error) if error.is_connect() && !last => continue,
-                Err(_) => &self.counts.unavailable,
+                Err(_) => &[&self.counts.unavailable, &self.counts.no_bank],
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            for counter in counters {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
     }
@@ -583,8 +629,16 @@ fn print_report(report: &ChaosReport) {
     );
     line("requested", &report.requested);
     line("accepted", &report.accepted);
+    line("of which queued", &report.queued);
     line("refused", &report.refused);
-    line("unavailable", &report.unavailable);
+    let causes = &report.unavailable_by_cause;
+    line(
+        "unavailable",
+        &format!(
+            "{} (no broker {}, no database {}, bank down {}, other {})",
+            report.unavailable, causes.broker, causes.database, causes.bank, causes.other
+        ),
+    );
     line("unexpected answers", &report.unexpected);
     line("rolled back", &report.rolled_back);
     line("credited", &report.credited);

@@ -28,6 +28,12 @@ fn chaos(args: &[&str]) -> Value {
     );
     assert_eq!(report["unexpected"], 0, "every answer was one the API documents");
     assert_eq!(report["audit"]["violations"], serde_json::json!([]));
+    let causes = &report["unavailable_by_cause"];
+    let by_cause: u64 = ["broker", "database", "bank", "other"]
+        .iter()
+        .map(|cause| causes[*cause].as_u64().expect("a count per cause"))
+        .sum();
+    assert_eq!(Some(by_cause), report["unavailable"].as_u64(), "{report:#}");
     report
 }
 

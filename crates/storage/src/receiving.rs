@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use txbank_domain::retention::may_be_archived;
-use txbank_domain::{BankId, Settlement, Transfer, TransferState, TxNo};
+use txbank_domain::{AccountNo, Amount, BankId, Settlement, Transfer, TransferState, TxNo};
 
 use crate::accounts::account_in;
 use crate::script::{in_runs, Script, Value};
@@ -115,7 +115,7 @@ pub(crate) async fn credit_in(tx: &mut Transaction, transfer: &Transfer, now: i6
         }
         Err(error) => return Err(error.into()),
     }
-    let (settlement, outcome) = match credit(tx, transfer).await {
+    let (settlement, outcome) = match credit(tx, &transfer.to, transfer.amount).await {
         Ok(()) => (Settlement::Credited, CreditOutcome::Credited),
         Err(refusal) if !refusal.is_transient() => {
             let reason = refusal.to_string();
@@ -256,28 +256,28 @@ pub(crate) fn remember_all<'a, T>(
     }
 }
 
-/// Credits the transfer's destination inside `tx`, refusing an unknown or closed
-/// account and a balance that would pass its maximum.
-pub(crate) async fn credit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
+/// Credits `amount` to `account` inside `tx`, refusing an unknown or closed account
+/// and a balance that would pass its maximum.
+pub(crate) async fn credit(tx: &mut Transaction, account: &AccountNo, amount: Amount) -> StorageResult<()> {
     let credited = query(
         Engine::of_connection(tx),
         "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
          WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
     )
-    .bind(transfer.amount.cents())
-    .bind(transfer.to.as_str())
-    .bind(MAX_BALANCE_CENTS - transfer.amount.cents())
+    .bind(amount.cents())
+    .bind(account.as_str())
+    .bind(MAX_BALANCE_CENTS - amount.cents())
     .execute(&mut **tx)
     .await?;
     if rows(&credited) == 1 {
         return Ok(());
     }
-    Err(match account_in(tx, &transfer.to).await? {
-        None => StorageError::UnknownAccount(transfer.to.clone()),
-        Some(account) if account.closed => StorageError::AccountClosed(account.account_no),
+    Err(match account_in(tx, account).await? {
+        None => StorageError::UnknownAccount(account.clone()),
+        Some(found) if found.closed => StorageError::AccountClosed(found.account_no),
         Some(_) => StorageError::BalanceOverflow {
-            account: transfer.to.clone(),
-            amount: transfer.amount.money(),
+            account: account.clone(),
+            amount: amount.money(),
         },
     })
 }

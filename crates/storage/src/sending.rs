@@ -337,7 +337,7 @@ impl Store {
             Err(existing) => return Ok(existing),
         };
         let moved = match debit(&mut tx, transfer).await {
-            Ok(()) => credit(&mut tx, transfer).await,
+            Ok(()) => credit(&mut tx, &transfer.to, transfer.amount).await,
             Err(refusal) => Err(refusal),
         };
         if let Err(refusal) = moved {

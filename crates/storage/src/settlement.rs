@@ -7,12 +7,10 @@ use std::str::FromStr;
 use sqlx::Executor;
 use txbank_domain::{AccountNo, Amount, BankId, Settlement, TransferState, TxNo};
 
-use crate::accounts::account_in;
+use crate::receiving::credit;
 use crate::script::{in_runs, placeholders, Script, Value};
 use crate::sending::{select_transfer_out_anywhere, SELECT_TRANSFER_OUT};
-use crate::store::{
-    now_ms, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow, MAX_BALANCE_CENTS,
-};
+use crate::store::{now_ms, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow};
 use crate::StorageError;
 
 /// What [`Store::apply_settlement`] did.
@@ -121,13 +119,11 @@ async fn credit_back_or_hold(tx: &mut Transaction, engine: Engine, tx_no: &TxNo)
     .bind(tx_no.as_str())
     .fetch_one(&mut **tx)
     .await?;
-    if credit_back(tx, engine, &account, cents).await? {
-        return Ok(());
-    }
-    let reason = match account_in(tx, &parse(AccountNo::parse(&account))?).await? {
-        None => format!("account {account} does not exist"),
-        Some(found) if found.closed => format!("account {account} is closed"),
-        Some(_) => format!("account {account} is at its maximum balance"),
+    let amount = parse(Amount::from_cents(cents))?;
+    let reason = match credit(tx, &parse(AccountNo::parse(&account))?, amount).await {
+        Ok(()) => return Ok(()),
+        Err(refusal) if !refusal.is_transient() => refusal.to_string(),
+        Err(error) => return Err(error),
     };
     tracing::warn!(%tx_no, %account, %reason, "returned money held: its source cannot take it back now");
     query(
@@ -142,22 +138,6 @@ async fn credit_back_or_hold(tx: &mut Transaction, engine: Engine, tx_no: &TxNo)
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Credits `cents` to open account `account` inside `tx` when its balance has room;
-/// true when it did.
-async fn credit_back(tx: &mut Transaction, engine: Engine, account: &str, cents: i64) -> StorageResult<bool> {
-    let credited = query(
-        engine,
-        "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
-         WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
-    )
-    .bind(cents)
-    .bind(account)
-    .bind(MAX_BALANCE_CENTS - cents)
-    .execute(&mut **tx)
-    .await?;
-    Ok(rows(&credited) == 1)
 }
 
 /// Money of a return held because its source could not take it back.
@@ -359,9 +339,12 @@ impl Store {
                 .bind(held.tx_no.as_str())
                 .execute(&mut *tx)
                 .await?;
-            if rows(&removed) == 1
-                && credit_back(&mut tx, self.engine, held.account.as_str(), held.amount.cents()).await?
-            {
+            let credited = match credit(&mut tx, &held.account, held.amount).await {
+                Ok(()) => rows(&removed) == 1,
+                Err(refusal) if !refusal.is_transient() => false,
+                Err(error) => return Err(error),
+            };
+            if credited {
                 tx.commit().await?;
                 tracing::info!(tx_no = %held.tx_no, account = %held.account, amount = %held.amount, "held returned money credited back");
                 released += 1;

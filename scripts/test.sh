@@ -4,9 +4,9 @@
 # processes. Makes sure MariaDB runs on 127.0.0.1:3306 (root, empty password) and
 # PostgreSQL on 127.0.0.1:5432 (postgres, no password) first, installing and starting
 # them when they are missing, and installs Chromium and ChromeDriver for the
-# dashboard's browser test and iproute2 for the chaos runs' network namespaces (run as
-# root); fails if it cannot. Builds into ./target, as `cargo run --release` does, unless
-# CARGO_TARGET_DIR says otherwise.
+# dashboard's browser test, iproute2 for the chaos runs' network namespaces (run as
+# root) and schemathesis (PyPI) for the API contract test; fails if it cannot. Builds
+# into ./target, as `cargo run --release` does, unless CARGO_TARGET_DIR says otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,6 +76,21 @@ if ! command -v ip >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
 fi
+
+# The API contract test drives schemathesis (PyPI) against a running bank, from a virtual
+# environment kept beside the build between runs.
+FUZZ_VENV="${TXBANK_FUZZ_VENV:-/var/tmp/txbank-fuzz}"
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$FUZZ_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "installing schemathesis $SCHEMATHESIS_VERSION..."
+  if ! python3 -m venv "$FUZZ_VENV" >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$FUZZ_VENV"
+  fi
+  "$FUZZ_VENV/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export TXBANK_SCHEMATHESIS="$FUZZ_VENV/bin/schemathesis"
 
 # Each run's tests create their own txbank_t_* databases; drop those of earlier runs.
 for db in $(mariadb -uroot -h127.0.0.1 -N -e "SHOW DATABASES LIKE 'txbank\_t\_%'"); do

@@ -2,14 +2,17 @@
 //! may do everything; an account holder presents the account number and password
 //! (`Authorization: Basic`, as `curl -u 1:PASSWORD` sends them) and may use that
 //! account only. Passwords are stored only as salted Argon2 hashes. Wrong credentials
-//! get one answer whatever was wrong, and repeated failures from one address or against
-//! one account are refused for a while.
+//! get one answer whatever was wrong. A right credential is always answered: repeated
+//! failures slow down what they named (an account's password checks, and the wrong
+//! answers to an address) with growing delays, and never lock anyone out.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -21,9 +24,14 @@ use txbank_domain::AccountNo;
 
 use crate::{ApiError, AppState};
 
-/// Failed attempts allowed per address, and per account, within [`FAILURE_WINDOW`].
-const MAX_FAILURES: u32 = 5;
-/// How long failed attempts are remembered.
+/// Failed attempts per address, and per account, within [`FAILURE_WINDOW`] that are
+/// answered without delay.
+const FREE_FAILURES: u32 = 5;
+/// The delay after the first failure past [`FREE_FAILURES`]; it doubles with each one.
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+/// The longest delay.
+const LONGEST_DELAY: Duration = Duration::from_secs(8);
+/// How long failed attempts are remembered after the last one.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// The fewest characters an API token or a password may have.
 const MIN_SECRET_CHARS: usize = 8;
@@ -48,11 +56,9 @@ impl ApiToken {
         Ok(ApiToken(token.to_string()))
     }
 
-    /// Compares in time that does not depend on where the first difference is (`subtle`
-    /// keeps the compiler from turning the comparison into an early exit).
+    /// Compares in time that does not depend on where the first difference is.
     fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        txbank_domain::secret::same_secret(presented.as_bytes(), self.0.as_bytes())
     }
 }
 
@@ -90,52 +96,90 @@ impl Caller {
     }
 }
 
-/// The bank's authentication: its API token and its memory of failed attempts.
+/// The bank's authentication: its API token, the proxy it trusts to name clients, and
+/// its memory of failed attempts.
 pub struct Auth {
     token: Option<ApiToken>,
+    trusted_proxy: Option<IpAddr>,
     failures: Mutex<HashMap<String, Failures>>,
 }
 
 struct Failures {
     count: u32,
-    since: Instant,
+    last: Instant,
 }
 
 impl Auth {
-    /// Authentication with the operators' `token`, if any.
-    pub fn new(token: Option<ApiToken>) -> Auth {
+    /// Authentication with the operators' `token`, if any; requests that come through
+    /// `trusted_proxy` are known by the address its `X-Forwarded-For` names.
+    pub fn new(token: Option<ApiToken>, trusted_proxy: Option<IpAddr>) -> Auth {
         Auth {
             token,
+            trusted_proxy,
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    /// True while `key` has failed too often within the window.
-    fn is_blocked(&self, key: &str) -> bool {
+    /// The client's address: the peer's, or the last one the trusted proxy appended to
+    /// `X-Forwarded-For` when the peer is that proxy.
+    fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if Some(peer) != self.trusted_proxy {
+            return peer;
+        }
+        // The proxy appends the address it saw last; earlier ones are the client's word.
+        headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .next_back()
+            .and_then(|address| address.trim().parse().ok())
+            .unwrap_or(peer)
+    }
+
+    /// How long an attempt naming `key` waits now: nothing for the first
+    /// [`FREE_FAILURES`] failures within the window, then [`FIRST_DELAY`], doubling
+    /// with each failure, up to [`LONGEST_DELAY`].
+    fn delay(&self, key: &str) -> Duration {
         let failures = self.failures.lock().expect("failures lock");
-        failures
-            .get(key)
-            .is_some_and(|f| f.count >= MAX_FAILURES && f.since.elapsed() < FAILURE_WINDOW)
+        match failures.get(key) {
+            Some(f) if f.count > FREE_FAILURES && f.last.elapsed() < FAILURE_WINDOW => {
+                let doublings = (f.count - FREE_FAILURES - 1).min(16);
+                FIRST_DELAY.saturating_mul(1 << doublings).min(LONGEST_DELAY)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     fn record_failure(&self, keys: &[String]) {
         let mut failures = self.failures.lock().expect("failures lock");
         if failures.len() > 10_000 {
-            failures.retain(|_, f| f.since.elapsed() < FAILURE_WINDOW);
+            failures.retain(|_, f| f.last.elapsed() < FAILURE_WINDOW);
         }
         for key in keys {
             let entry = failures.entry(key.clone()).or_insert(Failures {
                 count: 0,
-                since: Instant::now(),
+                last: Instant::now(),
             });
-            if entry.since.elapsed() >= FAILURE_WINDOW {
-                *entry = Failures {
-                    count: 0,
-                    since: Instant::now(),
-                };
+            if entry.last.elapsed() >= FAILURE_WINDOW {
+                entry.count = 0;
             }
             entry.count += 1;
+            entry.last = Instant::now();
         }
+    }
+
+    /// Records a failed attempt against each of `keys` and answers it after the longest
+    /// of their delays.
+    async fn refuse(&self, keys: &[String]) -> ApiError {
+        self.record_failure(keys);
+        let delay = keys.iter().map(|key| self.delay(key)).max().unwrap_or_default();
+        tokio::time::sleep(delay).await;
+        ApiError::Unauthorized
+    }
+
+    fn forget(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
     }
 }
 
@@ -192,45 +236,42 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let auth = &state.auth;
-        let address = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-        let address_key = format!("address:{address}");
-        if auth.is_blocked(&address_key) {
-            return Err(ApiError::TooManyAttempts);
-        }
-        let header = parts
+        let address_key = format!("address:{}", auth.client_address(peer, &parts.headers));
+        let Some(header) = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
+        else {
+            return Err(ApiError::Unauthorized);
+        };
         if let Some(presented) = header.strip_prefix("Bearer ") {
             if auth.token.as_ref().is_some_and(|token| token.matches(presented.trim())) {
                 return Ok(Caller::Operator);
             }
-            auth.record_failure(&[address_key]);
-            return Err(ApiError::Unauthorized);
+            return Err(auth.refuse(&[address_key]).await);
         }
         let Some((account, password)) = header.strip_prefix("Basic ").and_then(decode_basic) else {
-            auth.record_failure(&[address_key]);
-            return Err(ApiError::Unauthorized);
+            return Err(auth.refuse(&[address_key]).await);
         };
+        // Guessing one account's password gets slower with each wrong guess, from any
+        // address; its holder's right password still logs in, after the same wait.
         let account_key = format!("account:{account}");
-        if auth.is_blocked(&account_key) {
-            return Err(ApiError::TooManyAttempts);
-        }
+        tokio::time::sleep(auth.delay(&account_key)).await;
         let account_no = AccountNo::parse(&account).ok();
         let stored = match &account_no {
             Some(no) => state.store.password_hash(no).await?,
             None => None,
         };
         match account_no {
-            Some(no) if verify_password(stored, password).await => Ok(Caller::Holder(no)),
-            _ => {
-                auth.record_failure(&[address_key, account_key]);
-                Err(ApiError::Unauthorized)
+            Some(no) if verify_password(stored, password).await => {
+                auth.forget(&account_key);
+                Ok(Caller::Holder(no))
             }
+            _ => Err(auth.refuse(&[address_key, account_key]).await),
         }
     }
 }
@@ -272,16 +313,43 @@ mod tests {
     }
 
     #[test]
-    fn failures_block_a_key_for_the_window() {
-        let auth = Auth::new(None);
+    fn failures_past_the_free_ones_wait_longer_each_time_up_to_the_longest_delay() {
+        let auth = Auth::new(None, None);
         let key = "address:127.0.0.1".to_string();
-        for _ in 0..MAX_FAILURES - 1 {
+        let mut delays = Vec::new();
+        for _ in 0..12 {
             auth.record_failure(std::slice::from_ref(&key));
+            delays.push(auth.delay(&key).as_millis());
         }
-        assert!(!auth.is_blocked(&key));
-        auth.record_failure(std::slice::from_ref(&key));
-        assert!(auth.is_blocked(&key));
-        assert!(!auth.is_blocked("address:10.0.0.9"));
+        assert_eq!(delays, [0, 0, 0, 0, 0, 250, 500, 1000, 2000, 4000, 8000, 8000]);
+        assert_eq!(
+            auth.delay("address:10.0.0.9"),
+            Duration::ZERO,
+            "other keys keep their pace"
+        );
+        auth.forget(&key);
+        assert_eq!(auth.delay(&key), Duration::ZERO);
+    }
+
+    #[test]
+    fn only_the_trusted_proxy_names_the_client_by_its_forwarded_for_header() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "203.0.113.9, 198.51.100.7".parse().unwrap());
+        let auth = Auth::new(None, Some(proxy));
+        assert_eq!(
+            auth.client_address(proxy, &headers),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(
+            auth.client_address(stranger, &headers),
+            stranger,
+            "anyone can write the header"
+        );
+        assert_eq!(auth.client_address(proxy, &HeaderMap::new()), proxy);
+        let untrusting = Auth::new(None, None);
+        assert_eq!(untrusting.client_address(proxy, &headers), proxy);
     }
 
     #[test]

@@ -186,14 +186,14 @@ async fn send_group(
         .map(|item| {
             let (transfer, key) = item?;
             if transfer.is_within_one_bank() {
-                return Err(ApiError::invalid(
+                return Err(ApiError::unprocessable(
                     "book_transfer_in_group",
                     "an all-or-nothing group holds transfers to other banks only",
                 ));
             }
             if let Some(key) = &key {
                 if !seen_keys.insert(key.as_str().to_string()) {
-                    return Err(ApiError::invalid(
+                    return Err(ApiError::unprocessable(
                         "duplicate_idempotency_key",
                         format!(
                             "idempotency key {} is given to more than one transfer of the group",

@@ -41,9 +41,6 @@ pub enum ApiError {
     /// The credentials are for another account, or an operator's route was asked.
     #[error("these credentials do not allow this")]
     Forbidden,
-    /// Too many failed logins from this address or against this account.
-    #[error("too many failed attempts; try again in a minute")]
-    TooManyAttempts,
     /// Something failed inside this bank (not the caller's fault).
     #[error("{0}")]
     Internal(String),
@@ -68,6 +65,16 @@ impl ApiError {
         }
     }
 
+    /// A well-formed request that cannot be done as asked (a bank this one does not
+    /// send to, a transfer to its own source account): 422, and nothing changed.
+    pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Rejected {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A failure inside this bank.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
@@ -85,7 +92,6 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "already_exists"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
         }
@@ -156,7 +162,7 @@ impl From<DomainError> for ApiError {
             DomainError::InvalidTxNo { .. } => "invalid_tx_no",
             DomainError::InvalidBankId { .. } => "invalid_bank",
             DomainError::InvalidIdempotencyKey => "invalid_idempotency_key",
-            DomainError::SameAccount { .. } => "same_account",
+            DomainError::SameAccount { .. } => return ApiError::unprocessable("same_account", error.to_string()),
         };
         ApiError::invalid(code, error.to_string())
     }
@@ -200,20 +206,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = self.status_and_body();
         let mut response = (status, Json(body)).into_response();
-        match self {
-            ApiError::Unauthorized => {
-                response.headers_mut().insert(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Basic realm=\"txbank\", Bearer"),
-                );
-            }
-            ApiError::TooManyAttempts => {
-                response.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("60"),
-                );
-            }
-            _ => {}
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Basic realm=\"txbank\", Bearer"),
+            );
         }
         response
     }

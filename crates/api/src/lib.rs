@@ -18,7 +18,7 @@ use axum::Router;
 
 pub use auth::{ApiToken, Auth, Caller};
 pub use error::ApiError;
-pub use state::AppState;
+pub use state::{AppState, SeedGetTransfer};
 
 /// Request bodies larger than this are refused with 413 before they are read whole.
 const MAX_BODY_BYTES: usize = 16 * 1024;

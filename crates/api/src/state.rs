@@ -29,4 +29,34 @@ pub struct AppState {
     pub broker: Arc<BrokerProbe>,
     /// Most payments that may wait, debited, for a broker to take their message.
     pub most_queued: u64,
+    /// Who may move money with the seed's `GET /transfer`.
+    pub seed_get_transfer: SeedGetTransfer,
+}
+
+/// Who may call the seed's `GET /transfer`, a route that moves money on a GET: a page a
+/// logged-in holder's browser opens elsewhere could make it send one with the holder's
+/// Basic login.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeedGetTransfer {
+    /// Operators and account holders, as in the seed.
+    #[default]
+    Open,
+    /// Operators only: a bearer token, which no browser sends by itself.
+    Operators,
+    /// Nobody: the route answers 404 and `POST /transfers` is the way to pay.
+    Off,
+}
+
+impl std::str::FromStr for SeedGetTransfer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SeedGetTransfer, String> {
+        match text {
+            "open" => Ok(SeedGetTransfer::Open),
+            "operators" => Ok(SeedGetTransfer::Operators),
+            "off" => Ok(SeedGetTransfer::Off),
+            other => Err(format!("{other:?}: expected open, operators or off")),
+        }
+    }
 }

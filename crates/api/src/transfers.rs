@@ -14,7 +14,7 @@ use txbank_domain::{AccountNo, Amount, BankId, IdempotencyKey, Party, Transfer, 
 use txbank_messaging::{MessagingError, SendOutcome};
 use txbank_storage::{DebitOutcome, StorageError, TransferRecord};
 
-use crate::{ApiError, AppState, Caller};
+use crate::{ApiError, AppState, Caller, SeedGetTransfer};
 
 /// A transfer as the API shows it.
 #[derive(Serialize)]
@@ -98,7 +98,7 @@ impl CreateTransfer {
             None => state.seed_destination.bank.clone(),
         };
         if to_bank != state.bank && !state.producer.routes().reaches(&to_bank) {
-            return Err(ApiError::invalid(
+            return Err(ApiError::unprocessable(
                 "unknown_bank",
                 format!("bank {to_bank} is not among the banks {} sends to", state.bank),
             ));
@@ -125,12 +125,22 @@ impl CreateTransfer {
     }
 }
 
-/// The seed's `GET /transfer?accountNo=1&amount=100`: Zhang San pays Li Si.
+/// The seed's `GET /transfer?accountNo=1&amount=100`: Zhang San pays Li Si, for the
+/// callers `seed_get_transfer` lets through.
 pub(crate) async fn seed_transfer(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Created, ApiError> {
+    match (state.seed_get_transfer, &caller) {
+        (SeedGetTransfer::Off, _) => {
+            return Err(ApiError::NotFound(
+                "GET /transfer is turned off on this bank; pay with POST /transfers".into(),
+            ))
+        }
+        (SeedGetTransfer::Operators, Caller::Holder(_)) => return Err(ApiError::Forbidden),
+        _ => {}
+    }
     let param = |name: &'static str| {
         query
             .get(name)
@@ -244,15 +254,13 @@ pub(crate) async fn submit(
         tx_no: Some(transfer.tx_no.clone()),
     })?;
     let sent = match sent {
-        // Queued only while the broker is away indeed: a failure it answers through (no
-        // route learnt yet, just after a start) is answered 503, to be asked again.
+        // No broker stored the half message within the send window, whatever the reason
+        // (none answers, or one answers without a route yet, just after a start): the
+        // payment is debited and queued, and its message goes once a broker takes it.
         Err(error @ MessagingError::Client { .. })
             if state.producer.routes().queues_when_broker_away(&transfer.to_bank) =>
         {
-            if state.broker.check().await.is_err() {
-                return queue(state, transfer, key, &error).await;
-            }
-            Err(error)
+            return queue(state, transfer, key, &error).await;
         }
         other => other,
     }?;
@@ -332,8 +340,8 @@ fn idempotency_key(headers: &HeaderMap, in_body: Option<&str>) -> Result<Option<
             None => None,
         };
     match (in_header, in_body) {
-        (Some(a), Some(b)) if a != b => Err(ApiError::invalid(
-            "invalid_idempotency_key",
+        (Some(a), Some(b)) if a != b => Err(ApiError::unprocessable(
+            "idempotency_keys_differ",
             "the Idempotency-Key header and the body's idempotency_key differ",
         )),
         (Some(key), _) | (None, Some(key)) => Ok(Some(IdempotencyKey::parse(key)?)),

@@ -11,8 +11,8 @@ use txbank_domain::{AccountNo, BankId, Party};
 use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
-    Acceptance, BrokerProbe, CreditConsumer, MqClient, MqSettings, Redriver, Routes, SettlementRelay, TopicKeeper,
-    TransferProducer,
+    Acceptance, BrokerProbe, CreditConsumer, MessageVerifier, MqClient, MqSettings, Redriver, Routes, SettlementRelay,
+    TopicKeeper, TransferProducer,
 };
 use txbank_storage::{Engine, Store};
 
@@ -67,7 +67,17 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
             tracing::info!(%bank, account = %no, %balance, "opened account");
         }
     }
-    let mut settings = MqSettings::new(config.namesrv_addr.clone(), Some(secrets.message_key.clone()));
+    if secrets.signer.shared.is_some() {
+        tracing::warn!(%bank, "signing and accepting with the key the banks share: any bank that holds it can speak for any other; remove message_key_file once every bank trusts the others' keys (docs/SECURITY.md)");
+    }
+    let verifier = MessageVerifier::new(
+        bank.clone(),
+        &config.messaging.inbound_topic,
+        config.trusted_keys_file.clone(),
+        secrets.signer.shared.clone(),
+    )
+    .with_context(|| format!("{bank}: cannot read the trusted keys"))?;
+    let mut settings = MqSettings::new(config.namesrv_addr.clone(), secrets.signer.clone());
     settings.transfers_per_message = config.messaging.transfers_per_message;
     let routes = Routes::new(config.routes()?)
         .with_silent(config.silent_banks()?)
@@ -103,7 +113,7 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
     let acceptance = Acceptance {
         routes,
         seed,
-        key: secrets.message_key,
+        verifier: Arc::new(verifier),
         accept_unsigned: config.accept_unsigned_messages,
         max_redeliveries: config.max_redeliveries,
     };
@@ -127,10 +137,11 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
             bank: BankId::parse(&config.seed.destination_bank)?,
             account: AccountNo::parse(&config.seed.destination_account)?,
         },
-        auth: Arc::new(Auth::new(secrets.api_token)),
+        auth: Arc::new(Auth::new(secrets.api_token, config.trusted_proxy)),
         counters,
         broker: Arc::new(probe),
         most_queued: config.messaging.most_queued,
+        seed_get_transfer: config.seed.get_transfer,
     };
     let listener = crate::listen::listener(config.listen)?;
     println!("{bank} listening on http://{}", listener.local_addr()?);

@@ -436,8 +436,14 @@ async fn reference_database(url: &str, args: &BenchArgs) -> Result<f64> {
 
 /// (b): transactional sends with an empty local transaction, from `concurrency` tasks.
 async fn reference_broker(mq: &MqClient, dir: &Path, system: &System, args: &BenchArgs) -> Result<f64> {
-    let key = std::fs::read(dir.join(crate::config::MESSAGE_KEY_FILE))?;
-    let settings = MqSettings::new(system.namesrv_addr(), Some(txbank_messaging::MessageKey::new(&key)?));
+    // Signed as bank1 signs its transfers, so that the reference pays what a bank pays.
+    let keys = dir.join(crate::config::KEYS_DIR);
+    let own = txbank_messaging::BankKey::read(&crate::keys::private_key_file(&keys, "bank1"))?;
+    let signer = txbank_messaging::MessageSigner {
+        own: Some(own),
+        shared: None,
+    };
+    let settings = MqSettings::new(system.namesrv_addr(), signer);
     ensure_topic(mq, &settings, REFERENCE_TOPIC).await?;
     let spinner = crate::progress::spinner("measuring the broker's raw transactional-send rate");
     let duration = Duration::from_secs(args.reference_seconds);

@@ -130,13 +130,29 @@ pub enum Command {
         /// How many times to send it.
         #[arg(long, default_value_t = 1)]
         times: u32,
-        /// Sign it with the banks' message key from this file (unsigned otherwise, as
-        /// the seed's Java bank1 sends).
-        #[arg(long, env = "TXBANK_MESSAGE_KEY_FILE")]
+        /// Sign it with this bank's private key file (`txbank keys new`).
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
+        /// Sign it also (or only) with the key the banks shared before key pairs, from
+        /// this file. With neither, the message goes unsigned, as the seed's Java bank1
+        /// sends.
+        #[arg(long)]
         key_file: Option<PathBuf>,
+        /// The bank the topic belongs to, which the signature names.
+        #[arg(long, default_value = "bank2")]
+        to_bank: String,
         /// Name-server list, `;`-separated.
         #[arg(long, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
         namesrv_addr: String,
+    },
+    /// Make, rotate and show the banks' message-signing keys.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+        /// The keys folder.
+        #[arg(long, global = true, default_value = "data/keys")]
+        dir: PathBuf,
     },
     /// Inspect a bank's dead-letter queue, and replay a message from it after a fix.
     Dlq {
@@ -229,6 +245,34 @@ pub enum DlqAction {
     Replay {
         /// The transfer's transaction number (the message key).
         tx_no: String,
+    },
+}
+
+/// What `txbank keys` does.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a bank's key pair: its private key file (DIR/BANK.key, readable by its owner
+    /// only) and its public key in DIR/trusted; prints the public key's line.
+    New {
+        /// The bank.
+        #[arg(long)]
+        bank: String,
+    },
+    /// Replace a bank's key with a new one; its old public key stays trusted in
+    /// DIR/trusted for --overlap-secs. Restart the bank's instances to sign with it.
+    Rotate {
+        /// The bank.
+        #[arg(long)]
+        bank: String,
+        /// How long the old key keeps verifying.
+        #[arg(long, default_value_t = 86_400)]
+        overlap_secs: u64,
+    },
+    /// Print the public key line of a private key file, to add to the trusted keys of
+    /// the banks that take this bank's messages.
+    Public {
+        /// The private key file.
+        key: PathBuf,
     },
 }
 

@@ -2,14 +2,16 @@
 //! overridden by environment variables and flags (flags win) in [`BankConfig::load`].
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use txbank_api::ApiToken;
+use txbank_api::{ApiToken, SeedGetTransfer};
 use txbank_domain::{AccountName, AccountNo, BankId, Money};
-use txbank_messaging::{MessageKey, DEFAULT_TOPIC_QUEUES, DEFAULT_TRANSFERS_PER_MESSAGE};
+use txbank_messaging::{BankKey, MessageKey, MessageSigner, DEFAULT_TOPIC_QUEUES, DEFAULT_TRANSFERS_PER_MESSAGE};
+
+use crate::keys;
 use txbank_storage::Engine;
 
 /// Everything one bank process needs. Every bank both sends and receives.
@@ -41,8 +43,18 @@ pub struct BankConfig {
     pub routes: BTreeMap<String, Route>,
     /// What the seed's API and the seed's message bodies mean here.
     pub seed: SeedConfig,
-    /// File holding the key shared by the banks to sign and check messages.
-    #[serde(default)]
+    /// File holding this bank's private Ed25519 key, which signs what it sends
+    /// (`txbank keys new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// File holding the public keys of the banks this one takes messages from, one
+    /// `BANK KEY_ID PUBLIC_HEX [until=UNIX_SECONDS]` a line; read again when a message
+    /// names a key it does not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_keys_file: Option<PathBuf>,
+    /// File holding the key the banks shared before key pairs: while it is set, the bank
+    /// also signs with it and also accepts messages signed with it (the move from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_key_file: Option<PathBuf>,
     /// Apply messages that carry no signature (the seed's Java services); off by default.
     #[serde(default)]
@@ -50,6 +62,11 @@ pub struct BankConfig {
     /// File holding the operators' API token (`Authorization: Bearer ...`).
     #[serde(default)]
     pub api_token_file: Option<PathBuf>,
+    /// The address of a reverse proxy or load balancer in front of the bank: requests from
+    /// it are known by the client address it appends to `X-Forwarded-For`, so that one
+    /// client's failed logins slow that client alone. Unset, the peer's address counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxy: Option<IpAddr>,
     /// Redeliveries of a refused message before it goes to the dead-letter queue.
     #[serde(default = "default_max_redeliveries")]
     pub max_redeliveries: i32,
@@ -179,6 +196,11 @@ pub struct SeedConfig {
     pub sender_bank: String,
     /// The account credited by a message that names none.
     pub default_account: String,
+    /// Who may pay with `GET /transfer`: `open` (operators and holders, as the seed;
+    /// the default), `operators` (bearer token only, which no browser sends by itself)
+    /// or `off`.
+    #[serde(default)]
+    pub get_transfer: SeedGetTransfer,
 }
 /// An account to open on first start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,8 +226,14 @@ pub struct BankOverrides {
     /// RocketMQ name-server list, `;`-separated.
     #[arg(long, env = "TXBANK_NAMESRV_ADDR")]
     pub namesrv_addr: Option<String>,
-    /// File holding the key shared by the banks to sign messages (TXBANK_MESSAGE_KEY
-    /// gives the key itself).
+    /// File holding this bank's private signing key (`signing_key_file`).
+    #[arg(long, env = "TXBANK_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// File holding the other banks' public keys (`trusted_keys_file`).
+    #[arg(long, env = "TXBANK_TRUSTED_KEYS_FILE")]
+    pub trusted_keys_file: Option<PathBuf>,
+    /// File holding the key the banks shared before key pairs, while they move from it
+    /// (TXBANK_MESSAGE_KEY gives the key itself).
     #[arg(long, env = "TXBANK_MESSAGE_KEY_FILE")]
     pub message_key_file: Option<PathBuf>,
     /// File holding the operators' API token (TXBANK_API_TOKEN gives the token itself).
@@ -214,6 +242,13 @@ pub struct BankOverrides {
     /// Apply messages without a signature, as the seed's Java services send them.
     #[arg(long, env = "TXBANK_ACCEPT_UNSIGNED_MESSAGES")]
     pub accept_unsigned_messages: bool,
+    /// Who may pay with the seed's GET /transfer: open, operators or off
+    /// (`seed.get_transfer`).
+    #[arg(long, env = "TXBANK_SEED_GET_TRANSFER")]
+    pub seed_get_transfer: Option<SeedGetTransfer>,
+    /// The reverse proxy whose `X-Forwarded-For` names clients (`trusted_proxy`).
+    #[arg(long, env = "TXBANK_TRUSTED_PROXY")]
+    pub trusted_proxy: Option<IpAddr>,
     /// Redeliveries of a refused message before it goes to the dead-letter queue.
     #[arg(long, env = "TXBANK_MAX_REDELIVERIES")]
     pub max_redeliveries: Option<i32>,
@@ -240,8 +275,8 @@ pub struct BankOverrides {
 /// The secrets a bank needs. They come from files or the environment, never from the
 /// command line or the configuration file itself, and are never logged.
 pub struct Secrets {
-    /// The key messages between banks are signed with.
-    pub message_key: MessageKey,
+    /// How the bank signs what it sends.
+    pub signer: MessageSigner,
     /// The operators' API token, if any (without one, only account passwords log in).
     pub api_token: Option<ApiToken>,
 }
@@ -350,6 +385,7 @@ impl BankConfig {
                     destination_account: "2".into(),
                     sender_bank: "bank2".into(),
                     default_account: "1".into(),
+                    get_transfer: SeedGetTransfer::default(),
                 },
                 vec![seed("1", "张三的账户", "10000.00"), seed("3", "王五的账户", "5000.00")],
             ),
@@ -371,6 +407,7 @@ impl BankConfig {
                     destination_account: "1".into(),
                     sender_bank: "bank1".into(),
                     default_account: "2".into(),
+                    get_transfer: SeedGetTransfer::default(),
                 },
                 vec![seed("2", "李四的账户", "0.00"), seed("4", "赵六的账户", "5000.00")],
             ),
@@ -386,9 +423,12 @@ impl BankConfig {
             messaging,
             routes: BTreeMap::from([(peer.to_string(), Route::Topic(peer_topic.to_string()))]),
             seed: seed_config,
-            message_key_file: Some(data_dir.join(MESSAGE_KEY_FILE)),
+            signing_key_file: Some(keys::private_key_file(&data_dir.join(KEYS_DIR), name)).filter(|file| file.exists()),
+            trusted_keys_file: Some(keys::trusted_keys_file(&data_dir.join(KEYS_DIR))).filter(|file| file.exists()),
+            message_key_file: None,
             accept_unsigned_messages: false,
             api_token_file: Some(data_dir.join(API_TOKEN_FILE)),
+            trusted_proxy: None,
             max_redeliveries: default_max_redeliveries(),
             migrate_on_start: default_migrate_on_start(),
             accounts,
@@ -420,6 +460,12 @@ impl BankConfig {
         if let Some(addr) = &overrides.namesrv_addr {
             config.namesrv_addr = addr.clone();
         }
+        if let Some(file) = &overrides.signing_key_file {
+            config.signing_key_file = Some(file.clone());
+        }
+        if let Some(file) = &overrides.trusted_keys_file {
+            config.trusted_keys_file = Some(file.clone());
+        }
         if let Some(file) = &overrides.message_key_file {
             config.message_key_file = Some(file.clone());
         }
@@ -427,6 +473,12 @@ impl BankConfig {
             config.api_token_file = Some(file.clone());
         }
         config.accept_unsigned_messages |= overrides.accept_unsigned_messages;
+        if let Some(who) = overrides.seed_get_transfer {
+            config.seed.get_transfer = who;
+        }
+        if let Some(proxy) = overrides.trusted_proxy {
+            config.trusted_proxy = Some(proxy);
+        }
         if let Some(max) = overrides.max_redeliveries {
             config.max_redeliveries = max;
         }
@@ -465,21 +517,36 @@ impl BankConfig {
         })
     }
 
-    /// Reads the secrets: each from its environment variable when set, else from its
-    /// file. A bank cannot run without a message key.
+    /// Reads the secrets: the signing key from its file, the others each from its
+    /// environment variable when set, else from its file. A bank cannot run without a
+    /// key to sign with, and its own key must be its bank's.
     pub fn secrets(&self) -> Result<Secrets> {
-        let message_key = read_secret("TXBANK_MESSAGE_KEY", self.message_key_file.as_deref())?.with_context(|| {
-            format!(
-                "{}: no message key; set message_key_file or TXBANK_MESSAGE_KEY (the same key on every bank)",
+        let own = match &self.signing_key_file {
+            Some(file) => Some(BankKey::read(file).context("the signing key")?),
+            None => None,
+        };
+        if let Some(own) = own.as_ref().filter(|own| own.bank().as_str() != self.name) {
+            bail!("the signing key {} is {}'s, not {}'s", own.id(), own.bank(), self.name);
+        }
+        let shared = read_secret("TXBANK_MESSAGE_KEY", self.message_key_file.as_deref())?
+            .map(|key| MessageKey::new(key.as_bytes()))
+            .transpose()
+            .context("the message key")?;
+        if own.is_none() && shared.is_none() {
+            bail!(
+                "{}: no key to sign messages with; make one with `txbank keys new --bank {}` and set signing_key_file",
+                self.name,
                 self.name
-            )
-        })?;
-        let message_key = MessageKey::new(message_key.as_bytes()).context("the message key")?;
+            );
+        }
         let api_token = read_secret("TXBANK_API_TOKEN", self.api_token_file.as_deref())?
             .map(|token| ApiToken::new(&token))
             .transpose()
             .context("the API token")?;
-        Ok(Secrets { message_key, api_token })
+        Ok(Secrets {
+            signer: MessageSigner { own, shared },
+            api_token,
+        })
     }
 
     /// The configuration as TOML with the database password hidden, followed by where
@@ -491,11 +558,13 @@ impl BankConfig {
         };
         let mut text = toml::to_string(&shown)?;
         for (what, var, file) in [
-            ("message key", "TXBANK_MESSAGE_KEY", &self.message_key_file),
-            ("API token", "TXBANK_API_TOKEN", &self.api_token_file),
+            ("signing key", None, &self.signing_key_file),
+            ("trusted keys", None, &self.trusted_keys_file),
+            ("shared message key", Some("TXBANK_MESSAGE_KEY"), &self.message_key_file),
+            ("API token", Some("TXBANK_API_TOKEN"), &self.api_token_file),
         ] {
-            let source = match (std::env::var_os(var), file) {
-                (Some(_), _) => format!("environment variable {var}"),
+            let source = match (var.filter(|var| std::env::var_os(var).is_some()), file) {
+                (Some(var), _) => format!("environment variable {var}"),
                 (None, Some(file)) if file.exists() => format!("file {}", file.display()),
                 (None, Some(file)) => format!("file {} (missing)", file.display()),
                 (None, None) => "none".to_string(),
@@ -601,8 +670,8 @@ impl BankConfig {
     }
 }
 
-/// The file under `up`'s data folder that holds the banks' shared message key.
-pub const MESSAGE_KEY_FILE: &str = "message-key";
+/// The folder under a data folder that holds the banks' key pairs and trusted keys.
+pub const KEYS_DIR: &str = "keys";
 /// The file under `up`'s data folder that holds the operators' API token.
 pub const API_TOKEN_FILE: &str = "api-token";
 
@@ -681,7 +750,7 @@ mod tests {
         let printed = config.printable().unwrap();
         assert!(printed.contains("mysql://bank1:***@db:3306/bank1"), "{printed}");
         assert!(!printed.contains("s3cret"), "{printed}");
-        assert!(printed.contains("# message key: "), "{printed}");
+        assert!(printed.contains("# signing key: "), "{printed}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod cli;
 mod client;
 mod config;
 mod databases;
+mod keys;
 mod listen;
 mod migrate;
 mod netns;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{Cli, Command, KeysAction, LogFormat};
 
 fn main() -> Result<()> {
     limit_malloc_arenas();
@@ -101,28 +102,47 @@ fn main() -> Result<()> {
             body,
             key,
             times,
+            signing_key,
             key_file,
+            to_bank,
             namesrv_addr,
         } => {
-            let signing_key = match key_file {
+            let own = signing_key
+                .as_deref()
+                .map(txbank_messaging::BankKey::read)
+                .transpose()?;
+            let shared = match key_file {
                 Some(file) => {
                     let secret = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
                     Some(txbank_messaging::MessageKey::new(&secret)?)
                 }
                 None => None,
             };
-            let settings = txbank_messaging::MqSettings::new(namesrv_addr, signing_key);
+            let signer = txbank_messaging::MessageSigner { own, shared };
+            let settings = txbank_messaging::MqSettings::new(namesrv_addr, signer);
+            let to_bank = txbank_domain::BankId::parse(&to_bank).context("--to-bank")?;
             let mq = txbank_messaging::MqClient::build(1, 8)?;
             let sent = mq.block_on(txbank_messaging::publish(
                 &mq,
                 &settings,
-                &topic,
+                (&to_bank, &topic),
                 &key,
                 body.as_bytes(),
                 times,
             ));
             mq.shutdown();
             Ok(sent?)
+        }
+        Command::Keys { action, dir } => {
+            let public = match action {
+                KeysAction::New { bank } => keys::new_key(&dir, &txbank_domain::BankId::parse(&bank)?)?,
+                KeysAction::Rotate { bank, overlap_secs } => {
+                    keys::rotate_key(&dir, &txbank_domain::BankId::parse(&bank)?, overlap_secs)?
+                }
+                KeysAction::Public { key } => txbank_messaging::BankKey::read(&key)?.public(),
+            };
+            println!("{}", public.to_line());
+            Ok(())
         }
         Command::Dlq {
             action,
@@ -165,7 +185,7 @@ fn dashboard(args: &cli::DashboardArgs) -> Result<()> {
 /// `txbank dlq list|replay`.
 fn dlq(action: &cli::DlqAction, group: &str, topic: &str, namesrv_addr: String) -> Result<()> {
     use txbank_messaging::dead_letters;
-    let settings = txbank_messaging::MqSettings::new(namesrv_addr, None);
+    let settings = txbank_messaging::MqSettings::new(namesrv_addr, txbank_messaging::MessageSigner::default());
     let mq = txbank_messaging::MqClient::build(1, 8)?;
     let outcome = mq.block_on(async {
         match action {

@@ -16,7 +16,7 @@ use txbank_domain::BankId;
 use txbank_storage::Store;
 
 use crate::audit::read_and_audit;
-use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, MESSAGE_KEY_FILE};
+use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, KEYS_DIR};
 use crate::databases::named_or_up;
 use crate::netns::{Link, Namespace};
 
@@ -188,9 +188,8 @@ impl System {
         check_back: CheckBack,
         isolated: bool,
     ) -> Result<System> {
-        for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
-            create_secret_file(&dir.join(secret))?;
-        }
+        crate::keys::ensure_bank_keys(&dir.join(KEYS_DIR), &["bank1", "bank2"])?;
+        create_secret_file(&dir.join(API_TOKEN_FILE))?;
         let token = std::fs::read_to_string(dir.join(API_TOKEN_FILE))?.trim().to_string();
         let mut parts = Vec::new();
         for name in topology.namesrv_names() {

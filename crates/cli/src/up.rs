@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::UpArgs;
-use crate::config::{create_secret_file, API_TOKEN_FILE, MESSAGE_KEY_FILE};
+use crate::config::{create_secret_file, API_TOKEN_FILE, KEYS_DIR};
 use crate::listen;
 use crate::system::part_command;
 
@@ -105,10 +105,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
     let data = &args.data_dir;
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    // The banks' shared message key and the operators' API token, made once and kept.
-    for secret in [MESSAGE_KEY_FILE, API_TOKEN_FILE] {
-        create_secret_file(&data.join(secret))?;
-    }
+    // Each bank's key pair, the public keys they trust, and the operators' API token,
+    // made once and kept.
+    crate::keys::ensure_bank_keys(&data.join(KEYS_DIR), &["bank1", "bank2"])?;
+    create_secret_file(&data.join(API_TOKEN_FILE))?;
     let namesrv = args.namesrv.to_string();
     let rocketmq_home = data.join("rocketmq");
 

@@ -119,11 +119,10 @@ async fn archives_old_books(db: Db) {
 
     // A late duplicate of an archived transfer is absorbed and reported again, never
     // credited; an old transfer found nowhere is set aside for an operator.
-    let key = cluster.message_key_file();
     let late = |tx_no: &str| format!(r#"{{"accountChange":{{"accountNo":"1","amount":1,"txNo":"{tx_no}"}}}}"#);
-    cluster.publish(&late(&oldest_received.0), &oldest_received.0, Some(&key), 1);
+    cluster.publish_as("bank1", "bank2", &late(&oldest_received.0), &oldest_received.0, 1);
     let unknown = TxNo::generate_at(now_ms() - 30 * DAY_MS);
-    cluster.publish(&late(unknown.as_str()), unknown.as_str(), Some(&key), 1);
+    cluster.publish_as("bank1", "bank2", &late(unknown.as_str()), unknown.as_str(), 1);
     let absorbed = eventually(|| async {
         let set_aside = bank2
             .metric(r#"txbank_messages_set_aside_total{bank="bank2",reason="past_archive_horizon"}"#)

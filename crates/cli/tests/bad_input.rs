@@ -79,7 +79,7 @@ fn corpus() -> Vec<Case> {
         // Accounts.
         post(
             r#"{"from":"1","to":"1","to_bank":"bank1","amount":"5"}"#,
-            400,
+            422,
             "same_account",
         ),
         post(
@@ -89,7 +89,7 @@ fn corpus() -> Vec<Case> {
         ),
         post(
             r#"{"from":"1","to":"2","to_bank":"bank9","amount":"5"}"#,
-            400,
+            422,
             "unknown_bank",
         ),
         post(r#"{"from":"1","to":"2","to_bank":2,"amount":"5"}"#, 400, "invalid_json"),
@@ -162,8 +162,8 @@ fn corpus() -> Vec<Case> {
             headers: &[("idempotency-key", "one")],
             ..post(
                 r#"{"from":"1","to":"2","amount":"5","idempotency_key":"two"}"#,
-                400,
-                "invalid_idempotency_key",
+                422,
+                "idempotency_keys_differ",
             )
         },
         // Content types.

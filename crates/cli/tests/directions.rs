@@ -149,7 +149,7 @@ async fn accounts_are_opened_listed_and_paid_within_one_bank() {
     let (status, unknown) = bank1
         .post_transfer(json!({"from": "1", "to": "5", "to_bank": "bank9", "amount": "1"}))
         .await;
-    assert_eq!((status, unknown["error"]["code"].clone()), (400, json!("unknown_bank")));
+    assert_eq!((status, unknown["error"]["code"].clone()), (422, json!("unknown_bank")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -58,3 +58,40 @@ async fn unreadable_messages_are_set_aside_and_good_ones_behind_them_keep_flowin
         "bank2 must survive bad messages"
     );
 }
+
+/// Seed-compatibility mode takes unsigned only what the seed's Java bank1 sends. An
+/// unsigned body naming another account, or a settlement report that could make a sender
+/// refund money its destination credits, is set aside and moves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_messages_other_than_the_seeds_are_set_aside_in_seed_compatibility_mode() {
+    let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank2.start_with(SEED_COMPATIBLE).await;
+
+    cluster.publish(
+        r#"{"accountChange":{"accountNo":"1","amount":9,"txNo":"aimed-1"},"fromBank":"bank1","toBank":"bank2","toAccountNo":"4"}"#,
+        "aimed-1",
+        None,
+        1,
+    );
+    cluster.publish(
+        r#"{"settlements":[{"txNo":"0190a5b2-0000-7000-8000-000000000001","outcome":"returned"}],"fromBank":"bank1"}"#,
+        "report-1",
+        None,
+        1,
+    );
+    cluster.publish(
+        r#"{"accountChange":{"accountNo":"1","amount":3,"txNo":"seed-2"}}"#,
+        "seed-2",
+        None,
+        1,
+    );
+
+    assert!(
+        bank2.balance_becomes("2", "3.00").await,
+        "the seed's own body is still credited"
+    );
+    let series = r#"txbank_messages_set_aside_total{bank="bank2",reason="unauthenticated"}"#;
+    let set_aside = eventually(|| async { bank2.metric(series).await == Some(2.0) }).await;
+    assert!(set_aside, "{:?}\n{}", bank2.metric(series).await, bank2.log_text());
+    assert_eq!(bank2.balance("4").await, "5000.00", "an unsigned body chose no account");
+}

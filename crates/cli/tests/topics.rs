@@ -13,7 +13,7 @@ fn a_new_topic_gets_two_queues_and_an_existing_one_keeps_more() {
     let mq = MqClient::build(1, 8).unwrap();
     mq.block_on(async {
         let cluster = Cluster::start().await;
-        let settings = MqSettings::new(cluster.namesrv_addr.clone(), None);
+        let settings = MqSettings::new(cluster.namesrv_addr.clone(), Default::default());
 
         ensure_topic(&mq, &settings, "txbank_test_fresh").await.unwrap();
         assert_eq!(topic_queues(&mq, &settings, "txbank_test_fresh").await.unwrap(), 2);

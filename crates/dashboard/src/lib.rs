@@ -6,16 +6,16 @@
 //! It works against any deployment: it reads the banks' HTTP APIs (never their files)
 //! with the operators' API token, once a second, and pushes each reading to the open
 //! pages as server-sent events. The page asks for the same token once and keeps a
-//! session cookie (HttpOnly, SameSite=Strict); the token never reaches the browser's
-//! scripts.
+//! session cookie (HttpOnly, SameSite=Strict) that lasts [`SESSION_LIFETIME`] or until
+//! the page logs out; the token never reaches the browser's scripts.
 
 mod prometheus;
 mod watch;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Form, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch as channel;
+use txbank_domain::secret::same_secret;
 
 use watch::Watcher;
 
@@ -36,6 +37,8 @@ const PAGE: &str = include_str!("page.html");
 const LOGIN: &str = include_str!("login.html");
 /// The session cookie's name.
 const COOKIE: &str = "txbank_dashboard";
+/// How long a session lasts after its login; the page then asks for the token again.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 60 * 60);
 /// How long a wrong token costs its sender.
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
 
@@ -79,7 +82,7 @@ pub struct DashboardSettings {
 struct Shared {
     settings: Arc<DashboardSettings>,
     snapshots: channel::Receiver<Arc<String>>,
-    sessions: Arc<Mutex<HashSet<String>>>,
+    sessions: Arc<Mutex<Sessions>>,
     http: reqwest::Client,
 }
 
@@ -136,7 +139,7 @@ struct LoginForm {
 
 /// Checks the token and opens a session.
 async fn login(State(shared): State<Shared>, Form(form): Form<LoginForm>) -> Response {
-    if !same_secret(form.token.trim(), &shared.settings.api_token) {
+    if !same_secret(form.token.trim().as_bytes(), shared.settings.api_token.as_bytes()) {
         tokio::time::sleep(FAILED_LOGIN_DELAY).await;
         tracing::warn!("dashboard login with a wrong token");
         return (
@@ -148,15 +151,20 @@ async fn login(State(shared): State<Shared>, Form(form): Form<LoginForm>) -> Res
     let mut id = [0u8; 32];
     getrandom::getrandom(&mut id).expect("the system's random source");
     let id = hex::encode(id);
-    shared.sessions.lock().expect("sessions lock").insert(id.clone());
-    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/");
+    shared
+        .sessions
+        .lock()
+        .expect("sessions lock")
+        .open(id.clone(), Instant::now());
+    let max_age = SESSION_LIFETIME.as_secs();
+    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
 /// Ends the session.
 async fn logout(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     if let Some(id) = session_id(&headers) {
-        shared.sessions.lock().expect("sessions lock").remove(id);
+        shared.sessions.lock().expect("sessions lock").close(id);
     }
     let cookie = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
@@ -231,7 +239,10 @@ async fn batch(State(shared): State<Shared>, headers: HeaderMap, Json(form): Jso
 
 impl Shared {
     fn has_session(&self, headers: &HeaderMap) -> bool {
-        session_id(headers).is_some_and(|id| self.sessions.lock().expect("sessions lock").contains(id))
+        session_id(headers).is_some_and(|id| {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            sessions.is_open(id, Instant::now())
+        })
     }
 
     /// Posts `body` to `path` of the bank named `bank` for a logged-in caller, and
@@ -257,6 +268,32 @@ impl Shared {
     }
 }
 
+/// The open sessions: each id and when its login opened it.
+#[derive(Default)]
+struct Sessions(HashMap<String, Instant>);
+
+impl Sessions {
+    /// Opens session `id` at `now`, forgetting those that have expired.
+    fn open(&mut self, id: String, now: Instant) {
+        self.0
+            .retain(|_, opened| now.duration_since(*opened) < SESSION_LIFETIME);
+        self.0.insert(id, now);
+    }
+
+    /// True when `id` was opened less than [`SESSION_LIFETIME`] before `now` and not
+    /// closed; ids are compared as secrets.
+    fn is_open(&self, id: &str, now: Instant) -> bool {
+        self.0.iter().any(|(open, opened)| {
+            same_secret(id.as_bytes(), open.as_bytes()) && now.duration_since(*opened) < SESSION_LIFETIME
+        })
+    }
+
+    /// Ends session `id` (logging out).
+    fn close(&mut self, id: &str) {
+        self.0.remove(id);
+    }
+}
+
 /// The bank's answer as the dashboard's, or `502 bank_unreachable`.
 async fn relay_answer(sent: reqwest::Result<reqwest::Response>, bank: &str) -> Response {
     match sent {
@@ -279,16 +316,6 @@ fn session_id(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|cookies| cookies.split(';'))
         .find_map(|cookie| cookie.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-fn same_secret(given: &str, expected: &str) -> bool {
-    given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
 }
 
 #[cfg(test)]
@@ -319,9 +346,17 @@ mod tests {
     }
 
     #[test]
-    fn secrets_match_only_when_equal() {
-        assert!(same_secret("token", "token"));
-        assert!(!same_secret("tokex", "token"));
-        assert!(!same_secret("toke", "token"));
+    fn a_session_lasts_its_lifetime_or_until_it_logs_out() {
+        let (mut sessions, opened) = (Sessions::default(), Instant::now());
+        sessions.open("abc".into(), opened);
+        assert!(sessions.is_open("abc", opened));
+        assert!(!sessions.is_open("abd", opened));
+        let almost = opened + SESSION_LIFETIME - Duration::from_secs(1);
+        assert!(sessions.is_open("abc", almost));
+        assert!(!sessions.is_open("abc", opened + SESSION_LIFETIME), "expired");
+        sessions.open("xyz".into(), opened + SESSION_LIFETIME);
+        assert_eq!(sessions.0.len(), 1, "expired sessions are forgotten");
+        sessions.close("xyz");
+        assert!(!sessions.is_open("xyz", opened + SESSION_LIFETIME), "logged out");
     }
 }

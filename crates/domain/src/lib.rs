@@ -10,6 +10,7 @@ pub mod audit;
 mod error;
 mod money;
 pub mod retention;
+pub mod secret;
 mod transfer;
 mod tx_no;
 

@@ -8,7 +8,8 @@ use rocketmq_client_rust::{ClientConfig, ClientRuntime, ClientRuntimeConfig};
 use rocketmq_observability::TelemetryHandle;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
-use crate::{MessageKey, MessagingError};
+use crate::signing::MessageSigner;
+use crate::MessagingError;
 
 /// Where the RocketMQ cluster is and how the clients talk to it.
 #[derive(Debug, Clone)]
@@ -17,23 +18,23 @@ pub struct MqSettings {
     pub namesrv_addr: String,
     /// How long one send may take before it fails.
     pub send_timeout: Duration,
-    /// The key every message sent is signed with; `None` sends unsigned messages, as
-    /// the seed's Java services do (only `txbank publish` may).
-    pub signing_key: Option<MessageKey>,
+    /// How every message sent is signed; signing with nothing sends unsigned messages,
+    /// as the seed's Java services do (only `txbank publish` may).
+    pub signer: MessageSigner,
     /// Most transfers to one bank carried by one message (1 sends each in the seed's
     /// shape, which the seed's Java consumer reads).
     pub transfers_per_message: usize,
 }
 
 impl MqSettings {
-    /// Settings for the name-server list `namesrv_addr`, signing with `signing_key`, a
+    /// Settings for the name-server list `namesrv_addr`, signing with `signer`, a
     /// send timeout of 3 s, and up to [`DEFAULT_TRANSFERS_PER_MESSAGE`] transfers per
     /// message.
-    pub fn new(namesrv_addr: String, signing_key: Option<MessageKey>) -> MqSettings {
+    pub fn new(namesrv_addr: String, signer: MessageSigner) -> MqSettings {
         MqSettings {
             namesrv_addr,
             send_timeout: Duration::from_secs(3),
-            signing_key,
+            signer,
             transfers_per_message: DEFAULT_TRANSFERS_PER_MESSAGE,
         }
     }

@@ -22,10 +22,12 @@ use txbank_storage::{CreditOutcome, SettlementOutcome, StorageError, Store};
 use crate::group_commit::{Answer, GroupCommit};
 use crate::metrics::{Counters, DbCall, Event, SetAside, Timing};
 use crate::offsets;
-use crate::signing::{Verdict, SIGNATURE_PROPERTY};
+use crate::signing::{
+    MessageVerifier, Signatures, Verdict, BANK_SIGNATURE_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY,
+};
 use crate::topics::start_admin;
 use crate::wire::{Inbound, SeedDefaults};
-use crate::{wire, MessageKey, MessagingError, MqClient, MqSettings, Routes};
+use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 
 /// Most messages handed to one listener callback.
@@ -66,10 +68,11 @@ pub struct Acceptance {
     pub routes: Routes,
     /// What a body without our fields (the seed's) means.
     pub seed: SeedDefaults,
-    /// The key every message's signature is checked with.
-    pub key: MessageKey,
-    /// Apply messages that carry no signature (the seed's Java services send none).
-    /// Forged signatures are refused either way.
+    /// What every message's signatures are checked with.
+    pub verifier: Arc<MessageVerifier>,
+    /// Apply unsigned messages shaped as the seed's Java bank1 sends them (a bare
+    /// `accountChange`, credited to `seed`'s account); any other unsigned message is
+    /// set aside. Forged signatures are refused either way.
     pub accept_unsigned: bool,
     /// Redeliveries of a message the bank refuses before RocketMQ moves it to the
     /// consumer group's dead-letter queue.
@@ -253,16 +256,46 @@ impl InboundListener {
     /// waiting: a batch's messages then commit together.
     fn start(&self, msg: &MessageExt) -> Pending {
         let body = msg.body().unwrap_or_default();
-        let signature = msg.property(&CheetahString::from_static_str(SIGNATURE_PROPERTY));
-        match self.acceptance.key.verify(&body, signature.as_deref()) {
-            Verdict::Authentic => {}
-            Verdict::Unsigned if self.acceptance.accept_unsigned => {}
-            verdict => return Pending::Done(self.set_aside(msg, SetAside::Unauthenticated, &format!("{verdict:?}"))),
+        let property = |name| msg.property(&CheetahString::from_static_str(name));
+        let (bank_signature, key_id, shared) = (
+            property(BANK_SIGNATURE_PROPERTY),
+            property(KEY_ID_PROPERTY),
+            property(SIGNATURE_PROPERTY),
+        );
+        let verdict = self.acceptance.verifier.verify(
+            &body,
+            Signatures {
+                bank: bank_signature.as_deref(),
+                key_id: key_id.as_deref(),
+                shared: shared.as_deref(),
+            },
+        );
+        let seed_compatible = verdict == Verdict::Unsigned && self.acceptance.accept_unsigned;
+        if !matches!(verdict, Verdict::SignedBy(_) | Verdict::SharedKey) && !seed_compatible {
+            return Pending::Done(self.set_aside(msg, SetAside::Unauthenticated, &format!("{verdict:?}")));
         }
-        match wire::decode(&body, &self.acceptance.seed) {
-            Ok(Inbound::Transfers(transfers)) => self.start_credits(transfers, msg),
-            Ok(Inbound::Settlements { from_bank, reports }) => self.start_settle(from_bank, reports),
-            Err(error) => Pending::Done(self.set_aside(msg, SetAside::Unreadable, &error.to_string())),
+        let inbound = match wire::decode(&body, &self.acceptance.seed) {
+            Ok(inbound) => inbound,
+            Err(error) => return Pending::Done(self.set_aside(msg, SetAside::Unreadable, &error.to_string())),
+        };
+        // Unsigned, only what the seed's Java bank1 sends is taken: a bare accountChange,
+        // credited to the configured account. Reports and our own bodies, which can name
+        // any bank and any transfer, must be signed.
+        if seed_compatible && !wire::is_seed_body(&body) {
+            let detail = "Unsigned, and not the seed's bare accountChange";
+            return Pending::Done(self.set_aside(msg, SetAside::Unauthenticated, detail));
+        }
+        // A bank's key speaks for that bank alone.
+        if let Verdict::SignedBy(signer) = &verdict {
+            if inbound.sender() != Some(signer) {
+                let claimed = inbound.sender().map_or("several banks".into(), BankId::to_string);
+                let detail = format!("signed with {signer}'s key, but claims to come from {claimed}");
+                return Pending::Done(self.set_aside(msg, SetAside::Unauthenticated, &detail));
+            }
+        }
+        match inbound {
+            Inbound::Transfers(transfers) => self.start_credits(transfers, msg),
+            Inbound::Settlements { from_bank, reports } => self.start_settle(from_bank, reports),
         }
     }
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::probe::start_pull_consumer;
 use crate::publish::start_plain_producer;
-use crate::signing::SIGNATURE_PROPERTY;
+use crate::signing::{BANK_SIGNATURE_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY};
 use crate::{MessagingError, MqClient, MqSettings};
 
 /// Messages read from one queue per pull.
@@ -37,9 +37,10 @@ pub struct DeadLetter {
     pub stored_at_ms: i64,
     /// Its body, as text.
     pub body: String,
-    /// Its signature, if it had one.
+    /// Its signature properties (the bank's signature and key id, the shared key's),
+    /// those it had.
     #[serde(skip)]
-    signature: Option<String>,
+    signatures: Vec<(&'static str, String)>,
 }
 
 /// The name of `group`'s dead-letter topic.
@@ -111,9 +112,9 @@ pub async fn replay(
             .topic(topic)
             .key(letter.key.as_str())
             .body(letter.body.clone().into_bytes());
-        if let Some(signature) = &letter.signature {
+        for (name, value) in &letter.signatures {
             builder = builder
-                .raw_property(SIGNATURE_PROPERTY, signature.as_str())
+                .raw_property(*name, value.as_str())
                 .map_err(|e| MessagingError::client("replay message", e))?;
         }
         let message = builder
@@ -138,7 +139,10 @@ impl DeadLetter {
             reconsumed: msg.reconsume_times(),
             stored_at_ms: msg.store_timestamp(),
             body: String::from_utf8_lossy(&msg.body().unwrap_or_default()).into_owned(),
-            signature: property(SIGNATURE_PROPERTY).map(|s| s.to_string()),
+            signatures: [BANK_SIGNATURE_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY]
+                .into_iter()
+                .filter_map(|name| Some((name, property(name)?.to_string())))
+                .collect(),
         }
     }
 }

@@ -15,7 +15,8 @@
 //! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
 //! - [`reference`] measures the broker's raw transactional-send rate, for the benchmark.
 //! - [`dead_letters`] lists a consumer group's dead-letter queue and replays from it.
-//! - [`signing`] signs every message with a key the banks share and checks it on receipt.
+//! - [`signing`] signs every message with the sending bank's key and checks it on receipt
+//!   against the keys the receiver trusts.
 //! - [`wire`] is the message body, wire-compatible with the seed's Java services.
 //!
 //! RocketMQ's callbacks (check-backs, consumed messages) are synchronous and run on the
@@ -50,5 +51,5 @@ pub use publish::publish;
 pub use redrive::{Redriver, LONGEST_PAUSE as LONGEST_REDRIVE_PAUSE};
 pub use relay::SettlementRelay;
 pub use routes::Routes;
-pub use signing::MessageKey;
+pub use signing::{BankKey, MessageKey, MessageSigner, MessageVerifier, TrustedKeys};
 pub use topics::{ensure_topic, ensure_topic_queues, topic_queues, TopicKeeper, DEFAULT_TOPIC_QUEUES};

@@ -25,7 +25,7 @@ use txbank_storage::{DebitOutcome, StorageError, Store};
 
 use crate::group_commit::{DebitGroup, MessageDebits};
 use crate::metrics::{BrokerCall, Counters, DbCall, Event, Timing};
-use crate::signing::{self, MessageKey};
+use crate::signing::MessageSigner;
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 use txbank_storage::faults::{
@@ -157,7 +157,7 @@ impl TransferProducer {
             producer,
             local,
             routes,
-            signer: settings.signing_key.clone(),
+            signer: settings.signer.clone(),
             counters,
         });
         let (queue, queued) = mpsc::unbounded_channel();
@@ -282,7 +282,7 @@ struct Sender {
     producer: DefaultMQProducer,
     local: Arc<LocalTransaction>,
     routes: Routes,
-    signer: Option<MessageKey>,
+    signer: MessageSigner,
     counters: Arc<Counters>,
 }
 
@@ -494,11 +494,12 @@ impl Sender {
     /// each one's `tx_no`.
     fn half_message(&self, transfers: &[Transfer]) -> Result<Message, MessagingError> {
         let keys: Vec<&str> = transfers.iter().map(|transfer| transfer.tx_no.as_str()).collect();
-        let mut message = signing::message(
-            self.routes.topic(&transfers[0].to_bank)?,
+        let to_bank = &transfers[0].to_bank;
+        let mut message = self.signer.message(
+            to_bank,
+            self.routes.topic(to_bank)?,
             &keys.join(MessageConst::KEY_SEPARATOR),
             wire::encode_transfers(transfers),
-            self.signer.as_ref(),
         )?;
         message.put_property(
             CheetahString::from_static_str(MessageConst::PROPERTY_TRANSACTION_PREPARED),

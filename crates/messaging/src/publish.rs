@@ -3,14 +3,16 @@
 
 use rocketmq_client_rust::DefaultMQProducer;
 
-use crate::{signing, MessagingError, MqClient, MqSettings};
+use txbank_domain::BankId;
 
-/// Sends `body` to `topic` `times` times as one plain message each, keyed by `key`,
-/// signed when `settings` hold a key.
+use crate::{MessagingError, MqClient, MqSettings};
+
+/// Sends `body` to `to_bank`'s `topic` `times` times as one plain message each, keyed by
+/// `key`, signed as `settings` say.
 pub async fn publish(
     client: &MqClient,
     settings: &MqSettings,
-    topic: &str,
+    (to_bank, topic): (&BankId, &str),
     key: &str,
     body: &[u8],
     times: u32,
@@ -19,7 +21,7 @@ pub async fn publish(
         start_plain_producer(client, settings, &format!("txbank_publish_{}", std::process::id())).await?;
     let mut result = Ok(());
     for _ in 0..times {
-        let message = signing::message(topic, key, body.to_vec(), settings.signing_key.as_ref())?;
+        let message = settings.signer.message(to_bank, topic, key, body.to_vec())?;
         if let Err(error) = producer.send(message).await {
             result = Err(MessagingError::client("send", error));
             break;

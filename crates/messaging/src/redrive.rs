@@ -24,7 +24,7 @@ use txbank_storage::{DueRedrive, Store};
 use crate::consumer::since_unix_ms;
 use crate::metrics::{Counters, Event};
 use crate::publish::start_plain_producer;
-use crate::signing::{self, MessageKey};
+use crate::signing::MessageSigner;
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 
 /// The longest pause between two re-drives of one transfer (or `redrive_after`, when
@@ -76,7 +76,7 @@ impl Redriver {
             store,
             after,
             per_message: settings.transfers_per_message.max(1),
-            signer: settings.signing_key.clone(),
+            signer: settings.signer.clone(),
             counters,
             queueing: AtomicBool::new(false),
         };
@@ -97,7 +97,7 @@ struct Sweeper {
     store: Store,
     after: Duration,
     per_message: usize,
-    signer: Option<MessageKey>,
+    signer: MessageSigner,
     counters: Arc<Counters>,
     /// Whether payments were waiting for a broker at the last sweep.
     queueing: AtomicBool,
@@ -241,11 +241,11 @@ impl Sweeper {
     /// `tx_no`: their debits are committed, so no half message is needed.
     async fn send(&self, to_bank: &BankId, transfers: &[Transfer]) -> Result<(), MessagingError> {
         let keys: Vec<&str> = transfers.iter().map(|transfer| transfer.tx_no.as_str()).collect();
-        let message = signing::message(
+        let message = self.signer.message(
+            to_bank,
             self.routes.topic(to_bank)?,
             &keys.join(MessageConst::KEY_SEPARATOR),
             wire::encode_transfers(transfers),
-            self.signer.as_ref(),
         )?;
         self.producer
             .send(message)

@@ -11,10 +11,17 @@ use rocketmq_client_rust::{LocalTransactionState, TransactionListener, Transacti
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 
-use crate::{signing, MessagingError, MqClient, MqSettings};
+use txbank_domain::BankId;
+
+use crate::{MessagingError, MqClient, MqSettings};
 
 /// A body the size of a transfer's.
 const BODY: &[u8] = br#"{"accountChange":{"accountNo":"1","amount":0.01,"txNo":"00000000000000000000000000000000"},"fromBank":"bank1","toBank":"bank2","toAccountNo":"2","version":1}"#;
+
+/// The destination the reference messages are signed for: nobody consumes them.
+fn reference_bank() -> BankId {
+    BankId::parse("reference").expect("a valid bank identifier")
+}
 
 /// Sends to `topic` from `concurrency` tasks spread over `producers` producers for
 /// `duration` and returns how many transactional messages were sent and committed
@@ -47,14 +54,14 @@ pub async fn transactional_sends(
     let senders: Vec<_> = (0..concurrency)
         .map(|sender| {
             let producer = Arc::clone(&started[sender % started.len()]);
-            let (sent, topic) = (Arc::clone(&sent), topic.to_string());
-            let signer = settings.signing_key.clone();
+            let (sent, topic, to_bank) = (Arc::clone(&sent), topic.to_string(), reference_bank());
+            let signer = settings.signer.clone();
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     n += 1;
                     let key = format!("reference-{sender}-{n}");
-                    let message = signing::message(&topic, &key, BODY.to_vec(), signer.as_ref())?;
+                    let message = signer.message(&to_bank, &topic, &key, BODY.to_vec())?;
                     if producer
                         .send_message_in_transaction::<(), _>(message, None)
                         .await

@@ -18,7 +18,7 @@ use txbank_storage::{PendingSettlement, Store};
 
 use crate::metrics::{BrokerCall, Counters, Timing};
 use crate::publish::start_plain_producer;
-use crate::signing::{self, MessageKey};
+use crate::signing::MessageSigner;
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 
 /// Most reports to one bank read from the outbox at once, and sent in one message.
@@ -55,7 +55,7 @@ impl SettlementRelay {
             producer,
             routes,
             store,
-            signer: settings.signing_key.clone(),
+            signer: settings.signer.clone(),
             counters,
         };
         let task = tokio::spawn(relay.run(Arc::clone(&queued), stopped));
@@ -78,7 +78,7 @@ struct Relay {
     producer: DefaultMQProducer,
     routes: Routes,
     store: Store,
-    signer: Option<MessageKey>,
+    signer: MessageSigner,
     counters: Arc<Counters>,
 }
 
@@ -150,12 +150,9 @@ impl Relay {
             reports.iter().map(|report| (&report.tx_no, &report.settlement)),
         );
         let keys: Vec<&str> = reports.iter().map(|report| report.tx_no.as_str()).collect();
-        let message = signing::message(
-            topic,
-            &keys.join(MessageConst::KEY_SEPARATOR),
-            body,
-            self.signer.as_ref(),
-        )?;
+        let message = self
+            .signer
+            .message(&first.to_bank, topic, &keys.join(MessageConst::KEY_SEPARATOR), body)?;
         let started = Instant::now();
         self.producer
             .send(message)

@@ -85,6 +85,22 @@ pub enum Inbound {
     },
 }
 
+impl Inbound {
+    /// The bank the message says it comes from, when all of it comes from one bank.
+    pub fn sender(&self) -> Option<&BankId> {
+        match self {
+            Inbound::Transfers(transfers) => {
+                let first = &transfers.first()?.from_bank;
+                transfers
+                    .iter()
+                    .all(|transfer| transfer.from_bank == *first)
+                    .then_some(first)
+            }
+            Inbound::Settlements { from_bank, .. } => Some(from_bank),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Body<'a> {
@@ -289,6 +305,25 @@ pub fn decode(bytes: &[u8], seed: &SeedDefaults) -> Result<Inbound, WireError> {
     }
 }
 
+/// True when `bytes` is exactly what the seed's Java bank1 sends: a bare `accountChange`,
+/// with none of our fields, which means a transfer from the seed's sender to the seed's
+/// account. The only body a bank in seed-compatibility mode takes unsigned.
+pub fn is_seed_body(bytes: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<Body>(bytes),
+        Ok(Body {
+            account_change: Some(_),
+            transfers: None,
+            settlement: None,
+            settlements: None,
+            from_bank: None,
+            to_bank: None,
+            to_account_no: None,
+            version: None,
+        })
+    )
+}
+
 /// One transfer from `from_bank`'s account in `change` to `to`.
 fn decode_transfer(change: AccountChange, from_bank: &BankId, to: Party) -> Result<Transfer, WireError> {
     let amount_text = change.amount.get();
@@ -368,6 +403,24 @@ mod tests {
         assert_eq!((transfer.to_bank.as_str(), transfer.to.as_str()), ("bank2", "2"));
         assert_eq!(transfer.amount.cents(), 10_000);
         assert_eq!(transfer.tx_no.as_str(), "a1b2");
+    }
+
+    #[test]
+    fn only_a_bare_account_change_is_a_seed_body() {
+        assert!(is_seed_body(
+            br#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"}}"#
+        ));
+        for ours in [
+            r#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"fromBank":"bank3"}"#,
+            r#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"toAccountNo":"4"}"#,
+            r#"{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"version":1}"#,
+            r#"{"settlements":[{"txNo":"t","outcome":"returned"}],"fromBank":"bank2"}"#,
+            r#"{"settlement":{"txNo":"t","outcome":"credited"}}"#,
+            r#"{"transfers":[{"accountChange":{"accountNo":"1","amount":1,"txNo":"t"},"toAccountNo":"2"}]}"#,
+            "not json",
+        ] {
+            assert!(!is_seed_body(ours.as_bytes()), "{ours}");
+        }
     }
 
     #[test]

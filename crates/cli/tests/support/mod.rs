@@ -261,8 +261,10 @@ impl Cluster {
             Db::MySql => fresh_mysql_database().await,
             Db::Postgres => fresh_postgres_database().await,
         };
+        bank_key(self.dir.path(), preset);
         Bank {
             preset,
+            signing: Signing::default(),
             config,
             database_url,
             listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
@@ -279,8 +281,31 @@ impl Cluster {
     }
 
     /// `txbank publish`: sends `body` `times` times as plain messages keyed `key` to the
-    /// seed's topic, signed with `key_file`'s key or, without one, unsigned.
+    /// seed's topic, signed with the shared key in `key_file` or, without one, unsigned.
     pub fn publish(&self, body: &str, key: &str, key_file: Option<&Path>, times: u32) {
+        let key_file = key_file.map(|file| ["--key-file".to_string(), path(file)]);
+        self.txbank_publish(body, key, key_file.as_ref().map_or(&[][..], |args| &args[..]), times);
+    }
+
+    /// `txbank publish`: sends `body` `times` times as plain messages keyed `key` to
+    /// bank2's topic (the seed's), signed with `bank`'s own key for `to_bank`.
+    pub fn publish_as(&self, bank: &str, to_bank: &str, body: &str, key: &str, times: u32) {
+        self.publish_with_key_file(&bank_key(self.dir.path(), bank), to_bank, body, key, times);
+    }
+
+    /// `txbank publish`: as [`Cluster::publish_as`], signed with the private key in
+    /// `key_file`.
+    pub fn publish_with_key_file(&self, key_file: &Path, to_bank: &str, body: &str, key: &str, times: u32) {
+        let signing = [
+            "--signing-key".to_string(),
+            path(key_file),
+            "--to-bank".into(),
+            to_bank.into(),
+        ];
+        self.txbank_publish(body, key, &signing, times);
+    }
+
+    fn txbank_publish(&self, body: &str, key: &str, signing: &[String], times: u32) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
         command
             .args([
@@ -293,21 +318,50 @@ impl Cluster {
                 key,
             ])
             .args(["--times", &times.to_string()])
-            .env_remove("TXBANK_MESSAGE_KEY_FILE");
-        if let Some(key_file) = key_file {
-            command.arg("--key-file").arg(key_file);
-        }
+            .args(signing);
         let out = command.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
+/// `bank`'s private key file in the test folder `dir`, made with its public key in the
+/// folder's trusted keys on first use, as `txbank keys new` makes them.
+pub fn bank_key(dir: &Path, bank: &str) -> PathBuf {
+    let keys = dir.join("keys");
+    let file = keys.join(format!("{bank}.key"));
+    if !file.exists() {
+        let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+            .args(["keys", "new", "--bank", bank, "--dir"])
+            .arg(&keys)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    file
+}
+
 /// The operators' API token of every test bank.
 pub const API_TOKEN: &str = "test-operator-token";
+
+/// What a test bank signs its messages with, and checks others' with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Signing {
+    /// Its own key pair, checking the other banks' public keys (`keys/` of the test's
+    /// folder).
+    #[default]
+    OwnKey,
+    /// Its own key pair and the key the test banks share: a bank moving from it.
+    OwnAndShared,
+    /// Only the key the test banks share: a bank not moved yet, as txbank was before
+    /// key pairs.
+    SharedOnly,
+}
 
 /// One bank service.
 pub struct Bank {
     pub preset: &'static str,
+    /// What it signs with (at its next start).
+    pub signing: Signing,
     config: Option<PathBuf>,
     pub database_url: String,
     pub listen: SocketAddr,
@@ -321,11 +375,18 @@ impl Bank {
     /// Starts the bank with extra environment (such as an armed fault point) and waits
     /// until its API answers.
     pub async fn start_with(&mut self, extra_env: &[(&str, &str)]) {
-        let (key_file, token_file) = (path(&self.dir.join("message-key")), path(&self.dir.join("api-token")));
-        let mut env = vec![
-            ("TXBANK_MESSAGE_KEY_FILE", key_file.as_str()),
-            ("TXBANK_API_TOKEN_FILE", token_file.as_str()),
-        ];
+        let token_file = path(&self.dir.join("api-token"));
+        let shared_key = path(&self.dir.join("message-key"));
+        let own_key = path(&bank_key(&self.dir, self.preset));
+        let trusted = path(&self.dir.join("keys").join("trusted"));
+        let mut env = vec![("TXBANK_API_TOKEN_FILE", token_file.as_str())];
+        if self.signing != Signing::SharedOnly {
+            env.push(("TXBANK_SIGNING_KEY_FILE", own_key.as_str()));
+            env.push(("TXBANK_TRUSTED_KEYS_FILE", trusted.as_str()));
+        }
+        if self.signing != Signing::OwnKey {
+            env.push(("TXBANK_MESSAGE_KEY_FILE", shared_key.as_str()));
+        }
         env.extend_from_slice(extra_env);
         let config = self.config.as_deref().map(path);
         let (how, what) = match &config {
@@ -365,6 +426,14 @@ impl Bank {
     /// Starts the bank and waits until its API answers.
     pub async fn start(&mut self) {
         self.start_with(&[]).await;
+    }
+
+    /// Stops the bank cleanly (SIGTERM: it finishes what it has begun) and waits for it
+    /// to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.terminate();
+        }
     }
 
     /// Kills the bank with SIGKILL.

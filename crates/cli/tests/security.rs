@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::json;
-use support::{audit_report, eventually, send, Cluster, Db};
+use support::{audit_report, eventually, send, Bank, Cluster, Db};
 
 /// Runs `txbank dlq ARGS`: success, and what it printed on standard output.
 fn dlq(cluster: &Cluster, args: &[&str]) -> (bool, String) {
@@ -81,8 +81,9 @@ async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credi
     assert!(counted, "{}", audit_report(&[&bank2, &bank1]).1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn holders_log_in_with_their_password_and_wrong_credentials_are_refused_and_lock_nobody_out() {
+/// bank1 alone, started, with account 7 (50.00) whose holder's password is
+/// "correct horse".
+async fn bank1_with_a_holder() -> (Cluster, Bank) {
     let cluster = Cluster::start().await;
     let mut bank1 = cluster.bank("bank1", Db::Sqlite).await;
     bank1.start().await;
@@ -93,6 +94,12 @@ async fn holders_log_in_with_their_password_and_wrong_credentials_are_refused_an
         )
         .await;
     assert_eq!(status, 201, "{opened}");
+    (cluster, bank1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn holders_log_in_with_their_password_and_wrong_credentials_are_refused_and_lock_nobody_out() {
+    let (_cluster, bank1) = bank1_with_a_holder().await;
     let client = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", bank1.url());
     let as_holder = |path: &str, password: &str| client.get(url(path)).basic_auth("7", Some(password));
@@ -193,17 +200,8 @@ async fn a_dead_lettered_message_is_listed_and_after_a_fix_replayed_exactly_once
 /// made to send: an operator lets only the bearer token use it, or turns it off.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seeds_get_transfer_can_be_kept_for_operators_or_turned_off() {
-    let cluster = Cluster::start().await;
-    let mut bank1 = cluster.bank("bank1", Db::Sqlite).await;
-    bank1.start().await;
-    let (status, opened) = bank1
-        .post(
-            "/accounts",
-            json!({"no": "7", "name": "周八的账户", "opening_balance": "50", "password": "correct horse"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{opened}");
-    let as_holder = |bank: &support::Bank| {
+    let (_cluster, mut bank1) = bank1_with_a_holder().await;
+    let as_holder = |bank: &Bank| {
         reqwest::Client::new()
             .get(format!("{}/transfer?accountNo=7&amount=1", bank.url()))
             .basic_auth("7", Some("correct horse"))

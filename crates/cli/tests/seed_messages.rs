@@ -67,24 +67,22 @@ async fn unsigned_messages_other_than_the_seeds_are_set_aside_in_seed_compatibil
     let (cluster, _bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
     bank2.start_with(SEED_COMPATIBLE).await;
 
-    cluster.publish(
-        r#"{"accountChange":{"accountNo":"1","amount":9,"txNo":"aimed-1"},"fromBank":"bank1","toBank":"bank2","toAccountNo":"4"}"#,
-        "aimed-1",
-        None,
-        1,
-    );
-    cluster.publish(
-        r#"{"settlements":[{"txNo":"0190a5b2-0000-7000-8000-000000000001","outcome":"returned"}],"fromBank":"bank1"}"#,
-        "report-1",
-        None,
-        1,
-    );
-    cluster.publish(
-        r#"{"accountChange":{"accountNo":"1","amount":3,"txNo":"seed-2"}}"#,
-        "seed-2",
-        None,
-        1,
-    );
+    for (body, key) in [
+        (
+            r#"{"accountChange":{"accountNo":"1","amount":9,"txNo":"aimed-1"},"fromBank":"bank1","toBank":"bank2","toAccountNo":"4"}"#,
+            "aimed-1",
+        ),
+        (
+            r#"{"settlements":[{"txNo":"0190a5b2-0000-7000-8000-000000000001","outcome":"returned"}],"fromBank":"bank1"}"#,
+            "report-1",
+        ),
+        (
+            r#"{"accountChange":{"accountNo":"1","amount":3,"txNo":"seed-2"}}"#,
+            "seed-2",
+        ),
+    ] {
+        cluster.publish(body, key, None, 1);
+    }
 
     assert!(
         bank2.balance_becomes("2", "3.00").await,

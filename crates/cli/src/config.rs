@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use txbank_api::{ApiToken, SeedGetTransfer};
 use txbank_domain::{AccountName, AccountNo, BankId, Money};
 use txbank_messaging::{BankKey, MessageKey, MessageSigner, DEFAULT_TOPIC_QUEUES, DEFAULT_TRANSFERS_PER_MESSAGE};
+use txbank_storage::Engine;
 
 use crate::keys;
-use txbank_storage::Engine;
 
 /// Everything one bank process needs. Every bank both sends and receives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,7 +358,8 @@ pub mod defaults {
 
 impl BankConfig {
     /// The embedded configuration of `bank1` (Zhang San) or `bank2` (Li Si), each with a
-    /// second account, sending to each other, with its SQLite file under `data_dir`.
+    /// second account, sending to each other, with its SQLite file under `data_dir` and
+    /// the key pair and trusted keys `up` makes under `data_dir/keys`, when they exist.
     pub fn preset(name: &str, data_dir: &Path) -> Result<BankConfig> {
         let database_url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
         let seed = |no: &str, holder: &str, balance: &str| AccountSeed {

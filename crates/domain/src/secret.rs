@@ -1,4 +1,4 @@
-//! Comparing secrets (API tokens, session ids) without leaking where they differ.
+//! Comparing secrets (the operators' API token) without leaking where they differ.
 
 use subtle::ConstantTimeEq;
 

@@ -4,10 +4,10 @@
 # instance per bank or two of each. With THREADS_PY naming a per-thread CPU sampler (a
 # script that prints each txbank thread's CPU over N seconds, given N), each run is
 # sampled in its middle. Writes each run's JSON report, summary and sample into OUT_DIR.
-# Usage: [THREADS_PY=threads.py] scripts/bench-matrix.sh OUT_DIR [TXBANK_BINARY] [SECONDS]
+# Usage: [THREADS_PY=threads.py] scripts/bench-matrix.sh OUT_DIR [TXBANK_LAB_BINARY] [SECONDS]
 set -u
-out=${1:?usage: scripts/bench-matrix.sh OUT_DIR [TXBANK_BINARY] [SECONDS]}
-txbank=${2:-target/release/txbank}
+out=${1:?usage: scripts/bench-matrix.sh OUT_DIR [TXBANK_LAB_BINARY] [SECONDS]}
+txbank=${2:-target/release/txbank-lab}
 seconds=${3:-20}
 threads=${THREADS_PY:-}
 mkdir -p "$out"

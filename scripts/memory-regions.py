@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prints, every PERIOD seconds for SECONDS, each running bank's own memory by region, to
-see which part grows during a long `txbank bench` run started beside it:
+see which part grows during a long `txbank-lab bench` run started beside it:
 glibc's main heap, its other arenas' heaps, thread stacks, other anonymous mappings, the
 whole RssAnon, and the bank's thread count (docs/PERFORMANCE.md).
 Usage: scripts/memory-regions.py [PERIOD] [SECONDS]   (defaults 30 and 630)"""

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs `txbank bench` for SECONDS (default 600) at CONCURRENCY (default 8) and prints the
+# Runs `txbank-lab bench` for SECONDS (default 600) at CONCURRENCY (default 8) and prints the
 # resident memory (MiB) of each bank and of the broker every 30 s, to show whether memory
 # grows over a long run: each bank's VmRSS, and its two parts, its own memory (RssAnon)
-# and pages of files it maps (RssFile, mostly the txbank binary's code). A run of more
+# and pages of files it maps (RssFile, mostly the txbank-lab binary's code). A run of more
 # than ten minutes ends with how much each bank's own memory changed over its last ten,
 # after the first minutes in which a bank's heaps grow to what it uses under the load.
 # Usage: scripts/memory-run.sh [SECONDS] [CONCURRENCY]
@@ -10,10 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-600}"
 concurrency="${2:-8}"
-cargo build --release -q
+cargo build --release -q -p txbank-lab
 target="${CARGO_TARGET_DIR:-target}"
 dir="$(mktemp -d)"
-"$target/release/txbank" bench --duration "$seconds" --concurrency "$concurrency" \
+"$target/release/txbank-lab" bench --duration "$seconds" --concurrency "$concurrency" \
   --reference-seconds 1 --data-dir "$dir/run" --out "$dir/report.json" >"$dir/bench.out" 2>/dev/null &
 bench=$!
 # MiB of each named field of /proc/PID/status, joined by "/".
@@ -32,7 +32,7 @@ for ((t = 30; t <= seconds + 30; t += 30)); do
   kill -0 "$bench" 2>/dev/null || break
   one=$(bank bank1) two=$(bank bank2)
   own["bank1 $t"]=$(cut -d/ -f2 <<<"$one") own["bank2 $t"]=$(cut -d/ -f2 <<<"$two") last=$t
-  echo "$t $one $two $(mib "$(pgrep -f 'txbank broker' | head -1)" VmRSS)"
+  echo "$t $one $two $(mib "$(pgrep -f 'txbank-lab broker' | head -1)" VmRSS)"
 done
 wait "$bench" || true
 tail -12 "$dir/bench.out"

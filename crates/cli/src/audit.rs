@@ -43,7 +43,7 @@ pub fn run(banks: &[String], data_dir: &Path, json: bool, stuck_after_ms: i64) -
 
 /// Reads each bank in its own snapshot and audits them together. A live transfer whose
 /// other side no live ledger holds is looked up in every bank's archive.
-pub(crate) async fn read_and_audit(banks: &[BankDatabase]) -> Result<AuditReport> {
+pub async fn read_and_audit(banks: &[BankDatabase]) -> Result<AuditReport> {
     let stores = open_existing(banks).await?;
     let mut ledgers = Vec::new();
     for store in &stores {

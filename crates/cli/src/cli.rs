@@ -169,12 +169,6 @@ pub enum Command {
         #[arg(long, global = true, default_value = defaults::NAMESRV, env = "TXBANK_NAMESRV_ADDR")]
         namesrv_addr: String,
     },
-    /// Run the system as separate processes, transfer in both directions while faults
-    /// strike (kills, pauses, network cuts and delays, database outages, the broker's
-    /// store lost), then check that no money was lost or duplicated.
-    Chaos(crate::chaos::ChaosArgs),
-    /// Measure the real system under load: throughput credited, latencies, memory.
-    Bench(crate::bench::BenchArgs),
     /// Check that every cent is accounted for and every transfer ended correctly. Exits
     /// 0 when all is well, 1 on any violation, 2 when the books balance but a transfer
     /// has been in flight for longer than --stuck-after-secs (for a cron job to alert).

@@ -8,7 +8,7 @@ use txbank_domain::BankId;
 use txbank_storage::{redact, Store};
 
 /// A bank and its database's URL.
-pub(crate) struct BankDatabase {
+pub struct BankDatabase {
     /// The bank.
     pub bank: BankId,
     /// Its database.
@@ -17,7 +17,7 @@ pub(crate) struct BankDatabase {
 
 /// `banks` (`NAME=URL`, in the order given), or `up`'s bank2 and bank1 (receiving bank
 /// first) under `data_dir` when none are given.
-pub(crate) fn named_or_up(banks: &[String], data_dir: &Path) -> Result<Vec<BankDatabase>> {
+pub fn named_or_up(banks: &[String], data_dir: &Path) -> Result<Vec<BankDatabase>> {
     if banks.is_empty() {
         return ["bank2", "bank1"]
             .iter()
@@ -44,7 +44,7 @@ pub(crate) fn named_or_up(banks: &[String], data_dir: &Path) -> Result<Vec<BankD
 }
 
 /// Opens each of `banks`' databases, one connection each; refuses a missing one.
-pub(crate) async fn open_existing(banks: &[BankDatabase]) -> Result<Vec<Store>> {
+pub async fn open_existing(banks: &[BankDatabase]) -> Result<Vec<Store>> {
     let mut stores = Vec::new();
     for BankDatabase { bank, url } in banks {
         let store = Store::connect_existing(bank.clone(), url, 1)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar of `len` steps of `unit`, with a message beside it.
-pub(crate) fn bar(len: u64, unit: &str) -> ProgressBar {
+pub fn bar(len: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{msg}}");
     bar.set_style(ProgressStyle::with_template(&template).expect("a valid template"));
@@ -15,7 +15,7 @@ pub(crate) fn bar(len: u64, unit: &str) -> ProgressBar {
 }
 
 /// A spinner saying what is being waited for.
-pub(crate) fn spinner(message: impl Into<String>) -> ProgressBar {
+pub fn spinner(message: impl Into<String>) -> ProgressBar {
     let spinner = ProgressBar::new_spinner();
     spinner.set_style(ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("a valid template"));
     spinner.set_message(message.into());

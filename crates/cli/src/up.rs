@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::cli::UpArgs;
 use crate::config::{create_secret_file, API_TOKEN_FILE, KEYS_DIR};
 use crate::listen;
-use crate::system::part_command;
+use crate::supervisor::part_command;
 
 /// How long a part may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);

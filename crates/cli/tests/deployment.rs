@@ -1,6 +1,7 @@
 //! The worked multi-host deployment in `deploy/` (docs/SCALING.md) is one this txbank
 //! accepts: each bank's configuration file loads as its instances would load it, and
-//! every flag the systemd units pass is one the part they start takes.
+//! every flag the systemd units pass is one the part they start takes; the binary holds
+//! the product alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -97,5 +98,32 @@ fn every_host_of_the_cluster_names_the_same_name_servers() {
         assert_eq!(value("TXBANK_NAMESRV_ADDR"), "10.0.0.11:9876;10.0.0.12:9876");
         assert!(value("TXBANK_NAMESRV_ADDR").contains(&value("NAMESRV_LISTEN")));
         assert!(value("BROKER_NAME").starts_with("broker-"));
+    }
+}
+
+#[test]
+fn the_product_runs_the_system_and_the_operators_commands_and_not_the_lab() {
+    let (ok, help) = txbank(&["--help"], &[]);
+    assert!(ok, "{help}");
+    for command in [
+        "up",
+        "namesrv",
+        "broker",
+        "bank",
+        "dashboard",
+        "transfer",
+        "audit",
+        "dlq",
+    ] {
+        assert!(
+            help.contains(&format!("  {command} ")),
+            "txbank has no {command}:\n{help}"
+        );
+    }
+    for lab in ["chaos", "bench"] {
+        assert!(
+            !help.contains(&format!("  {lab} ")),
+            "{lab} belongs to txbank-lab:\n{help}"
+        );
     }
 }

@@ -1,21 +1,16 @@
 //! Delivery that does not depend on the broker keeping every message: the sender's books
 //! re-drive what stays unsettled, the receiver answers a transfer it already applied
-//! again, a receiver consumes a broker that lost its store from the start of its queues,
-//! and a local transaction held open past the check-back ends in one outcome.
+//! again, and a receiver consumes a broker that lost its store from the start of its
+//! queues.
 
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
+use support::{all_credited, audit_is_clean, counts, eventually, Cluster, Db};
 
 /// Re-drive after two seconds, so that the tests see it soon.
 const REDRIVE_SOON: (&str, &str) = ("TXBANK_REDRIVE_AFTER_SECS", "2");
-
-/// Waits until every transfer `bank` sent is credited.
-async fn all_credited(bank: &Bank) -> bool {
-    eventually(|| async { bank.outgoing().await.iter().all(|(_, state)| state == "credited") }).await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transfers_stranded_by_a_broker_that_lost_its_store_are_redriven_and_credited_once() {
@@ -144,50 +139,4 @@ async fn a_forged_message_naming_a_real_transfer_is_refused_and_answered_with_no
     assert!(refused, "the forged message was not set aside");
     assert_eq!(bank2.balance("2").await, "1.00");
     assert_eq!(repeated().await, repeated_before, "a forged message is not answered");
-}
-
-/// The local transaction stays open 5 s, past the broker's 1 s transaction timeout: the
-/// check-back comes while it is open, waits for it (the check-back's rollback marker
-/// conflicts with the open debit's row), and answers COMMIT once it commits: the
-/// transfer is debited and credited once, never also rolled back.
-async fn a_paused_local_transaction_ends_in_one_outcome(db: Db) {
-    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(db).await;
-    bank2.start().await;
-    bank1
-        .start_with(&[
-            ("TXBANK_PAUSE_AT", "inside-local-transaction"),
-            ("TXBANK_PAUSE_MS", "5000"),
-        ])
-        .await;
-
-    let (status, body) = bank1
-        .post_transfer(serde_json::json!({"from": "1", "to": "2", "amount": "1"}))
-        .await;
-    assert_eq!(status, 201, "a debit held open still commits: {body}");
-    let checked_back = eventually(|| async {
-        let series = "txbank_check_backs_total{bank=\"bank1\",verdict=\"commit\"}";
-        bank1.metric(series).await.unwrap_or(0.0) >= 1.0
-    })
-    .await;
-    assert!(checked_back, "the broker checked back while the debit was open");
-    assert!(bank2.balance_becomes("2", "1.00").await);
-    assert!(all_credited(&bank1).await);
-    assert_eq!(bank1.balance("1").await, "9999.00");
-    let report = audit_is_clean(&bank2, &bank1);
-    assert_eq!(counts(&report, &["debited", "credited", "rolled_back"]), [1, 1, 0]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_sqlite() {
-    a_paused_local_transaction_ends_in_one_outcome(Db::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_mysql() {
-    a_paused_local_transaction_ends_in_one_outcome(Db::MySql).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_postgres() {
-    a_paused_local_transaction_ends_in_one_outcome(Db::Postgres).await;
 }

@@ -13,7 +13,8 @@
 //! - [`TopicKeeper`] keeps a bank's topics on every master broker of the cluster.
 //! - [`Routes`] maps each bank to its inbound topic.
 //! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
-//! - [`reference`] measures the broker's raw transactional-send rate, for the benchmark.
+//! - `reference` (feature `lab`) measures the broker's raw transactional-send rate, for
+//!   the lab's benchmark.
 //! - [`dead_letters`] lists a consumer group's dead-letter queue and replays from it.
 //! - [`signing`] signs every message with the sending bank's key and checks it on receipt
 //!   against the keys the receiver trusts.
@@ -35,6 +36,7 @@ mod probe;
 mod producer;
 mod publish;
 mod redrive;
+#[cfg(feature = "lab")]
 pub mod reference;
 mod relay;
 mod routes;

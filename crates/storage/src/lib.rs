@@ -12,6 +12,7 @@ mod error;
 pub mod faults;
 mod ledger;
 mod migrations;
+#[cfg(feature = "lab")]
 mod preload;
 mod receiving;
 mod redrive;
@@ -27,6 +28,7 @@ pub use accounts::AccountRecord;
 pub use archive::ArchiveRun;
 pub use error::StorageError;
 pub use migrations::{SchemaStatus, SchemaVersion};
+#[cfg(feature = "lab")]
 pub use preload::{fill_books, PastTransfer, Preload};
 pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;

@@ -341,42 +341,6 @@ impl Store {
         &self.bank
     }
 
-    /// The benchmark's reference transaction, the least a transfer costs a database: a
-    /// `de_duplication` insert and a one-row balance update, committed together. For a
-    /// scratch database only: it adds one cent to `account`.
-    pub async fn reference_commit(&self, tx_no: &TxNo, account: &AccountNo) -> StorageResult<()> {
-        let _turn = self.write_turn().await;
-        let mut tx = self.begin_write().await?;
-        query(
-            self.engine,
-            "INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)",
-        )
-        .bind(tx_no.as_str())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        query(
-            self.engine,
-            "UPDATE account_info SET account_balance_cents = account_balance_cents + 1 WHERE account_no = ?",
-        )
-        .bind(account.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Holds the database's write lock for `length`, as another process stalled inside
-    /// a write transaction would (SQLite; for `txbank chaos`'s database outages): a
-    /// bank's writes wait meanwhile, and fail once they waited its busy timeout.
-    pub async fn hold_write_lock(&self, length: Duration) -> StorageResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute("BEGIN IMMEDIATE").await?;
-        tokio::time::sleep(length).await;
-        conn.execute("ROLLBACK").await?;
-        Ok(())
-    }
-
     /// Begins a transaction that writes. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), waiting in the busy handler while another process holds it:
     /// a deferred transaction that reads first gets `SQLITE_BUSY` at once, with no wait,
@@ -401,6 +365,55 @@ impl Store {
         match self.engine {
             Engine::Sqlite => Some(self.writes.lock().await),
             Engine::MySql | Engine::Postgres => None,
+        }
+    }
+}
+
+/// The lab's statements (feature `lab`), which no bank runs.
+#[cfg(feature = "lab")]
+mod lab {
+    use std::time::Duration;
+
+    use sqlx::Executor;
+    use txbank_domain::{AccountNo, TxNo};
+
+    use super::{now_ms, query, StorageResult, Store};
+
+    impl Store {
+        /// The benchmark's reference transaction, the least a transfer costs a database: a
+        /// `de_duplication` insert and a one-row balance update, committed together. For a
+        /// scratch database only: it adds one cent to `account`.
+        pub async fn reference_commit(&self, tx_no: &TxNo, account: &AccountNo) -> StorageResult<()> {
+            let _turn = self.write_turn().await;
+            let mut tx = self.begin_write().await?;
+            query(
+                self.engine,
+                "INSERT INTO de_duplication (tx_no, create_time) VALUES (?, ?)",
+            )
+            .bind(tx_no.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            query(
+                self.engine,
+                "UPDATE account_info SET account_balance_cents = account_balance_cents + 1 WHERE account_no = ?",
+            )
+            .bind(account.as_str())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        /// Holds the database's write lock for `length`, as another process stalled inside
+        /// a write transaction would (SQLite; for `txbank-lab chaos`'s database outages): a
+        /// bank's writes wait meanwhile, and fail once they waited its busy timeout.
+        pub async fn hold_write_lock(&self, length: Duration) -> StorageResult<()> {
+            let mut conn = self.pool.acquire().await?;
+            conn.execute("BEGIN IMMEDIATE").await?;
+            tokio::time::sleep(length).await;
+            conn.execute("ROLLBACK").await?;
+            Ok(())
         }
     }
 }

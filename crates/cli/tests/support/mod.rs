@@ -1,6 +1,7 @@
 //! Test support: starts the real parts (name server, broker, banks) as separate
-//! processes of the `txbank` binary, on free loopback ports and in their own temporary
-//! folders, so tests run in parallel and beside a running `txbank up`.
+//! processes of the `txbank` binary (of `txbank-lab`, whose fault points are armed, in
+//! the lab's tests), on free loopback ports and in their own temporary folders, so tests
+//! run in parallel and beside a running `txbank up`.
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
@@ -14,6 +15,21 @@ use serde_json::{json, Value};
 use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 
 pub mod browser;
+
+/// The binary the parts run: the lab's tests have `txbank-lab`, the others `txbank`.
+pub const PROGRAM: &str = match (
+    option_env!("CARGO_BIN_EXE_txbank-lab"),
+    option_env!("CARGO_BIN_EXE_txbank"),
+) {
+    (Some(lab), _) => lab,
+    (None, Some(product)) => product,
+    (None, None) => panic!("the system tests run in the txbank or the txbank-lab crate"),
+};
+
+/// Waits until every transfer `bank` sent is credited.
+pub async fn all_credited(bank: &Bank) -> bool {
+    eventually(|| async { bank.outgoing().await.iter().all(|(_, state)| state == "credited") }).await
+}
 
 /// How long a test waits for the system to settle.
 pub const SETTLE: Duration = Duration::from_secs(90);
@@ -42,7 +58,7 @@ impl Process {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+        let mut command = Command::new(PROGRAM);
         command
             .args(args)
             .stdout(Stdio::from(out.try_clone().unwrap()))
@@ -306,7 +322,7 @@ impl Cluster {
     }
 
     fn txbank_publish(&self, body: &str, key: &str, signing: &[String], times: u32) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+        let mut command = Command::new(PROGRAM);
         command
             .args([
                 "publish",
@@ -330,7 +346,7 @@ pub fn bank_key(dir: &Path, bank: &str) -> PathBuf {
     let keys = dir.join("keys");
     let file = keys.join(format!("{bank}.key"));
     if !file.exists() {
-        let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        let out = Command::new(PROGRAM)
             .args(["keys", "new", "--bank", bank, "--dir"])
             .arg(&keys)
             .output()
@@ -632,7 +648,7 @@ pub fn audit_status(banks: &[&Bank], extra: &[&str]) -> i32 {
 }
 
 fn audit_command(banks: &[&Bank], extra: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_txbank"));
+    let mut command = Command::new(PROGRAM);
     command.arg("audit").args(extra);
     for bank in banks {
         command
@@ -748,7 +764,7 @@ impl Up {
     /// Starts `txbank up ARGS`, its output going to `out`, without waiting.
     pub fn spawn(args: &[String], out: PathBuf) -> Up {
         let log = std::fs::File::create(&out).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        let child = Command::new(PROGRAM)
             .arg("up")
             .args(args)
             .stdout(Stdio::from(log.try_clone().unwrap()))

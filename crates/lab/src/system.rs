@@ -1,59 +1,24 @@
-//! The system's processes, as `up`, `bench` and `chaos` run them: this binary again as
+//! The system's processes, as `bench` and `chaos` run them: this binary again as
 //! each part (name server, broker, bank instances), each in its own process group with
 //! its output in `logs/PART.log`, restartable on the same address and data.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+use txbank::audit::read_and_audit;
+use txbank::config::{create_secret_file, defaults, API_TOKEN_FILE, KEYS_DIR};
+use txbank::databases::named_or_up;
+use txbank::supervisor::part_command_via;
 use txbank_domain::audit::AuditReport;
 use txbank_domain::BankId;
 use txbank_storage::Store;
 
-use crate::audit::read_and_audit;
-use crate::config::{create_secret_file, defaults, API_TOKEN_FILE, KEYS_DIR};
-use crate::databases::named_or_up;
 use crate::netns::{Link, Namespace};
-
-/// This binary again, with its output going to `logs/NAME.log`, in its own process
-/// group (so Ctrl-C reaches only `up`, which stops the parts in order), and killed if
-/// `up` dies.
-pub(crate) fn part_command(logs: &Path, name: &str) -> Result<Command> {
-    part_command_via(logs, name, &[])
-}
-
-/// [`part_command`] run through `wrapper` (a program and its first arguments, such as
-/// `ip netns exec NAME`), which then runs this binary with the part's arguments.
-pub(crate) fn part_command_via(logs: &Path, name: &str, wrapper: &[String]) -> Result<Command> {
-    let log_path = logs.join(format!("{name}.log"));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    let exe = std::env::current_exe()?;
-    let mut command = match wrapper.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(exe);
-            command
-        }
-        None => Command::new(exe),
-    };
-    command
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .process_group(0);
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    Ok(command)
-}
 
 /// The folder of a run with its `logs` folder: `data_dir`, or a new one named after
 /// `what` under the temp folder.
@@ -188,7 +153,7 @@ impl System {
         check_back: CheckBack,
         isolated: bool,
     ) -> Result<System> {
-        crate::keys::ensure_bank_keys(&dir.join(KEYS_DIR), &["bank1", "bank2"])?;
+        txbank::keys::ensure_bank_keys(&dir.join(KEYS_DIR), &["bank1", "bank2"])?;
         create_secret_file(&dir.join(API_TOKEN_FILE))?;
         let token = std::fs::read_to_string(dir.join(API_TOKEN_FILE))?.trim().to_string();
         let mut parts = Vec::new();

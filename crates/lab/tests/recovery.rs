@@ -1,12 +1,14 @@
-//! Crashes and outages on the transfer path, with real processes killed: check-back
-//! settles every half message, redelivery credits once, and nothing is lost.
+//! Crashes, failures and pauses at the fault points of the transfer path, with real
+//! `txbank-lab` processes: check-back settles every half message, redelivery credits
+//! once, and nothing is lost.
 
+#[path = "../../cli/tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
 use serde_json::json;
-use support::{audit_is_clean, counts, eventually, send, Cluster, Db, API_TOKEN};
+use support::{all_credited, audit_is_clean, counts, eventually, send, Cluster, Db, API_TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_between_half_message_and_local_commit_is_rolled_back_by_check_back() {
@@ -298,4 +300,81 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     for handle in handles {
         handle.await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_inside_the_local_transaction_rolls_back_and_delivers_nothing() {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
+    bank1
+        .start_with(&[("TXBANK_FAIL_AT", "inside-local-transaction")])
+        .await;
+    bank2.start().await;
+
+    let (status, failed) = bank1
+        .post_transfer(json!({"from": "1", "to": "2", "amount": "50"}))
+        .await;
+    assert_eq!(status, 503, "{failed}");
+    assert_eq!(failed["error"]["code"], "database_unavailable");
+    let (_, state) = bank1
+        .get(&format!("/transfers/{}", failed["tx_no"].as_str().unwrap()))
+        .await;
+    assert_eq!(state["state"], "rolled_back");
+    assert_eq!(bank1.balance("1").await, "10000.00");
+
+    bank1.kill();
+    bank1.start().await;
+    bank1.pay("2").await;
+    assert!(bank2.balance_becomes("2", "2.00").await);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        bank2.balance("2").await,
+        "2.00",
+        "the failed transfer must never arrive"
+    );
+}
+
+/// The local transaction stays open 5 s, past the broker's 1 s transaction timeout: the
+/// check-back comes while it is open, waits for it (the check-back's rollback marker
+/// conflicts with the open debit's row), and answers COMMIT once it commits: the
+/// transfer is debited and credited once, never also rolled back.
+async fn a_paused_local_transaction_ends_in_one_outcome(db: Db) {
+    let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(db).await;
+    bank2.start().await;
+    bank1
+        .start_with(&[
+            ("TXBANK_PAUSE_AT", "inside-local-transaction"),
+            ("TXBANK_PAUSE_MS", "5000"),
+        ])
+        .await;
+
+    let (status, body) = bank1
+        .post_transfer(serde_json::json!({"from": "1", "to": "2", "amount": "1"}))
+        .await;
+    assert_eq!(status, 201, "a debit held open still commits: {body}");
+    let checked_back = eventually(|| async {
+        let series = "txbank_check_backs_total{bank=\"bank1\",verdict=\"commit\"}";
+        bank1.metric(series).await.unwrap_or(0.0) >= 1.0
+    })
+    .await;
+    assert!(checked_back, "the broker checked back while the debit was open");
+    assert!(bank2.balance_becomes("2", "1.00").await);
+    assert!(all_credited(&bank1).await);
+    assert_eq!(bank1.balance("1").await, "9999.00");
+    let report = audit_is_clean(&bank2, &bank1);
+    assert_eq!(counts(&report, &["debited", "credited", "rolled_back"]), [1, 1, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_sqlite() {
+    a_paused_local_transaction_ends_in_one_outcome(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_mysql() {
+    a_paused_local_transaction_ends_in_one_outcome(Db::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_transaction_paused_past_the_check_back_ends_in_one_outcome_on_postgres() {
+    a_paused_local_transaction_ends_in_one_outcome(Db::Postgres).await;
 }

@@ -8,17 +8,17 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Runs `txbank chaos` with `args` and returns its JSON report, failing on any loss,
+/// Runs `txbank-lab chaos` with `args` and returns its JSON report, failing on any loss,
 /// duplicate or violation.
 fn chaos(args: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+    let out = Command::new(env!("CARGO_BIN_EXE_txbank-lab"))
         .arg("chaos")
         .args(args)
         .args(["--json", "--data-dir"])
         .arg(dir.path())
         .output()
-        .expect("run txbank chaos");
+        .expect("run txbank-lab chaos");
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("no report; stderr:\n{}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "chaos found a problem: {report:#}");
@@ -122,5 +122,5 @@ fn a_cluster_loses_a_broker_a_name_server_and_a_bank_instance_for_good_and_no_mo
 }
 
 /// A seed whose 16 faults on 2 name servers, 2 brokers and 3 instances of each bank
-/// include every kind (`txbank chaos`'s unit tests check it).
+/// include every kind (`txbank-lab chaos`'s unit tests check it).
 const CLUSTER_SEED: &str = "4";

@@ -289,7 +289,7 @@ async fn drive(system: &mut System, args: &ChaosArgs, kinds: &[FaultKind]) -> Re
             Ok(tokio::spawn(client.run()))
         })
         .collect::<Result<_>>()?;
-    let progress = crate::progress::bar(args.transfers as u64, "transfers");
+    let progress = txbank::progress::bar(args.transfers as u64, "transfers");
     let watch = {
         let (progress, counts) = (progress.clone(), Arc::clone(&counts));
         tokio::spawn(async move {
@@ -318,7 +318,7 @@ async fn drive(system: &mut System, args: &ChaosArgs, kinds: &[FaultKind]) -> Re
 
     let converging = Instant::now();
     let deadline = converging + Duration::from_secs(args.converge_timeout);
-    let waiting = crate::progress::spinner("converging");
+    let waiting = txbank::progress::spinner("converging");
     let mut report = system.audit().await?;
     while (report.in_flight > 0 || !report.is_clean()) && Instant::now() < deadline {
         waiting.set_message(format!("converging: {} transfers in flight", report.in_flight));

@@ -321,7 +321,7 @@ async fn preload(databases: &Databases, args: &BenchArgs) -> Result<f64> {
         to_ms: now - 8 * DAY_MS,
         seed: 2026,
     };
-    let filling = crate::progress::bar(args.preload, "transfers");
+    let filling = txbank::progress::bar(args.preload, "transfers");
     fill_books(&stores["bank1"], &stores["bank2"], &plan, |made| {
         filling.set_position(made)
     })
@@ -410,7 +410,7 @@ async fn reference_database(url: &str, args: &BenchArgs) -> Result<f64> {
         .open_account_if_absent(&account, &AccountName::parse("reference")?, Money::parse("0")?)
         .await?;
     let duration = Duration::from_secs(args.reference_seconds);
-    let spinner = crate::progress::spinner("measuring the database's raw commit rate");
+    let spinner = txbank::progress::spinner("measuring the database's raw commit rate");
     let committed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
@@ -437,15 +437,15 @@ async fn reference_database(url: &str, args: &BenchArgs) -> Result<f64> {
 /// (b): transactional sends with an empty local transaction, from `concurrency` tasks.
 async fn reference_broker(mq: &MqClient, dir: &Path, system: &System, args: &BenchArgs) -> Result<f64> {
     // Signed as bank1 signs its transfers, so that the reference pays what a bank pays.
-    let keys = dir.join(crate::config::KEYS_DIR);
-    let own = txbank_messaging::BankKey::read(&crate::keys::private_key_file(&keys, "bank1"))?;
+    let keys = dir.join(txbank::config::KEYS_DIR);
+    let own = txbank_messaging::BankKey::read(&txbank::keys::private_key_file(&keys, "bank1"))?;
     let signer = txbank_messaging::MessageSigner {
         own: Some(own),
         shared: None,
     };
     let settings = MqSettings::new(system.namesrv_addr(), signer);
     ensure_topic(mq, &settings, REFERENCE_TOPIC).await?;
-    let spinner = crate::progress::spinner("measuring the broker's raw transactional-send rate");
+    let spinner = txbank::progress::spinner("measuring the broker's raw transactional-send rate");
     let duration = Duration::from_secs(args.reference_seconds);
     let started = Instant::now();
     let sent = txbank_messaging::reference::transactional_sends(
@@ -481,7 +481,7 @@ async fn measure(
     }
     let load_started_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
     let deadline = Instant::now() + Duration::from_secs(args.duration);
-    let progress = crate::progress::bar(args.duration, "s");
+    let progress = txbank::progress::bar(args.duration, "s");
     let debited_so_far = Arc::new(AtomicUsize::new(0));
     let cpu_at_start = CpuReading::take(system);
     let clients: Vec<_> = (0..args.concurrency)
@@ -544,7 +544,7 @@ async fn measure(
     // between the two reads, and reported back at once, shows as credited in bank1 and
     // missing in bank2. Such a reading is taken again; a real violation stays.
     let settle_deadline = Instant::now() + Duration::from_secs(120);
-    let waiting = crate::progress::spinner("waiting for bank2 to credit everything");
+    let waiting = txbank::progress::spinner("waiting for bank2 to credit everything");
     let stores = [system.store("bank1").await?, system.store("bank2").await?];
     loop {
         let mut in_flight = 0;

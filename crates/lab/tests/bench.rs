@@ -1,4 +1,4 @@
-//! Few-second smoke runs of `txbank bench`, on one broker and on a cluster: each
+//! Few-second smoke runs of `txbank-lab bench`, on one broker and on a cluster: each
 //! measures (nothing here asserts on speed), reports memory and CPU time of every part,
 //! and every transfer it made must be credited exactly once.
 
@@ -21,14 +21,14 @@ fn on_a_cluster_every_broker_and_every_instance_takes_a_share_of_the_work() {
     );
 }
 
-/// Runs a short `txbank bench` with `args`, checks its books and that each of `parts`
+/// Runs a short `txbank-lab bench` with `args`, checks its books and that each of `parts`
 /// used memory and CPU time, and returns its report.
 fn bench(args: &[&str], parts: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_txbank"))
+    let out = Command::new(env!("CARGO_BIN_EXE_txbank-lab"))
         .args(["bench", "--duration", "3", "--concurrency", "4", "--json"])
         .args(args)
         .output()
-        .expect("run txbank bench");
+        .expect("run txbank-lab bench");
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("no report; stderr:\n{}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "{report:#}");

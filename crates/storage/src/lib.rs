@@ -22,6 +22,7 @@ mod settlement;
 mod store;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+mod transfers;
 mod unsent;
 
 pub use accounts::AccountRecord;
@@ -32,6 +33,7 @@ pub use migrations::{SchemaStatus, SchemaVersion};
 pub use preload::{fill_books, PastTransfer, Preload};
 pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;
-pub use sending::{DebitOutcome, TransferRecord};
+pub use sending::DebitOutcome;
 pub use settlement::{HeldReturn, PendingSettlement, SettlementOutcome};
 pub use store::{create_database, drop_database, redact, Engine, Store};
+pub use transfers::TransferRecord;

@@ -5,15 +5,15 @@
 use std::collections::BTreeMap;
 
 use txbank_domain::retention::may_be_archived;
-use txbank_domain::{AccountNo, Amount, BankId, Settlement, Transfer, TransferState, TxNo};
+use txbank_domain::{BankId, Settlement, Transfer, TransferState, TxNo};
 
-use crate::accounts::account_in;
 use crate::script::{in_runs, Script, Value};
 use crate::settlement::{settle_in, settle_together, SettlementOutcome};
 use crate::store::{
     insert_unless_present, is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store,
     Transaction, MAX_BALANCE_CENTS,
 };
+use crate::transfers::{credit, record_incoming, remember_all};
 use crate::StorageError;
 
 /// What [`Store::credit_once`] did.
@@ -238,78 +238,6 @@ pub(crate) fn credit_together<'a>(script: &mut Script<'a>, transfers: &'a [&'a T
             reports,
         );
     }
-}
-
-/// Adds to `script` the multi-row inserts of each item's transaction number into
-/// `de_duplication`; a number seen before fails the script with a unique violation.
-pub(crate) fn remember_all<'a, T>(
-    script: &mut Script<'a>,
-    items: &'a [T],
-    tx_no: impl Fn(&'a T) -> &'a TxNo,
-    now: i64,
-) {
-    for run in in_runs(items) {
-        let rows = run
-            .iter()
-            .map(|item| vec![Value::Text(tx_no(item).as_str()), Value::Int(now)]);
-        script.insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", rows);
-    }
-}
-
-/// Credits `amount` to `account` inside `tx`, refusing an unknown or closed account
-/// and a balance that would pass its maximum.
-pub(crate) async fn credit(tx: &mut Transaction, account: &AccountNo, amount: Amount) -> StorageResult<()> {
-    let credited = query(
-        Engine::of_connection(tx),
-        "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
-         WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
-    )
-    .bind(amount.cents())
-    .bind(account.as_str())
-    .bind(MAX_BALANCE_CENTS - amount.cents())
-    .execute(&mut **tx)
-    .await?;
-    if rows(&credited) == 1 {
-        return Ok(());
-    }
-    Err(match account_in(tx, account).await? {
-        None => StorageError::UnknownAccount(account.clone()),
-        Some(found) if found.closed => StorageError::AccountClosed(found.account_no),
-        Some(_) => StorageError::BalanceOverflow {
-            account: account.clone(),
-            amount: amount.money(),
-        },
-    })
-}
-
-/// Records a received transfer inside `tx`: credited, or refused for `refusal`.
-pub(crate) async fn record_incoming(
-    tx: &mut Transaction,
-    transfer: &Transfer,
-    refusal: Option<&str>,
-    now: i64,
-) -> StorageResult<()> {
-    let state = if refusal.is_some() {
-        "refused"
-    } else {
-        TransferState::Credited.as_str()
-    };
-    query(
-        Engine::of_connection(tx),
-        "INSERT INTO transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(transfer.tx_no.as_str())
-    .bind(transfer.from_bank.as_str())
-    .bind(transfer.from.as_str())
-    .bind(transfer.to.as_str())
-    .bind(transfer.amount.cents())
-    .bind(state)
-    .bind(refusal.map(|r| r.chars().take(255).collect::<String>()))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 impl Store {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use txbank_domain::{BankId, Transfer, TransferState, TxNo};
 
 use crate::script::placeholders;
-use crate::store::{is_unique_violation, now_ms, query, query_as, rows, TransferRow};
+use crate::store::{is_unique_violation, now_ms, query, query_as, rows};
+use crate::transfers::TransferRow;
 use crate::{StorageError, Store};
 
 /// A debited transfer whose settlement is overdue, to be sent again.

@@ -7,27 +7,13 @@ use std::collections::BTreeMap;
 use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
 
 use crate::accounts::{account_in, AccountRecord};
-use crate::receiving::{credit, record_incoming, remember_all};
 use crate::script::{in_runs, Script, Value};
-use crate::store::{
-    is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow,
+use crate::store::{is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store, Transaction};
+use crate::transfers::{
+    credit, record_incoming, remember_all, select_transfer_out_anywhere, TransferRecord, TransferRow,
+    SELECT_TRANSFER_OUT,
 };
 use crate::{faults, StorageError};
-
-/// An outgoing transfer as the sending bank recorded it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferRecord {
-    /// The transfer itself.
-    pub transfer: Transfer,
-    /// Where it stands.
-    pub state: TransferState,
-    /// Why it was rolled back, when it was.
-    pub reason: Option<String>,
-    /// The client's idempotency key, when one was given.
-    pub idempotency_key: Option<String>,
-    /// When it was recorded, in Unix milliseconds.
-    pub created_at_ms: i64,
-}
 
 /// What [`Store::debit_and_record`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,15 +22,6 @@ pub enum DebitOutcome {
     Debited,
     /// The same transaction number had already been debited; nothing changed.
     AlreadyDebited,
-}
-
-pub(crate) const SELECT_TRANSFER_OUT: &str =
-    "SELECT tx_no, from_account, to_bank, to_account, amount_cents, state, reason, idempotency_key, create_time FROM transfer_out";
-
-/// The sent transfer whose `column` equals a value bound twice, live or archived: one
-/// statement, so that it sees the transfer in one of the two even while it is archived.
-pub(crate) fn select_transfer_out_anywhere(column: &str) -> String {
-    format!("{SELECT_TRANSFER_OUT} WHERE {column} = ? UNION ALL {SELECT_TRANSFER_OUT}_archive WHERE {column} = ?")
 }
 
 /// Debits the transfer's source inside `tx`, refusing an unknown or closed account and

@@ -7,10 +7,9 @@ use std::str::FromStr;
 use sqlx::Executor;
 use txbank_domain::{AccountNo, Amount, BankId, Settlement, TransferState, TxNo};
 
-use crate::receiving::credit;
 use crate::script::{in_runs, placeholders, Script, Value};
-use crate::sending::{select_transfer_out_anywhere, SELECT_TRANSFER_OUT};
-use crate::store::{now_ms, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction, TransferRow};
+use crate::store::{now_ms, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction};
+use crate::transfers::{credit, select_transfer_out_anywhere, TransferRow, SELECT_TRANSFER_OUT};
 use crate::StorageError;
 
 /// What [`Store::apply_settlement`] did.

@@ -1,17 +1,16 @@
 //! The `Store`: one bank's database, its connection pool and what every statement
-//! shares (row shapes, time, errors). The statements themselves live with what they
-//! serve: `accounts`, `sending`, `receiving`, `settlement`, `ledger` and `redrive`.
+//! shares (engines, time, errors). The statements themselves live with what they
+//! serve: `accounts`, `transfers`, `sending`, `receiving`, `settlement`, `ledger` and
+//! `redrive`.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Executor};
-use txbank_domain::{AccountNo, Amount, BankId, Transfer, TransferState, TxNo};
+use txbank_domain::BankId;
 
-use crate::sending::TransferRecord;
 use crate::StorageError;
 
 /// The most a balance may hold, in cents (DECIMAL(10,2)).
@@ -152,41 +151,6 @@ pub struct Store {
 pub(crate) type StorageResult<T> = Result<T, StorageError>;
 
 pub(crate) type Transaction = sqlx::Transaction<'static, sqlx::Any>;
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct TransferRow {
-    tx_no: String,
-    from_account: String,
-    to_bank: String,
-    to_account: String,
-    amount_cents: i64,
-    state: String,
-    reason: Option<String>,
-    idempotency_key: Option<String>,
-    create_time: i64,
-}
-
-impl TransferRow {
-    /// The record of a transfer sent by `bank`.
-    pub(crate) fn into_record(self, bank: &BankId) -> StorageResult<TransferRecord> {
-        let transfer = Transfer {
-            tx_no: parse(TxNo::parse(&self.tx_no))?,
-            from_bank: bank.clone(),
-            from: parse(AccountNo::parse(&self.from_account))?,
-            to_bank: parse(BankId::parse(&self.to_bank))?,
-            to: parse(AccountNo::parse(&self.to_account))?,
-            amount: parse(Amount::from_cents(self.amount_cents))?,
-        };
-        let state = TransferState::from_str(&self.state).map_err(StorageError::Corrupt)?;
-        Ok(TransferRecord {
-            transfer,
-            state,
-            reason: self.reason,
-            idempotency_key: self.idempotency_key,
-            created_at_ms: self.create_time,
-        })
-    }
-}
 
 pub(crate) fn parse<T>(value: Result<T, txbank_domain::DomainError>) -> StorageResult<T> {
     value.map_err(|error| StorageError::Corrupt(error.to_string()))

@@ -10,7 +10,8 @@ use txbank_domain::{IdempotencyKey, Transfer, TxNo};
 
 use crate::script::placeholders;
 use crate::sending::DebitOutcome;
-use crate::store::{now_ms, query, query_as, rows, StorageResult, Store, TransferRow};
+use crate::store::{now_ms, query, query_as, rows, StorageResult, Store};
+use crate::transfers::TransferRow;
 
 impl Store {
     /// Debits `transfer` as [`Store::debit_and_record`] does and, in the same

@@ -1,6 +1,7 @@
 //! Runs one bank: its database, its RocketMQ producer, consumer, settlement relay,
 //! re-drive and topic keeper, its HTTP API, and a shutdown that drains in-flight work.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,13 +27,98 @@ const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the bank until SIGINT/SIGTERM.
 pub fn run(config: BankConfig) -> Result<()> {
+    run_until(config, shutdown_signal())
+}
+
+/// Runs the bank until `stop` resolves, on a RocketMQ client runtime of its own.
+pub fn run_until(config: BankConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let mq = MqClient::build(config.worker_threads(), CALLBACK_THREADS)?;
-    let result = mq.block_on(serve(&mq, config));
+    let result = mq.block_on(async {
+        let bank = Application::build(&mq, config).await?;
+        println!("{} listening on http://{}", bank.name, bank.address());
+        bank.run_until_stopped(stop).await
+    });
     mq.shutdown();
     result
 }
 
-async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
+/// One bank, built: its database open and migrated, its RocketMQ parts started, its
+/// listener bound (port 0 takes a free one, which [`Application::address`] tells).
+/// Nothing is answered until [`Application::run_until_stopped`].
+pub struct Application {
+    name: BankId,
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    parts: Parts,
+}
+
+/// What runs beside the HTTP API, stopped in this order when the bank drains: nothing
+/// new is sent or consumed, then the reports already queued go out, then the producer
+/// finishes what it began.
+struct Parts {
+    keeper: TopicKeeper,
+    redriver: Redriver,
+    consumer: CreditConsumer,
+    relay: SettlementRelay,
+}
+
+impl Application {
+    /// Builds the bank `config` describes on `mq`'s runtime.
+    pub async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
+        build(mq, config).await
+    }
+
+    /// Where the HTTP API listens.
+    pub fn address(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `stop` resolves, then drains: requests in flight are answered, the
+    /// parts stop in order, and the database closes.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let Application {
+            name,
+            listener,
+            state,
+            parts,
+        } = self;
+        let app = txbank_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let trimming = tokio::spawn(give_back_free_memory());
+        let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+        trimming.abort();
+
+        tracing::info!(bank = %name, "draining");
+        let Parts {
+            keeper,
+            redriver,
+            consumer,
+            relay,
+        } = parts;
+        keeper.shutdown().await;
+        redriver.shutdown().await;
+        consumer.shutdown().await;
+        relay.shutdown().await;
+        let AppState {
+            store,
+            producer,
+            broker,
+            ..
+        } = state;
+        match sole_owner(producer).await {
+            Some(producer) => producer.shutdown().await,
+            None => {
+                tracing::error!(bank = %name, "a send still runs {DRAIN_WAIT:?} after the API stopped: the producer stops with the runtime, and the broker's check-back settles what it began")
+            }
+        }
+        if let Some(probe) = sole_owner(broker).await {
+            probe.shutdown().await;
+        }
+        store.close().await;
+        Ok(served?)
+    }
+}
+
+async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
     let bank = config.bank_id()?;
     let secrets = config.secrets()?;
     if secrets.api_token.is_none() {
@@ -144,27 +230,36 @@ async fn serve(mq: &MqClient, config: BankConfig) -> Result<()> {
         seed_get_transfer: config.seed.get_transfer,
     };
     let listener = crate::listen::listener(config.listen)?;
-    println!("{bank} listening on http://{}", listener.local_addr()?);
-    let app = txbank_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let trimming = tokio::spawn(give_back_free_memory());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    trimming.abort();
+    Ok(Application {
+        name: bank,
+        listener,
+        state,
+        parts: Parts {
+            keeper,
+            redriver,
+            consumer,
+            relay,
+        },
+    })
+}
 
-    tracing::info!(%bank, "draining");
-    keeper.shutdown().await;
-    redriver.shutdown().await;
-    consumer.shutdown().await;
-    relay.shutdown().await;
-    if let Ok(producer) = Arc::try_unwrap(state.producer) {
-        producer.shutdown().await;
+/// How long a draining bank waits for sends that a caller left midway (they hold the
+/// producer) to end: longer than a half message's retries and its local transaction.
+const DRAIN_WAIT: Duration = Duration::from_secs(20);
+
+/// `shared` itself, once the tasks that also hold it ended, waiting up to [`DRAIN_WAIT`].
+async fn sole_owner<T>(mut shared: Arc<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+    loop {
+        match Arc::try_unwrap(shared) {
+            Ok(owned) => return Some(owned),
+            Err(still_shared) if tokio::time::Instant::now() < deadline => {
+                shared = still_shared;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => return None,
+        }
     }
-    if let Ok(probe) = Arc::try_unwrap(state.broker) {
-        probe.shutdown().await;
-    }
-    store.close().await;
-    Ok(())
 }
 
 /// Every [`TRIM_EVERY`], asks glibc to return the pages it holds free (`malloc_trim`).

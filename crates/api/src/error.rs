@@ -181,6 +181,13 @@ impl From<StorageError> for ApiError {
 
 impl From<MessagingError> for ApiError {
     fn from(error: MessagingError) -> Self {
+        if let MessagingError::Overloaded(_) = error {
+            return ApiError::Unavailable {
+                code: "overloaded",
+                message: error.to_string(),
+                tx_no: None,
+            };
+        }
         tracing::error!(%error, "broker failure");
         ApiError::Unavailable {
             code: "broker_unavailable",

@@ -5,6 +5,7 @@
 //! status and one stable error code ([`ApiError`]).
 
 mod accounts;
+mod admission;
 mod auth;
 mod batch;
 mod error;
@@ -13,8 +14,11 @@ mod openapi;
 mod state;
 mod transfers;
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use tokio::sync::Semaphore;
 
 pub use auth::{ApiToken, Auth, Caller};
 pub use error::ApiError;
@@ -65,10 +69,13 @@ routes! {
     get "/openapi.json" => openapi::document,
 }
 
-/// The bank's routes, ready to serve.
+/// The bank's routes, ready to serve, answering at most `state.max_concurrent_requests`
+/// requests at once.
 pub fn router(state: AppState) -> Router {
+    let answering = Arc::new(Semaphore::new(state.max_concurrent_requests));
     routes()
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(answering, admission::admit))
 }

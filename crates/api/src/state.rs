@@ -31,6 +31,8 @@ pub struct AppState {
     pub most_queued: u64,
     /// Who may move money with the seed's `GET /transfer`.
     pub seed_get_transfer: SeedGetTransfer,
+    /// Most requests answered at once; more are refused with `503 overloaded`.
+    pub max_concurrent_requests: usize,
 }
 
 /// Who may call the seed's `GET /transfer`, a route that moves money on a GET: a page a

@@ -228,6 +228,7 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
         broker: Arc::new(probe),
         most_queued: config.messaging.most_queued,
         seed_get_transfer: config.seed.get_transfer,
+        max_concurrent_requests: config.max_concurrent_requests,
     };
     let listener = crate::listen::listener(config.listen)?;
     Ok(Application {

@@ -28,6 +28,10 @@ pub struct BankConfig {
     /// Most database connections the bank opens.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// Most HTTP requests the bank answers at once; more are refused at once with
+    /// `503 overloaded`, nothing moved.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Threads running the bank's asynchronous work (HTTP, RocketMQ client, handlers);
     /// unset, [`BankConfig::worker_threads`] chooses from the database engine.
     #[serde(default)]
@@ -267,6 +271,9 @@ pub struct BankOverrides {
     /// Most payments that may wait for a broker (`messaging.most_queued`).
     #[arg(long, env = "TXBANK_MOST_QUEUED")]
     pub most_queued: Option<u64>,
+    /// Most HTTP requests answered at once (`max_concurrent_requests`).
+    #[arg(long, env = "TXBANK_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
     /// Apply pending schema migrations on start (`migrate_on_start`).
     #[arg(long, env = "TXBANK_MIGRATE_ON_START")]
     pub migrate_on_start: Option<bool>,
@@ -288,6 +295,13 @@ fn default_migrate_on_start() -> bool {
 fn default_max_connections() -> u32 {
     8
 }
+
+fn default_max_concurrent_requests() -> usize {
+    4096
+}
+
+/// Most requests `max_concurrent_requests` may let a bank answer at once.
+const MAX_CONCURRENT_REQUESTS: usize = 1_000_000;
 
 fn default_redrive_after_secs() -> u64 {
     60
@@ -419,6 +433,7 @@ impl BankConfig {
             listen: listen.parse()?,
             database_url,
             max_connections: default_max_connections(),
+            max_concurrent_requests: default_max_concurrent_requests(),
             worker_threads: None,
             namesrv_addr: defaults::NAMESRV.into(),
             messaging,
@@ -497,6 +512,9 @@ impl BankConfig {
         }
         if let Some(most) = overrides.most_queued {
             config.messaging.most_queued = most;
+        }
+        if let Some(most) = overrides.max_concurrent_requests {
+            config.max_concurrent_requests = most;
         }
         if let Some(migrate) = overrides.migrate_on_start {
             config.migrate_on_start = migrate;
@@ -648,6 +666,12 @@ impl BankConfig {
             if !(1..=MAX_WORKER_THREADS).contains(&threads) {
                 bail!("worker_threads = {threads} must be 1 to {MAX_WORKER_THREADS}");
             }
+        }
+        if !(1..=MAX_CONCURRENT_REQUESTS).contains(&self.max_concurrent_requests) {
+            bail!(
+                "max_concurrent_requests = {} must be 1 to {MAX_CONCURRENT_REQUESTS}",
+                self.max_concurrent_requests
+            );
         }
         if !(1..=MAX_MOST_QUEUED).contains(&self.messaging.most_queued) {
             bail!(

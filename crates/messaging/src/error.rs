@@ -9,6 +9,9 @@ pub enum MessagingError {
     /// No topic is configured for this bank.
     #[error("no route to bank {0}: it is not among the configured banks")]
     NoRoute(txbank_domain::BankId),
+    /// As many transfers as may wait for a message wait already; this one was not taken.
+    #[error("{0} transfers wait for a message already: nothing moved, try again")]
+    Overloaded(usize),
     /// The client runtime could not be built.
     #[error("RocketMQ client runtime: {0}")]
     Runtime(String),

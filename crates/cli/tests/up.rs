@@ -1,11 +1,13 @@
 //! `txbank up` starts the whole system on loopback only, the client commands talk to it,
 //! Ctrl-C stops it cleanly, start-up included, a taken port is named with its holder,
-//! and a second `up` resumes from the same data.
+//! a second `up` resumes from the same data, and an idle system's logs are quiet.
 
 mod support;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use support::{eventually, up_args, Up};
 
@@ -205,4 +207,70 @@ async fn a_taken_port_stops_up_before_anything_starts_and_names_its_holder() {
         !dir.path().join("data").join("logs").join("namesrv.log").exists(),
         "a part started"
     );
+}
+
+/// A log line without its timestamp and with every number as `#`: the same message
+/// written again reads the same.
+fn message_of(line: &str) -> String {
+    let message = match line.split_once(' ') {
+        Some((first, rest)) if first.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => line,
+    };
+    let mut shape = String::new();
+    for c in message.trim().chars() {
+        if !c.is_ascii_digit() {
+            shape.push(c);
+        } else if !shape.ends_with('#') {
+            shape.push('#');
+        }
+    }
+    shape
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_system_writes_no_log_line_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (args, urls) = up_args(&data);
+    let up = Up::start(&args, dir.path().join("up.out")).await;
+    // One transfer first: a broker whose store holds no message yet skips the clean-ups
+    // that would otherwise speak every few seconds.
+    let paid = txbank(
+        &data,
+        &[
+            "transfer",
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--amount",
+            "1",
+            "--url",
+            &urls.bank1,
+        ],
+    );
+    assert!(paid.status.success(), "{}", String::from_utf8_lossy(&paid.stdout));
+    assert!(eventually(|| async { balance(&data, &urls.bank2, "2").contains("\"1.00\"") }).await);
+    // The last lines of start-up and of the transfer come within seconds; what follows
+    // is the idle system.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let logs: Vec<(PathBuf, usize)> = std::fs::read_dir(data.join("logs"))
+        .unwrap()
+        .flatten()
+        .map(|entry| (entry.path(), std::fs::read(entry.path()).unwrap().len()))
+        .collect();
+    assert_eq!(logs.len(), 5, "one log for each part: {logs:?}");
+
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut written: HashMap<String, usize> = HashMap::new();
+    for (log, idle_from) in &logs {
+        let text = std::fs::read(log).unwrap();
+        let part = log.file_stem().unwrap().to_string_lossy();
+        for line in String::from_utf8_lossy(&text[*idle_from..]).lines() {
+            *written.entry(format!("{part}: {}", message_of(line))).or_default() += 1;
+        }
+    }
+    let repeated: Vec<_> = written.iter().filter(|(_, times)| **times > 1).collect();
+    assert!(repeated.is_empty(), "an idle system repeats itself: {repeated:#?}");
+    up.interrupt();
 }

@@ -195,9 +195,32 @@ impl System {
         }
         let names: Vec<String> = system.parts.iter().map(|part| part.name.clone()).collect();
         for name in names {
-            system.restart(&name).await?;
+            system.start_first_time(&name).await?;
         }
         Ok(system)
+    }
+
+    /// Starts `part` for the first time. Runs beside each other pick their free ports
+    /// from the same range, and another run may bind one between [`free_address`] and
+    /// this part's bind: a name server or broker that ends before it listens gets another
+    /// port, up to [`FIRST_START_TRIES`] in all (each starts before anything that
+    /// names its address; bank instances keep theirs, which their namespaces' proxies
+    /// name).
+    async fn start_first_time(&mut self, part: &str) -> Result<()> {
+        for _ in 1..FIRST_START_TRIES {
+            let started = self.restart(part).await;
+            let Some(moved) = self.parts.iter_mut().find(|candidate| candidate.name == part) else {
+                return started;
+            };
+            match (started, moved.role) {
+                (Err(error), Role::Namesrv | Role::Broker) => {
+                    moved.listen = free_address(moved.role == Role::Broker)?;
+                    eprintln!("{part} did not start ({error:#}); trying {}", moved.listen);
+                }
+                (started, _) => return started,
+            }
+        }
+        self.restart(part).await
     }
 
     /// What the system runs.
@@ -483,6 +506,9 @@ pub(crate) fn sqlite_url(dir: &Path, name: &str) -> String {
 /// found free in that range can be taken by a connection opened before its server binds
 /// it.
 const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// How often a name server or broker is started on a new port before a run gives up.
+const FIRST_START_TRIES: usize = 3;
 
 /// A free loopback address in [`LISTEN_PORTS`]; for a broker, one whose port two below
 /// and one above are free too (the broker listens there as well).

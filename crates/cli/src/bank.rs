@@ -18,6 +18,7 @@ use txbank_messaging::{
 use txbank_storage::{Engine, Store};
 
 use crate::config::BankConfig;
+use crate::supervisor::stop_requested;
 
 /// Threads for RocketMQ's synchronous callbacks: each holds one database transaction.
 const CALLBACK_THREADS: usize = 64;
@@ -27,19 +28,93 @@ const TRIM_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the bank until SIGINT/SIGTERM.
 pub fn run(config: BankConfig) -> Result<()> {
-    run_until(config, shutdown_signal())
+    run_until(config, stop_requested(), |name, address| {
+        println!("{name} listening on http://{address}");
+    })
 }
 
-/// Runs the bank until `stop` resolves, on a RocketMQ client runtime of its own.
-pub fn run_until(config: BankConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+/// Runs the bank until `stop` resolves, on a RocketMQ client runtime of its own,
+/// telling `listening` where it listens once it is built.
+fn run_until(
+    config: BankConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+    listening: impl FnOnce(&BankId, SocketAddr),
+) -> Result<()> {
     let mq = MqClient::build(config.worker_threads(), CALLBACK_THREADS)?;
     let result = mq.block_on(async {
         let bank = Application::build(&mq, config).await?;
-        println!("{} listening on http://{}", bank.name, bank.address());
+        listening(&bank.name, bank.address());
         bank.run_until_stopped(stop).await
     });
     mq.shutdown();
     result
+}
+
+/// A bank running on a thread of this process, as `txbank bank` runs one in a process
+/// of its own: for programs that embed a bank, and for tests. Dropping it stops it.
+pub struct RunningBank {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Starts the bank `config` describes on a thread of its own, and returns once it
+/// listens (on a free port when `config.listen`'s is 0).
+pub fn spawn(config: BankConfig) -> Result<RunningBank> {
+    let (listening, listens_at) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new().name(config.name.clone()).spawn(move || {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        run_until(config, stopped, |_, address| {
+            let _ = listening.send(address);
+        })
+    })?;
+    let Ok(address) = listens_at.recv() else {
+        let ended = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the bank's thread panicked"))?;
+        return Err(ended
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the bank stopped before it listened")));
+    };
+    Ok(RunningBank {
+        address,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+impl RunningBank {
+    /// Where its HTTP API listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops it as SIGTERM stops `txbank bank`, and waits until it drained.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_and_wait()
+    }
+
+    fn stop_and_wait(&mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(ended)) => ended,
+            Some(Err(_)) => Err(anyhow::anyhow!("the bank's thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningBank {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop_and_wait() {
+            tracing::error!(%error, "the bank did not stop cleanly");
+        }
+    }
 }
 
 /// One bank, built: its database open and migrated, its RocketMQ parts started, its
@@ -147,8 +222,8 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
             .await
             .with_context(|| format!("{bank}: cannot use the database"))?;
     }
-    for seed in &config.accounts {
-        let (no, name, balance) = seed.parse()?;
+    for opening in &config.accounts {
+        let (no, name, balance) = opening.parse()?;
         if store.open_account_if_absent(&no, &name, balance).await? {
             tracing::info!(%bank, account = %no, %balance, "opened account");
         }
@@ -276,15 +351,5 @@ async fn give_back_free_memory() {
         // SAFETY: malloc_trim only hands free pages back to the kernel, under the
         // allocator's own locks.
         let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-    }
-}
-
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }

@@ -76,7 +76,7 @@ pub struct BankConfig {
     pub max_redeliveries: i32,
     /// Accounts opened on first start (existing ones are left as they are).
     #[serde(default)]
-    pub accounts: Vec<AccountSeed>,
+    pub accounts: Vec<OpeningAccount>,
     /// Apply pending schema migrations on start (the default); when false, a bank whose
     /// database is behind refuses to start, for operators who run `txbank migrate run`.
     #[serde(default = "default_migrate_on_start")]
@@ -209,7 +209,7 @@ pub struct SeedConfig {
 /// An account to open on first start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AccountSeed {
+pub struct OpeningAccount {
     /// Account number.
     pub no: String,
     /// Holder's name.
@@ -376,7 +376,7 @@ impl BankConfig {
     /// the key pair and trusted keys `up` makes under `data_dir/keys`, when they exist.
     pub fn preset(name: &str, data_dir: &Path) -> Result<BankConfig> {
         let database_url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
-        let seed = |no: &str, holder: &str, balance: &str| AccountSeed {
+        let opening = |no: &str, holder: &str, balance: &str| OpeningAccount {
             no: no.into(),
             name: holder.into(),
             balance: balance.into(),
@@ -402,7 +402,10 @@ impl BankConfig {
                     default_account: "1".into(),
                     get_transfer: SeedGetTransfer::default(),
                 },
-                vec![seed("1", "张三的账户", "10000.00"), seed("3", "王五的账户", "5000.00")],
+                vec![
+                    opening("1", "张三的账户", "10000.00"),
+                    opening("3", "王五的账户", "5000.00"),
+                ],
             ),
             "bank2" => (
                 defaults::BANK2,
@@ -424,7 +427,10 @@ impl BankConfig {
                     default_account: "2".into(),
                     get_transfer: SeedGetTransfer::default(),
                 },
-                vec![seed("2", "李四的账户", "0.00"), seed("4", "赵六的账户", "5000.00")],
+                vec![
+                    opening("2", "李四的账户", "0.00"),
+                    opening("4", "赵六的账户", "5000.00"),
+                ],
             ),
             other => bail!("unknown preset {other:?}: expected bank1 or bank2"),
         };
@@ -738,7 +744,7 @@ pub fn create_secret_file(file: &Path) -> Result<()> {
     }
 }
 
-impl AccountSeed {
+impl OpeningAccount {
     /// The seed as domain values.
     pub fn parse(&self) -> Result<(AccountNo, AccountName, Money)> {
         Ok((

@@ -168,7 +168,7 @@ fn dashboard(args: &cli::DashboardArgs) -> Result<()> {
     runtime.block_on(async {
         let listener = listen::listener(args.listen)?;
         println!("dashboard on http://{}", listener.local_addr()?);
-        txbank_dashboard::serve(listener, settings, bank::shutdown_signal()).await?;
+        txbank_dashboard::serve(listener, settings, supervisor::stop_requested()).await?;
         Ok(())
     })
 }

@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::cli::UpArgs;
 use crate::config::{create_secret_file, API_TOKEN_FILE, KEYS_DIR};
 use crate::listen;
-use crate::supervisor::part_command;
+use crate::supervisor::{part_command, StopRequest};
 
 /// How long a part may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,29 +50,6 @@ pub fn run(args: &UpArgs) -> Result<()> {
         stop_all(parts).await;
         outcome
     })
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM, caught from the moment [`StopRequest::listen`] returns.
-struct StopRequest {
-    interrupt: Signal,
-    terminate: Signal,
-}
-
-impl StopRequest {
-    fn listen() -> Result<StopRequest> {
-        Ok(StopRequest {
-            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
-            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
-        })
-    }
-
-    /// Resolves at the next SIGINT or SIGTERM.
-    async fn requested(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }
 
 /// The sockets of the parts whose ports lie in the ephemeral range, bound before any

@@ -202,7 +202,7 @@ fn corpus() -> Vec<Case> {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bad_request_gets_a_clear_error_and_changes_nothing() {
     let (_cluster, mut bank1, mut bank2) = Cluster::with_banks(Db::Sqlite).await;
-    bank1.start().await;
+    bank1.start_in_process().await;
     bank2.start().await;
     let client = reqwest::Client::new();
     let cases = corpus();

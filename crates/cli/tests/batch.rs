@@ -130,7 +130,7 @@ async fn an_all_or_nothing_group_moves_whole_or_not_at_all() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_that_is_not_one_is_refused_whole() {
     let (_cluster, mut bank1, _bank2) = Cluster::with_banks(Db::Sqlite).await;
-    bank1.start().await;
+    bank1.start_in_process().await;
 
     let (status, refused) = bank1.post("/transfers/batch", json!({"transfers": []})).await;
     assert_eq!(

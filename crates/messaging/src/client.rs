@@ -1,6 +1,7 @@
 //! The process-wide RocketMQ client runtime and the settings every client shares.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,13 @@ pub struct MqSettings {
     /// Most transfers to one bank carried by one message (1 sends each in the seed's
     /// shape, which the seed's Java consumer reads).
     pub transfers_per_message: usize,
+    /// The RocketMQ client instance the producers and consumers built from these
+    /// settings share: `txbank#PID#N`, N counting the settings made in this process.
+    instance_name: String,
 }
+
+/// How many [`MqSettings`] this process made: each gets a client instance of its own.
+static SETTINGS_MADE: AtomicU64 = AtomicU64::new(0);
 
 impl MqSettings {
     /// Settings for the name-server list `namesrv_addr`, signing with `signer`, a
@@ -36,18 +43,24 @@ impl MqSettings {
             send_timeout: Duration::from_secs(3),
             signer,
             transfers_per_message: DEFAULT_TRANSFERS_PER_MESSAGE,
+            instance_name: format!(
+                "txbank#{}#{}",
+                std::process::id(),
+                SETTINGS_MADE.fetch_add(1, Ordering::Relaxed)
+            ),
         }
     }
 
     /// The client configuration every producer and consumer starts from: this name
     /// server list, with routes refreshed and heartbeats sent every 10 s (the client's
-    /// minimum), and one instance name per process, so that a process's producers and
+    /// minimum), and one instance name per settings, so that a bank's producers and
     /// consumers share one RocketMQ client instance (its connections, route tables and
-    /// pending-request table) instead of each starting its own.
+    /// pending-request table) instead of each starting its own, while two banks in one
+    /// process (tests, programs that embed them) keep their groups apart.
     pub(crate) fn client_config(&self) -> ClientConfig {
         ClientConfig {
             namesrv_addr: Some(self.namesrv_addr.clone().into()),
-            instance_name: format!("txbank#{}", std::process::id()).into(),
+            instance_name: self.instance_name.clone().into(),
             poll_name_server_interval: 10_000,
             // Re-register with a restarted broker soon, so its check-backs find a producer.
             heartbeat_broker_interval: 10_000,

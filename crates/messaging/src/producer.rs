@@ -1,5 +1,5 @@
-//! bank1's side: the transactional producer, the local transaction it runs, and the
-//! answer to the broker's check-back.
+//! The sending side of every bank: the transactional producer, the local transaction it
+//! runs, and the answer to the broker's check-back.
 
 use std::any::Any;
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::{json, Value};
 use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 
@@ -288,6 +289,7 @@ impl Cluster {
             dir: self.dir.path().to_path_buf(),
             log: self.dir.path().join(format!("{preset}.log")),
             process: None,
+            in_process: None,
         }
     }
 
@@ -385,46 +387,78 @@ pub struct Bank {
     dir: PathBuf,
     log: PathBuf,
     pub process: Option<Process>,
+    /// The bank when it runs in the test's own process.
+    in_process: Option<txbank::bank::RunningBank>,
 }
 
 impl Bank {
-    /// Starts the bank with extra environment (such as an armed fault point) and waits
-    /// until its API answers.
-    pub async fn start_with(&mut self, extra_env: &[(&str, &str)]) {
-        let token_file = path(&self.dir.join("api-token"));
-        let shared_key = path(&self.dir.join("message-key"));
-        let own_key = path(&bank_key(&self.dir, self.preset));
-        let trusted = path(&self.dir.join("keys").join("trusted"));
-        let mut env = vec![("TXBANK_API_TOKEN_FILE", token_file.as_str())];
+    /// The arguments of `txbank bank` for this bank, and the environment naming its
+    /// secrets' files.
+    fn arguments(&self) -> (Vec<String>, Vec<(&'static str, String)>) {
+        let mut env = vec![("TXBANK_API_TOKEN_FILE", path(&self.dir.join("api-token")))];
         if self.signing != Signing::SharedOnly {
-            env.push(("TXBANK_SIGNING_KEY_FILE", own_key.as_str()));
-            env.push(("TXBANK_TRUSTED_KEYS_FILE", trusted.as_str()));
+            env.push(("TXBANK_SIGNING_KEY_FILE", path(&bank_key(&self.dir, self.preset))));
+            env.push(("TXBANK_TRUSTED_KEYS_FILE", path(&self.dir.join("keys").join("trusted"))));
         }
         if self.signing != Signing::OwnKey {
-            env.push(("TXBANK_MESSAGE_KEY_FILE", shared_key.as_str()));
+            env.push(("TXBANK_MESSAGE_KEY_FILE", path(&self.dir.join("message-key"))));
         }
-        env.extend_from_slice(extra_env);
         let config = self.config.as_deref().map(path);
         let (how, what) = match &config {
             Some(file) => ("--config", file.as_str()),
             None => ("--preset", self.preset),
         };
-        let process = Process::spawn(
-            &args(&[
-                "bank",
-                how,
-                what,
-                "--listen",
-                &self.listen.to_string(),
-                "--database-url",
-                &self.database_url,
-                "--namesrv-addr",
-                &self.namesrv_addr,
-            ]),
-            &env,
-            self.log.clone(),
-        );
-        self.process = Some(process);
+        let arguments = args(&[
+            "bank",
+            how,
+            what,
+            "--listen",
+            &self.listen.to_string(),
+            "--database-url",
+            &self.database_url,
+            "--namesrv-addr",
+            &self.namesrv_addr,
+        ]);
+        (arguments, env)
+    }
+
+    /// Starts the bank in the test's own process (`txbank::bank::spawn`), listening on
+    /// a port it picks, and waits until its API answers. Its logs go nowhere.
+    pub async fn start_in_process(&mut self) {
+        let (mut arguments, env) = self.arguments();
+        for (variable, value) in env {
+            // Each variable has its flag: TXBANK_API_TOKEN_FILE is --api-token-file.
+            let flag = variable.trim_start_matches("TXBANK_").to_lowercase().replace('_', "-");
+            arguments.extend([format!("--{flag}"), value]);
+        }
+        let cli = txbank::cli::Cli::try_parse_from(std::iter::once("txbank".to_string()).chain(arguments))
+            .expect("the arguments of txbank bank");
+        let txbank::cli::Command::Bank(source) = cli.command else {
+            unreachable!("parsed as txbank bank")
+        };
+        let mut config = source.load().expect("the bank's configuration");
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let running = tokio::task::spawn_blocking(move || txbank::bank::spawn(config))
+            .await
+            .unwrap()
+            .expect("the bank starts in this process");
+        self.listen = running.address();
+        self.in_process = Some(running);
+        self.wait_ready().await;
+    }
+
+    /// Starts the bank with extra environment (such as an armed fault point) and waits
+    /// until its API answers.
+    pub async fn start_with(&mut self, extra_env: &[(&str, &str)]) {
+        let (arguments, env) = self.arguments();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+        env.extend_from_slice(extra_env);
+        self.process = Some(Process::spawn(&arguments, &env, self.log.clone()));
+        self.wait_ready().await;
+    }
+
+    /// Waits until the bank's API answers.
+    async fn wait_ready(&self) {
         let url = format!("{}/readyz", self.url());
         let ready = eventually(|| {
             let url = url.clone();
@@ -449,6 +483,9 @@ impl Bank {
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.terminate();
+        }
+        if let Some(bank) = self.in_process.take() {
+            bank.stop().expect("the bank stops cleanly");
         }
     }
 

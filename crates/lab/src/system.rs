@@ -158,25 +158,28 @@ impl System {
         let token = std::fs::read_to_string(dir.join(API_TOKEN_FILE))?.trim().to_string();
         let mut parts = Vec::new();
         for name in topology.namesrv_names() {
+            let listen = free_address(Role::Namesrv, &parts)?;
             parts.push(Part {
                 name,
                 role: Role::Namesrv,
-                listen: free_address(false)?,
+                listen,
             });
         }
         for name in topology.broker_names() {
+            let listen = free_address(Role::Broker, &parts)?;
             parts.push(Part {
                 name,
                 role: Role::Broker,
-                listen: free_address(true)?,
+                listen,
             });
         }
         for bank in ["bank1", "bank2"] {
             for name in topology.instance_names(bank) {
+                let listen = free_address(Role::Bank(bank), &parts)?;
                 parts.push(Part {
                     name,
                     role: Role::Bank(bank),
-                    listen: free_address(false)?,
+                    listen,
                 });
             }
         }
@@ -207,15 +210,20 @@ impl System {
     /// names its address; bank instances keep theirs, which their namespaces' proxies
     /// name).
     async fn start_first_time(&mut self, part: &str) -> Result<()> {
+        let role = self
+            .parts
+            .iter()
+            .find(|candidate| candidate.name == part)
+            .map(|found| found.role)
+            .with_context(|| format!("no part {part}"))?;
         for _ in 1..FIRST_START_TRIES {
-            let started = self.restart(part).await;
-            let Some(moved) = self.parts.iter_mut().find(|candidate| candidate.name == part) else {
-                return started;
-            };
-            match (started, moved.role) {
+            match (self.restart(part).await, role) {
                 (Err(error), Role::Namesrv | Role::Broker) => {
-                    moved.listen = free_address(moved.role == Role::Broker)?;
-                    eprintln!("{part} did not start ({error:#}); trying {}", moved.listen);
+                    let listen = free_address(role, &self.parts)?;
+                    eprintln!("{part} did not start ({error:#}); trying {listen}");
+                    for moved in self.parts.iter_mut().filter(|candidate| candidate.name == part) {
+                        moved.listen = listen;
+                    }
                 }
                 (started, _) => return started,
             }
@@ -510,15 +518,29 @@ const LISTEN_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// How often a name server or broker is started on a new port before a run gives up.
 const FIRST_START_TRIES: usize = 3;
 
-/// A free loopback address in [`LISTEN_PORTS`]; for a broker, one whose port two below
-/// and one above are free too (the broker listens there as well).
-fn free_address(broker: bool) -> Result<SocketAddr> {
-    let (below, above) = if broker { (2, 1) } else { (0, 0) };
+/// The ports a part of `role` listening on `port` binds: a broker also two below and one
+/// above.
+fn ports_of(role: Role, port: u16) -> std::ops::RangeInclusive<u16> {
+    match role {
+        Role::Broker => port - 2..=port + 1,
+        Role::Namesrv | Role::Bank(_) => port..=port,
+    }
+}
+
+/// A free loopback address in [`LISTEN_PORTS`] for a part of `role`: every port it binds
+/// is free now and none is one that a part of `picked` (not started yet, or started)
+/// will bind.
+fn free_address(role: Role, picked: &[Part]) -> Result<SocketAddr> {
     let mut random = [0u8; 2];
     for _ in 0..1_000 {
         getrandom::getrandom(&mut random).context("no randomness from the operating system")?;
-        let port = LISTEN_PORTS.start + u16::from_le_bytes(random) % LISTEN_PORTS.len() as u16;
-        if (port - below..=port + above).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+        let port = LISTEN_PORTS.start + 2 + u16::from_le_bytes(random) % (LISTEN_PORTS.len() as u16 - 3);
+        let taken = |p: u16| {
+            picked
+                .iter()
+                .any(|part| ports_of(part.role, part.listen.port()).contains(&p))
+        };
+        if ports_of(role, port).all(|p| !taken(p) && TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::process::CommandExt;
 
 use anyhow::{Context, Result};
 
@@ -49,7 +50,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 /// Hands `listener` down to the process `command` starts: its descriptor stays open
 /// across exec, and [`LISTEN_FD_VAR`] names it. Keep `listener` until the process has
 /// started, then drop it.
-pub fn hand_down(command: &mut tokio::process::Command, listener: &std::net::TcpListener) {
+pub fn hand_down(command: &mut std::process::Command, listener: &std::net::TcpListener) {
     let fd = listener.as_raw_fd();
     command.env(LISTEN_FD_VAR, fd.to_string());
     // SAFETY: fcntl is async-signal-safe and touches no memory of the parent; `fd` is

@@ -2,27 +2,19 @@
 //! again), started in order, watched, and stopped in reverse order on Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use tokio::process::{Child, Command};
+use anyhow::{Context, Result};
 
 use crate::cli::UpArgs;
 use crate::config::{create_secret_file, API_TOKEN_FILE, KEYS_DIR};
 use crate::listen;
-use crate::supervisor::{part_command, StopRequest};
+use crate::supervisor::{log_file, part_command, Ready, StopRequest, Stopped, Supervisor};
 
 /// How long a part may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a part may take to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One running part.
-struct Part {
-    name: &'static str,
-    child: Child,
-}
 
 /// Starts the name server, the broker, bank1, bank2 and the dashboard; runs until
 /// Ctrl-C (or SIGTERM) or until a part dies, then stops the rest. Ctrl-C during
@@ -33,21 +25,30 @@ pub fn run(args: &UpArgs) -> Result<()> {
         // Listening from the start: a shell that starts `up` in the background leaves
         // SIGINT ignored until a handler is installed.
         let mut stop = StopRequest::listen()?;
-        let mut parts = Vec::new();
+        let mut parts = Supervisor::new(START_TIMEOUT);
         let outcome = tokio::select! {
             started = start_all(args, &mut parts) => match started {
                 Ok(()) => {
                     print_summary(args);
-                    watch(&mut parts, &mut stop).await
+                    tokio::select! {
+                        () = stop.requested() => Ok(()),
+                        exited = parts.first_exit() => match exited {
+                            Ok((name, status)) => Err(anyhow::anyhow!("{name} exited ({status}); stopping the rest")),
+                            Err(error) => Err(error),
+                        },
+                    }
                 }
                 Err(error) => Err(error),
             },
-            () = stop.requested() => {
-                println!("stopping...");
-                Ok(())
-            }
+            () = stop.requested() => Ok(()),
         };
-        stop_all(parts).await;
+        println!("stopping...");
+        parts
+            .stop_all(STOP_TIMEOUT, |name, how| match how {
+                Stopped::Cleanly => println!("  {name} stopped"),
+                Stopped::Killed => println!("  {name} killed after {STOP_TIMEOUT:?}"),
+            })
+            .await;
         outcome
     })
 }
@@ -76,7 +77,7 @@ impl Sockets {
     }
 }
 
-async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
+async fn start_all(args: &UpArgs, parts: &mut Supervisor) -> Result<()> {
     let sockets = Sockets::claim(args)?;
     let data = &args.data_dir;
     let logs = data.join("logs");
@@ -92,8 +93,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
     namesrv_cmd
         .args(["namesrv", "--listen", &namesrv, "--home"])
         .arg(&rocketmq_home);
-    parts.push(spawn("namesrv", namesrv_cmd)?);
-    wait_listening("namesrv", args.namesrv, parts, &logs).await?;
+    let log = log_file(&logs, "namesrv");
+    parts
+        .start("namesrv", namesrv_cmd, log, Ready::Accepts(args.namesrv))
+        .await?;
 
     let mut broker_cmd = part_command(&logs, "broker")?;
     broker_cmd
@@ -106,8 +109,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
             "--store",
         ])
         .arg(rocketmq_home.join("store"));
-    parts.push(spawn("broker", broker_cmd)?);
-    wait_listening("broker", args.broker, parts, &logs).await?;
+    let log = log_file(&logs, "broker");
+    parts
+        .start("broker", broker_cmd, log, Ready::Accepts(args.broker))
+        .await?;
 
     for (name, listen, socket) in [
         ("bank1", args.bank1, sockets.bank1),
@@ -127,9 +132,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
             ])
             .arg(data);
         listen::hand_down(&mut bank_cmd, &socket);
-        parts.push(spawn(name, bank_cmd)?);
+        parts
+            .start(name, bank_cmd, log_file(&logs, name), Ready::Serves(listen))
+            .await?;
         drop(socket);
-        wait_listening(name, listen, parts, &logs).await?;
     }
 
     let mut dashboard_cmd = part_command(&logs, "dashboard")?;
@@ -140,45 +146,10 @@ async fn start_all(args: &UpArgs, parts: &mut Vec<Part>) -> Result<()> {
         .arg("--token-file")
         .arg(data.join(API_TOKEN_FILE));
     listen::hand_down(&mut dashboard_cmd, &sockets.dashboard);
-    parts.push(spawn("dashboard", dashboard_cmd)?);
-    drop(sockets.dashboard);
-    wait_listening("dashboard", args.dashboard, parts, &logs).await?;
-    Ok(())
-}
-
-fn spawn(name: &'static str, mut command: Command) -> Result<Part> {
-    let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
-    Ok(Part { name, child })
-}
-
-/// Waits until `name` serves on `addr` (an HTTP answer from a bank or the dashboard,
-/// whose socket listens before they serve; a connection for the others), failing early
-/// if any part has exited.
-async fn wait_listening(name: &str, addr: SocketAddr, parts: &mut [Part], logs: &Path) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-    loop {
-        let serving = match name {
-            "namesrv" | "broker" => tokio::net::TcpStream::connect(addr).await.is_ok(),
-            _ => http.get(format!("http://{addr}/readyz")).send().await.is_ok(),
-        };
-        if serving {
-            return Ok(());
-        }
-        for part in parts.iter_mut() {
-            if let Some(status) = part.child.try_wait()? {
-                bail!(
-                    "{} exited ({status}) while {name} was starting; see {}",
-                    part.name,
-                    logs.join(format!("{}.log", part.name)).display()
-                );
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{name} did not listen on {addr} within {START_TIMEOUT:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let log = log_file(&logs, "dashboard");
+    parts
+        .start("dashboard", dashboard_cmd, log, Ready::Serves(args.dashboard))
+        .await
 }
 
 fn print_summary(args: &UpArgs) {
@@ -197,42 +168,4 @@ fn print_summary(args: &UpArgs) {
         args.bank1
     );
     println!("Ctrl-C stops everything.");
-}
-
-/// Runs until Ctrl-C/SIGTERM (Ok) or until a part exits by itself (Err).
-async fn watch(parts: &mut [Part], stop: &mut StopRequest) -> Result<()> {
-    loop {
-        tokio::select! {
-            () = stop.requested() => {
-                println!("stopping...");
-                return Ok(());
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                for part in parts.iter_mut() {
-                    if let Some(status) = part.child.try_wait()? {
-                        bail!("{} exited ({status}); stopping the rest", part.name);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Stops the parts in reverse start order: banks drain before the broker goes.
-async fn stop_all(parts: Vec<Part>) {
-    for mut part in parts.into_iter().rev() {
-        if let Some(pid) = part.child.id() {
-            // SAFETY: sending a signal to our own child has no memory-safety preconditions.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-        match tokio::time::timeout(STOP_TIMEOUT, part.child.wait()).await {
-            Ok(_) => println!("  {} stopped", part.name),
-            Err(_) => {
-                let _ = part.child.kill().await;
-                println!("  {} killed after {STOP_TIMEOUT:?}", part.name);
-            }
-        }
-    }
 }

@@ -283,7 +283,7 @@ async fn run_on(
         measure(&system, args, reference, databases.engine).await
     }
     .await;
-    system.stop_all().await;
+    system.kill_all();
     let mut report = outcome?;
     report.preload_s = preload_s;
     for bank in ["bank1", "bank2"] {

@@ -220,7 +220,7 @@ pub fn run(args: &ChaosArgs) -> Result<()> {
             kinds.contains(&FaultKind::Network) || (server.is_some() && kinds.contains(&FaultKind::DbOutage));
         let mut system = System::start(&dir, topology, databases, CheckBack::FAST, isolated).await?;
         let outcome = drive(&mut system, args, &kinds).await;
-        system.stop_all().await;
+        system.kill_all();
         outcome
     })?;
     if args.json {
@@ -572,7 +572,7 @@ async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
     let length = Duration::from_millis(fault.for_ms);
     match fault.kind {
         FaultKind::Kill => {
-            system.kill(&fault.part).await?;
+            system.kill(&fault.part);
             tokio::time::sleep(length).await;
             system.restart(&fault.part).await?;
         }
@@ -610,7 +610,7 @@ async fn inject(system: &mut System, fault: &Fault) -> Result<()> {
             system.lose_broker_store(&fault.part, length).await?;
         }
         FaultKind::BrokerLost | FaultKind::NamesrvLost | FaultKind::InstanceLost => {
-            system.kill(&fault.part).await?;
+            system.kill(&fault.part);
         }
     }
     Ok(())
@@ -727,7 +727,7 @@ mod tests {
 
     #[test]
     fn the_suites_cluster_run_draws_every_kind() {
-        // crates/cli/tests/chaos.rs runs seed 4 with 16 faults on this topology.
+        // crates/lab/tests/chaos.rs runs seed 4 with 16 faults on this topology.
         let drawn: std::collections::BTreeSet<_> = plan(4, 16, &FaultKind::ALL, &CLUSTER)
             .into_iter()
             .map(|f| f.kind)

@@ -5,15 +5,14 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use tokio::process::Child;
 use txbank::audit::read_and_audit;
 use txbank::config::{create_secret_file, defaults, API_TOKEN_FILE, KEYS_DIR};
 use txbank::databases::named_or_up;
-use txbank::supervisor::part_command_via;
+use txbank::supervisor::{log_file, part_command_via, Ready, Supervisor};
 use txbank_domain::audit::AuditReport;
 use txbank_domain::BankId;
 use txbank_storage::Store;
@@ -115,7 +114,7 @@ pub(crate) struct System {
     /// Every part, in start order: name servers, brokers, then bank instances.
     parts: Vec<Part>,
     check_back: CheckBack,
-    children: Vec<(String, Child)>,
+    running: Supervisor,
     /// Each bank instance's network namespace, when the run isolates them.
     namespaces: BTreeMap<String, Namespace>,
 }
@@ -190,7 +189,7 @@ impl System {
             topology,
             parts,
             check_back,
-            children: Vec::new(),
+            running: Supervisor::new(START_WITHIN),
             namespaces: BTreeMap::new(),
         };
         if isolated {
@@ -266,10 +265,7 @@ impl System {
 
     /// The process id of each running part.
     pub(crate) fn pids(&self) -> Vec<(String, u32)> {
-        self.children
-            .iter()
-            .filter_map(|(name, child)| Some((name.clone(), child.id()?)))
-            .collect()
+        self.running.pids()
     }
 
     /// Puts each bank instance in a network namespace of its own, which reaches the
@@ -323,7 +319,7 @@ impl System {
     /// Kills `broker`, deletes its store folder, and starts it again empty after
     /// `down_for`.
     pub(crate) async fn lose_broker_store(&mut self, broker: &str, down_for: Duration) -> Result<()> {
-        self.kill(broker).await?;
+        self.kill(broker);
         let store = self.broker_store(broker);
         std::fs::remove_dir_all(&store).with_context(|| format!("cannot delete {}", store.display()))?;
         tokio::time::sleep(down_for).await;
@@ -331,27 +327,15 @@ impl System {
     }
 
     /// Sends `signal` to `part`'s process, if it runs.
-    pub(crate) fn signal(&self, part: &str, signal: libc::c_int) {
-        if let Some(pid) = self
-            .children
-            .iter()
-            .find(|(name, _)| name == part)
-            .and_then(|(_, child)| child.id())
-        {
-            // SAFETY: kill(2) only sends a signal to our own child.
-            unsafe {
-                libc::kill(pid as i32, signal);
-            }
+    pub(crate) fn signal(&mut self, part: &str, signal: libc::c_int) {
+        if let Some(running) = self.running.part(part) {
+            running.signal(signal);
         }
     }
 
     /// SIGKILL, as a crash, and wait until the process is gone.
-    pub(crate) async fn kill(&mut self, part: &str) -> Result<()> {
-        if let Some(index) = self.children.iter().position(|(name, _)| name == part) {
-            let (_, mut child) = self.children.swap_remove(index);
-            child.kill().await?;
-        }
-        Ok(())
+    pub(crate) fn kill(&mut self, part: &str) {
+        self.running.kill(part);
     }
 
     /// Starts `part` and waits until it listens.
@@ -409,26 +393,16 @@ impl System {
                     );
             }
         }
-        let mut child = command.spawn().with_context(|| format!("cannot start {name}"))?;
         // A bank listens once its topics are ready, which needs a broker registered with
         // the name server: after a name-server restart, up to the broker's next
-        // registration. A part that exits meanwhile fails the start at once.
-        let log = logs.join(format!("{name}.log"));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !answers(role, listen).await {
-            let ended = child.try_wait()?;
-            if ended.is_some() || Instant::now() > deadline {
-                let what = match ended {
-                    Some(status) => format!("{name} ended ({status}) before it listened on {listen}"),
-                    None => format!("{name} did not listen on {listen}"),
-                };
-                let _ = child.kill().await;
-                bail!("{what}; the end of {}:\n{}", log.display(), last_lines(&log, 30));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.children.push((name, child));
-        Ok(())
+        // registration.
+        let ready = match role {
+            Role::Bank(_) => Ready::Serves(listen),
+            Role::Namesrv | Role::Broker => Ready::Accepts(listen),
+        };
+        self.running
+            .restart(&name, command, log_file(&logs, &name), ready)
+            .await
     }
 
     /// The database URL of `bank` (`bank1`, `bank2`).
@@ -449,40 +423,19 @@ impl System {
         read_and_audit(&named_or_up(&self.databases, Path::new(""))?).await
     }
 
-    pub(crate) async fn stop_all(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill().await;
-        }
-        self.children.clear();
+    /// Kills every part at once.
+    pub(crate) fn kill_all(&mut self) {
+        self.running.kill_all();
     }
 }
 
-/// The last `lines` lines of the file at `path`, or why it cannot be read.
-fn last_lines(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(error) => format!("({error})"),
-    }
-}
+/// How long a part may take to listen: a bank waits for a broker registered with the
+/// name server, which after a name-server restart is up to the broker's next
+/// registration.
+const START_WITHIN: Duration = Duration::from_secs(120);
 
 /// Seconds a chaos run's banks wait for a settlement before re-driving a transfer.
 const REDRIVE_AFTER_SECS: u64 = 5;
-
-/// True when a part of `role` answers on `listen`: a bank's HTTP API (which a proxy may
-/// stand in front of, accepting for it), any other part's port.
-async fn answers(role: Role, listen: SocketAddr) -> bool {
-    if !matches!(role, Role::Bank(_)) {
-        return tokio::net::TcpStream::connect(listen).await.is_ok();
-    }
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build();
-    match client {
-        Ok(client) => client.get(format!("http://{listen}/readyz")).send().await.is_ok(),
-        Err(_) => false,
-    }
-}
 
 /// The port of the database server that `NAME=URL` names, if it is a server's.
 fn server_port(entry: &str) -> Option<u16> {

@@ -154,8 +154,8 @@ async fn send_each(
         .into_iter()
         .map(|item| {
             item.map(|(transfer, key)| {
-                let state = state.clone();
-                tokio::spawn(async move { submit(&state, transfer, key).await })
+                let owned = state.clone();
+                state.sends.spawn(async move { submit(&owned, transfer, key).await })
             })
         })
         .collect();

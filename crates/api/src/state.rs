@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use txbank_domain::{BankId, Party};
 use txbank_messaging::metrics::Counters;
-use txbank_messaging::{BrokerProbe, TransferProducer};
+use txbank_messaging::{BrokerProbe, Tasks, TransferProducer};
 use txbank_storage::Store;
 
 use crate::Auth;
@@ -33,6 +33,9 @@ pub struct AppState {
     pub seed_get_transfer: SeedGetTransfer,
     /// Most requests answered at once; more are refused with `503 overloaded`.
     pub max_concurrent_requests: usize,
+    /// The sends requests began, each on a task of its own so that a client that goes
+    /// away cannot cut one off midway; a draining bank waits for them.
+    pub sends: Tasks,
 }
 
 /// Who may call the seed's `GET /transfer`, a route that moves money on a GET: a page a

@@ -246,7 +246,9 @@ pub(crate) async fn submit(
     }
     let sending = {
         let (transfer, key, producer) = (transfer.clone(), key.clone(), Arc::clone(&state.producer));
-        tokio::spawn(async move { producer.send(&transfer, key.as_ref()).await })
+        state
+            .sends
+            .spawn(async move { producer.send(&transfer, key.as_ref()).await })
     };
     let sent = sending.await.map_err(|error| ApiError::Unavailable {
         code: "internal_error",

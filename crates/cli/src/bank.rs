@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use txbank_api::{AppState, Auth};
-use txbank_domain::{AccountNo, BankId, Party};
+use txbank_domain::{BankId, Party};
 use txbank_messaging::metrics::Counters;
 use txbank_messaging::wire::SeedDefaults;
 use txbank_messaging::{
     Acceptance, BrokerProbe, CreditConsumer, MessageVerifier, MqClient, MqSettings, Redriver, Routes, SettlementRelay,
-    TopicKeeper, TransferProducer,
+    Tasks, TopicKeeper, TransferProducer,
 };
 use txbank_storage::{Engine, Store};
 
@@ -63,14 +63,16 @@ pub struct RunningBank {
 pub fn spawn(config: BankConfig) -> Result<RunningBank> {
     let (listening, listens_at) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new().name(config.name.clone()).spawn(move || {
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        run_until(config, stopped, |_, address| {
-            let _ = listening.send(address);
-        })
-    })?;
+    let thread = std::thread::Builder::new()
+        .name(config.name.to_string())
+        .spawn(move || {
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            run_until(config, stopped, |_, address| {
+                let _ = listening.send(address);
+            })
+        })?;
     let Ok(address) = listens_at.recv() else {
         let ended = thread
             .join()
@@ -125,11 +127,18 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     state: AppState,
     parts: Parts,
+    /// Every task the parts spawn.
+    tasks: Tasks,
 }
 
-/// What runs beside the HTTP API, stopped in this order when the bank drains: nothing
-/// new is sent or consumed, then the reports already queued go out, then the producer
-/// finishes what it began.
+/// What runs beside the HTTP API. A bank drains in this order:
+/// 1. the API takes no new request and answers those in flight;
+/// 2. the sends those requests began end (each on a task of its own);
+/// 3. the topic keeper, the re-drive and the consumer stop, so that nothing new is sent
+///    or consumed, then the relay, after the report it is sending;
+/// 4. the producer finishes the messages on their way and stops, then the probe;
+/// 5. the group commits apply what is queued and end, with every other task left;
+/// 6. the database closes.
 struct Parts {
     keeper: TopicKeeper,
     redriver: Redriver,
@@ -156,13 +165,17 @@ impl Application {
             listener,
             state,
             parts,
+            tasks,
         } = self;
         let app = txbank_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let trimming = tokio::spawn(give_back_free_memory());
+        tasks.spawn(give_back_free_memory(tasks.clone()));
         let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
-        trimming.abort();
 
         tracing::info!(bank = %name, "draining");
+        let unfinished = state.sends.end(DRAIN_WAIT).await;
+        if unfinished > 0 {
+            tracing::error!(bank = %name, unfinished, "sends still run {DRAIN_WAIT:?} after the API stopped: the broker's check-back settles what they began");
+        }
         let Parts {
             keeper,
             redriver,
@@ -188,13 +201,17 @@ impl Application {
         if let Some(probe) = sole_owner(broker).await {
             probe.shutdown().await;
         }
+        let left = tasks.end(DRAIN_WAIT).await;
+        if left > 0 {
+            tracing::error!(bank = %name, left, "tasks still run {DRAIN_WAIT:?} after the parts stopped; they end with the runtime");
+        }
         store.close().await;
         Ok(served?)
     }
 }
 
 async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
-    let bank = config.bank_id()?;
+    let bank = config.name.clone();
     let secrets = config.secrets()?;
     if secrets.api_token.is_none() {
         tracing::warn!(%bank, "no API token configured: only account holders with passwords can log in");
@@ -223,8 +240,8 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
             .with_context(|| format!("{bank}: cannot use the database"))?;
     }
     for opening in &config.accounts {
-        let (no, name, balance) = opening.parse()?;
-        if store.open_account_if_absent(&no, &name, balance).await? {
+        let (no, balance) = (&opening.no, opening.balance);
+        if store.open_account_if_absent(no, &opening.name, balance).await? {
             tracing::info!(%bank, account = %no, %balance, "opened account");
         }
     }
@@ -240,15 +257,15 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
     .with_context(|| format!("{bank}: cannot read the trusted keys"))?;
     let mut settings = MqSettings::new(config.namesrv_addr.clone(), secrets.signer.clone());
     settings.transfers_per_message = config.messaging.transfers_per_message;
-    let routes = Routes::new(config.routes()?)
-        .with_silent(config.silent_banks()?)
-        .refusing_when_broker_away(config.refusing_banks()?);
+    let routes = Routes::new(config.routes())
+        .with_silent(config.silent_banks())
+        .refusing_when_broker_away(config.refusing_banks());
     let topics = routes.topics().map(str::to_string).collect();
     let keeper = TopicKeeper::start(mq, &settings, topics, config.messaging.topic_queues).await?;
     let seed = SeedDefaults {
-        sender: BankId::parse(&config.seed.sender_bank)?,
+        sender: config.seed.sender_bank.clone(),
         receiver: bank.clone(),
-        account: AccountNo::parse(&config.seed.default_account)?,
+        account: config.seed.default_account.clone(),
     };
     let counters = Arc::new(Counters::default());
     let producer = TransferProducer::start(
@@ -295,8 +312,8 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
         store: store.clone(),
         producer: Arc::new(producer),
         seed_destination: Party {
-            bank: BankId::parse(&config.seed.destination_bank)?,
-            account: AccountNo::parse(&config.seed.destination_account)?,
+            bank: config.seed.destination_bank.clone(),
+            account: config.seed.destination_account.clone(),
         },
         auth: Arc::new(Auth::new(secrets.api_token, config.trusted_proxy)),
         counters,
@@ -304,6 +321,7 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
         most_queued: config.messaging.most_queued,
         seed_get_transfer: config.seed.get_transfer,
         max_concurrent_requests: config.max_concurrent_requests,
+        sends: Tasks::new(),
     };
     let listener = crate::listen::listener(config.listen)?;
     Ok(Application {
@@ -316,6 +334,7 @@ async fn build(mq: &MqClient, config: BankConfig) -> Result<Application> {
             consumer,
             relay,
         },
+        tasks: settings.tasks,
     })
 }
 
@@ -342,12 +361,15 @@ async fn sole_owner<T>(mut shared: Arc<T>) -> Option<T> {
 /// glibc keeps freed memory for reuse and gives back only what is free at a heap's top,
 /// so a burst of allocations would stay resident after it: after a broker refused 12 %
 /// of sends for nine seconds, bank1 kept 16 MiB more than usual (66 MiB resident) until
-/// a trim gave back 10 (docs/PERFORMANCE.md).
-async fn give_back_free_memory() {
+/// a trim gave back 10 (docs/PERFORMANCE.md). Ends when `tasks` is cancelled.
+async fn give_back_free_memory(tasks: Tasks) {
     let mut every = tokio::time::interval(TRIM_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            () = tasks.cancelled() => return,
+        }
         // SAFETY: malloc_trim only hands free pages back to the kernel, under the
         // allocator's own locks.
         let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;

@@ -11,6 +11,7 @@ use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
 use crate::signing::MessageSigner;
 use crate::MessagingError;
+use crate::Tasks;
 
 /// Where the RocketMQ cluster is and how the clients talk to it.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct MqSettings {
     /// The RocketMQ client instance the producers and consumers built from these
     /// settings share: `txbank#PID#N`, N counting the settings made in this process.
     instance_name: String,
+    /// Owns every task the parts built from these settings spawn: the bank ends them
+    /// as it drains.
+    pub tasks: Tasks,
 }
 
 /// How many [`MqSettings`] this process made: each gets a client instance of its own.
@@ -48,6 +52,7 @@ impl MqSettings {
                 std::process::id(),
                 SETTINGS_MADE.fetch_add(1, Ordering::Relaxed)
             ),
+            tasks: Tasks::new(),
         }
     }
 

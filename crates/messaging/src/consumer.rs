@@ -13,8 +13,7 @@ use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::MessageTrait;
 use tokio::runtime::Handle;
-use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tracing::{error, info, info_span, warn};
 use txbank_domain::{BankId, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, SettlementOutcome, StorageError, Store};
@@ -25,6 +24,7 @@ use crate::offsets;
 use crate::signing::{
     MessageVerifier, Signatures, Verdict, BANK_SIGNATURE_PROPERTY, KEY_ID_PROPERTY, SIGNATURE_PROPERTY,
 };
+use crate::tasks::{PartTask, Tasks};
 use crate::topics::start_admin;
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
@@ -43,6 +43,11 @@ const CONCURRENT_CALLBACKS: u32 = 64;
 /// Milliseconds a queue waits after a pull that found messages before pulling again.
 const PULL_INTERVAL_MS: u64 = 5;
 
+/// How long a stopping consumer lets the callbacks under way finish (RocketMQ's default,
+/// 0, aborts them and warns twice at every stop); what is not acknowledged by then is
+/// delivered again later.
+const CALLBACKS_FINISH_WITHIN_MS: u64 = 3_000;
+
 /// Consumes a bank's inbound topic (consumer group `consumer_group_txmsg_bank2` for
 /// bank2 by default). A transfer's credit (or refusal), its `de_duplication` row and its
 /// settlement report commit together (with the other messages received meanwhile: group
@@ -53,8 +58,7 @@ const PULL_INTERVAL_MS: u64 = 5;
 /// some, it stops its RocketMQ consumer (which holds the old offsets), rewinds those
 /// offsets to the queues' start, and starts a new consumer that reads them from there.
 pub struct CreditConsumer {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: PartTask,
 }
 
 /// How often a bank checks its group's committed offsets against its queues' ends.
@@ -104,15 +108,13 @@ impl CreditConsumer {
         };
         let consumer = recipe.start().await?;
         let admin = start_admin(client, settings, "offsets").await?;
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(recipe.run(consumer, admin, stopped));
-        Ok(CreditConsumer { stop, task })
+        let task = PartTask::spawn(&settings.tasks, |stop| recipe.run(consumer, admin, stop));
+        Ok(CreditConsumer { task })
     }
 
     /// Stops consuming; messages not yet acknowledged are delivered again later.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.stop().await;
     }
 }
 
@@ -146,13 +148,14 @@ impl Recipe {
             .consume_thread_min(CONCURRENT_CALLBACKS)
             .consume_thread_max(CONCURRENT_CALLBACKS)
             .pull_interval(PULL_INTERVAL_MS)
+            .await_termination_millis_when_shutdown(CALLBACKS_FINISH_WITHIN_MS)
             .build();
         consumer
             .subscribe(self.topic.as_str(), "*")
             .await
             .map_err(|e| MessagingError::client("subscribe", e))?;
         consumer.register_message_listener_concurrently(InboundListener {
-            commits: GroupCommit::start(self.store.clone()),
+            commits: GroupCommit::start(self.store.clone(), &self.settings.tasks),
             store: self.store.clone(),
             runtime: Handle::current(),
             acceptance: self.acceptance.clone(),
@@ -166,18 +169,14 @@ impl Recipe {
         Ok(consumer)
     }
 
-    /// Keeps `consumer` (or its replacement) consuming until `stopped`, then stops it.
-    async fn run(
-        self,
-        consumer: DefaultMQPushConsumer,
-        mut admin: DefaultMQAdminExt,
-        mut stopped: watch::Receiver<bool>,
-    ) {
+    /// Keeps `consumer` (or its replacement) consuming until `stop` is cancelled, then
+    /// stops it.
+    async fn run(self, consumer: DefaultMQPushConsumer, mut admin: DefaultMQAdminExt, stop: Tasks) {
         let mut consumer = Some(consumer);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(OFFSETS_CHECKED_EVERY) => {}
-                _ = stopped.changed() => break,
+                () = stop.cancelled() => break,
             }
             if consumer.is_none() || !offsets::past_the_end(&admin, &self.group).await.is_empty() {
                 if let Some(mut running) = consumer.take() {

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::Tasks;
 use tokio::sync::{mpsc, oneshot};
 use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
@@ -29,18 +30,36 @@ struct Batches<R, O> {
 }
 
 impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
-    /// Starts the applying task on the current runtime: it hands `apply` what is queued
-    /// (up to `most` requests) and expects one outcome per request, in order. It ends
-    /// when every handle is gone.
-    fn start<F, Fut>(most: usize, mut apply: F) -> Batches<R, O>
+    /// Starts the applying task on `tasks`: it hands `apply` what is queued (up to
+    /// `most` requests) and expects one outcome per request, in order. Once `tasks` is
+    /// cancelled it takes no new request, applies those queued already, and ends; it
+    /// also ends when every handle is gone.
+    fn start<F, Fut>(tasks: &Tasks, most: usize, mut apply: F) -> Batches<R, O>
     where
         F: FnMut(Vec<R>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<O>> + Send,
     {
         let (queue, mut queued) = mpsc::unbounded_channel::<(R, oneshot::Sender<O>)>();
-        tokio::spawn(async move {
+        let ending = tasks.clone();
+        tasks.spawn(async move {
             let mut batch = Vec::with_capacity(most);
-            while queued.recv_many(&mut batch, most).await > 0 {
+            let mut closed = false;
+            loop {
+                let taken = if closed {
+                    queued.recv_many(&mut batch, most).await
+                } else {
+                    tokio::select! {
+                        taken = queued.recv_many(&mut batch, most) => taken,
+                        () = ending.cancelled() => {
+                            queued.close();
+                            closed = true;
+                            continue;
+                        }
+                    }
+                };
+                if taken == 0 {
+                    break;
+                }
                 let (requests, replies): (Vec<R>, Vec<_>) = batch.drain(..).unzip();
                 for (reply, outcome) in replies.into_iter().zip(apply(requests).await) {
                     let _ = reply.send(outcome);
@@ -92,8 +111,8 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts applying deliveries to `store`; a failed batch rolls back whole, and each
     /// of its callbacks hears why.
-    pub(crate) fn start(store: Store) -> GroupCommit {
-        let deliveries = Batches::start(MAX_BATCH, move |deliveries: Vec<Delivery>| {
+    pub(crate) fn start(store: Store, tasks: &Tasks) -> GroupCommit {
+        let deliveries = Batches::start(tasks, MAX_BATCH, move |deliveries: Vec<Delivery>| {
             let store = store.clone();
             async move {
                 match store.apply_deliveries(&deliveries).await {
@@ -165,11 +184,15 @@ pub(crate) struct DebitGroup {
 
 impl DebitGroup {
     /// Starts debiting in `store` (see [`Store::debit_all`]).
-    pub(crate) fn start(store: Store) -> DebitGroup {
-        let debits = Batches::start(MAX_BATCH, move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
-            let store = store.clone();
-            async move { store.debit_all(&requests).await }
-        });
+    pub(crate) fn start(store: Store, tasks: &Tasks) -> DebitGroup {
+        let debits = Batches::start(
+            tasks,
+            MAX_BATCH,
+            move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
+                let store = store.clone();
+                async move { store.debit_all(&requests).await }
+            },
+        );
         DebitGroup { debits }
     }
 
@@ -199,8 +222,8 @@ pub(crate) struct MessageDebits {
 
 impl MessageDebits {
     /// Starts debiting messages' transfers in `store`.
-    pub(crate) fn start(store: Store) -> MessageDebits {
-        let debits = Batches::start(MAX_MESSAGES, move |messages: Vec<MessageDebit>| {
+    pub(crate) fn start(store: Store, tasks: &Tasks) -> MessageDebits {
+        let debits = Batches::start(tasks, MAX_MESSAGES, move |messages: Vec<MessageDebit>| {
             let store = store.clone();
             async move {
                 let each: Vec<&[(Transfer, Option<IdempotencyKey>)]> = messages.iter().map(Vec::as_slice).collect();
@@ -221,5 +244,36 @@ impl MessageDebits {
     /// when the transaction failed and nothing changed.
     pub(crate) async fn debit(&self, message: MessageDebit) -> Result<bool, String> {
         self.debits.enqueue(message).answer().await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A group commit that doubles each request, a batch at a time.
+    fn doubling(tasks: &Tasks) -> Batches<u32, u32> {
+        Batches::start(tasks, 4, |requests: Vec<u32>| async move {
+            requests.into_iter().map(|request| request * 2).collect()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_answers_what_was_queued_before_its_bank_ends_and_then_refuses() {
+        let tasks = Tasks::new();
+        let commits = doubling(&tasks);
+        let queued: Vec<Queued<u32>> = (1..=10).map(|request| commits.enqueue(request)).collect();
+
+        let still_running = tasks.end(Duration::from_secs(5)).await;
+
+        assert_eq!(still_running, 0, "the group commit ended with its bank");
+        let mut answers = Vec::new();
+        for answer in queued {
+            answers.push(answer.answer().await);
+        }
+        assert_eq!(answers, (1..=10).map(|request| Ok(request * 2)).collect::<Vec<_>>());
+        assert_eq!(commits.enqueue(11).answer().await, Err(SHUTTING_DOWN));
     }
 }

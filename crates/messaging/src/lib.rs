@@ -11,6 +11,7 @@
 //! - [`SettlementRelay`] sends the settlement reports queued in the database's outbox.
 //! - [`BrokerProbe`] tells whether the name server and the broker answer.
 //! - [`TopicKeeper`] keeps a bank's topics on every master broker of the cluster.
+//! - [`Tasks`] owns every task the parts spawn: a bank ends them all as it drains.
 //! - [`Routes`] maps each bank to its inbound topic.
 //! - [`metrics`] counts what the producer and consumer did, for `GET /metrics`.
 //! - `reference` (feature `lab`) measures the broker's raw transactional-send rate, for
@@ -41,6 +42,7 @@ pub mod reference;
 mod relay;
 mod routes;
 pub mod signing;
+mod tasks;
 mod topics;
 pub mod wire;
 
@@ -54,4 +56,5 @@ pub use redrive::{Redriver, LONGEST_PAUSE as LONGEST_REDRIVE_PAUSE};
 pub use relay::SettlementRelay;
 pub use routes::Routes;
 pub use signing::{BankKey, MessageKey, MessageSigner, MessageVerifier, TrustedKeys};
+pub use tasks::Tasks;
 pub use topics::{ensure_topic, ensure_topic_queues, topic_queues, TopicKeeper, DEFAULT_TOPIC_QUEUES};

@@ -28,7 +28,7 @@ use crate::group_commit::{DebitGroup, MessageDebits};
 use crate::metrics::{BrokerCall, Counters, DbCall, Event, Timing};
 use crate::signing::MessageSigner;
 use crate::wire::{Inbound, SeedDefaults};
-use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
+use crate::{wire, MessagingError, MqClient, MqSettings, Routes, Tasks};
 use txbank_storage::faults::{
     crash_point, AFTER_LOCAL_COMMIT, AFTER_SHARED_LOCAL_COMMIT, ANSWERING_CHECK_BACK, BEFORE_LOCAL_TRANSACTION,
 };
@@ -110,6 +110,8 @@ pub struct TransferProducer {
     batching: JoinHandle<()>,
     sender: Arc<Sender>,
     per_message: usize,
+    /// Where the groups' sends run, apart from their callers.
+    tasks: Tasks,
 }
 
 /// A transfer waiting for its message, and where its outcome goes.
@@ -132,8 +134,8 @@ impl TransferProducer {
         counters: Arc<Counters>,
     ) -> Result<TransferProducer, MessagingError> {
         let local = Arc::new(LocalTransaction {
-            debits: DebitGroup::start(store.clone()),
-            messages: MessageDebits::start(store.clone()),
+            debits: DebitGroup::start(store.clone(), &settings.tasks),
+            messages: MessageDebits::start(store.clone(), &settings.tasks),
             store,
             runtime: Handle::current(),
             seed,
@@ -168,7 +170,7 @@ impl TransferProducer {
         });
         let (queue, queued) = mpsc::channel(MOST_WAITING);
         let per_message = settings.transfers_per_message.max(1);
-        let batching = tokio::spawn(send_as_queued(
+        let batching = settings.tasks.spawn(send_as_queued(
             Arc::clone(&sender),
             queued,
             per_message,
@@ -179,6 +181,7 @@ impl TransferProducer {
             batching,
             sender,
             per_message,
+            tasks: settings.tasks.clone(),
         })
     }
 
@@ -223,7 +226,8 @@ impl TransferProducer {
         // between its half messages and its local transaction.
         let sender = Arc::clone(&self.sender);
         let per_message = self.per_message;
-        tokio::spawn(async move { sender.send_group(transfers, per_message).await })
+        self.tasks
+            .spawn(async move { sender.send_group(transfers, per_message).await })
             .await
             .unwrap_or(Ok(GroupOutcome::Pending))
     }

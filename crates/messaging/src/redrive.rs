@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::DefaultMQProducer;
 use rocketmq_model::common::message::MessageConst;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use txbank_domain::{BankId, Transfer};
 use txbank_storage::{DueRedrive, Store};
@@ -25,6 +23,7 @@ use crate::consumer::since_unix_ms;
 use crate::metrics::{Counters, Event};
 use crate::publish::start_plain_producer;
 use crate::signing::MessageSigner;
+use crate::tasks::{PartTask, Tasks};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 
 /// The longest pause between two re-drives of one transfer (or `redrive_after`, when
@@ -53,8 +52,7 @@ pub fn pause_after(after: Duration, attempt: u32) -> Duration {
 
 /// The running re-drive of one bank.
 pub struct Redriver {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: PartTask,
 }
 
 impl Redriver {
@@ -69,7 +67,6 @@ impl Redriver {
         counters: Arc<Counters>,
     ) -> Result<Redriver, MessagingError> {
         let producer = start_plain_producer(client, settings, &format!("txbank_redrive_{}", store.bank())).await?;
-        let (stop, stopped) = watch::channel(false);
         let sweeper = Sweeper {
             producer,
             routes,
@@ -80,14 +77,13 @@ impl Redriver {
             counters,
             queueing: AtomicBool::new(false),
         };
-        let task = tokio::spawn(sweeper.run(stopped));
-        Ok(Redriver { stop, task })
+        let task = PartTask::spawn(&settings.tasks, |stop| sweeper.run(stop));
+        Ok(Redriver { task })
     }
 
     /// Stops after the sweep under way.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.stop().await;
     }
 }
 
@@ -104,9 +100,9 @@ struct Sweeper {
 }
 
 impl Sweeper {
-    /// Sweeps until `stopped`; each sweep also credits held returns back to the
+    /// Sweeps until `stop` is cancelled; each sweep also credits held returns back to the
     /// accounts that can take them now.
-    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+    async fn run(mut self, stop: Tasks) {
         let every = (self.after / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
         let mut last_forget = Instant::now();
         loop {
@@ -133,7 +129,7 @@ impl Sweeper {
                     true
                 }
             };
-            if *stopped.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             if more {
@@ -142,7 +138,7 @@ impl Sweeper {
             let pause = if queued { UNSENT_EVERY } else { every };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stopped.changed() => break,
+                () = stop.cancelled() => break,
             }
         }
         self.producer.shutdown().await;

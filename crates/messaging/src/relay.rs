@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use rocketmq_client_rust::DefaultMQProducer;
 use rocketmq_model::common::message::MessageConst;
-use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 use txbank_domain::BankId;
 use txbank_storage::{PendingSettlement, Store};
@@ -19,6 +18,7 @@ use txbank_storage::{PendingSettlement, Store};
 use crate::metrics::{BrokerCall, Counters, Timing};
 use crate::publish::start_plain_producer;
 use crate::signing::MessageSigner;
+use crate::tasks::{PartTask, Tasks};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes};
 
 /// Most reports to one bank read from the outbox at once, and sent in one message.
@@ -35,8 +35,7 @@ const LINGER: Duration = Duration::from_millis(20);
 /// The running relay of one bank.
 pub struct SettlementRelay {
     queued: Arc<Notify>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: PartTask,
 }
 
 impl SettlementRelay {
@@ -50,7 +49,6 @@ impl SettlementRelay {
     ) -> Result<SettlementRelay, MessagingError> {
         let producer = start_plain_producer(client, settings, &format!("txbank_settlements_{}", store.bank())).await?;
         let queued = Arc::new(Notify::new());
-        let (stop, stopped) = watch::channel(false);
         let relay = Relay {
             producer,
             routes,
@@ -58,8 +56,9 @@ impl SettlementRelay {
             signer: settings.signer.clone(),
             counters,
         };
-        let task = tokio::spawn(relay.run(Arc::clone(&queued), stopped));
-        Ok(SettlementRelay { queued, stop, task })
+        let notified = Arc::clone(&queued);
+        let task = PartTask::spawn(&settings.tasks, |stop| relay.run(notified, stop));
+        Ok(SettlementRelay { queued, task })
     }
 
     /// What to notify when a report was queued, so the relay sends it at once.
@@ -69,8 +68,7 @@ impl SettlementRelay {
 
     /// Stops the relay after the report it is sending; the rest stay queued.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.stop().await;
     }
 }
 
@@ -83,10 +81,10 @@ struct Relay {
 }
 
 impl Relay {
-    async fn run(mut self, queued: Arc<Notify>, mut stopped: watch::Receiver<bool>) {
+    async fn run(mut self, queued: Arc<Notify>, stop: Tasks) {
         loop {
             let full_batch_sent = self.send_batch().await;
-            if *stopped.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             if full_batch_sent {
@@ -95,7 +93,7 @@ impl Relay {
             tokio::select! {
                 _ = queued.notified() => tokio::time::sleep(LINGER).await,
                 _ = tokio::time::sleep(IDLE) => {}
-                _ = stopped.changed() => break,
+                () = stop.cancelled() => break,
             }
         }
         self.producer.shutdown().await;

@@ -6,13 +6,11 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
 use cheetah_string::CheetahString;
 use rocketmq_client_rust::{DefaultMQAdminExt, RouteAdmin, TopicAdmin};
 use rocketmq_model::topic::TopicConfig;
 
+use crate::tasks::PartTask;
 use crate::{MessagingError, MqClient, MqSettings};
 
 /// Queues a topic gets when txbank creates it, unless a bank's configuration says
@@ -136,8 +134,7 @@ async fn create_everywhere(admin: &DefaultMQAdminExt, topic: &str, queues: u32) 
 /// started, or that was started again with an empty store, would otherwise carry none
 /// of the bank's traffic, and the topic would vanish with the last broker that has it.
 pub struct TopicKeeper {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: PartTask,
 }
 
 impl TopicKeeper {
@@ -156,24 +153,22 @@ impl TopicKeeper {
                 return Err(error);
             }
         }
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = PartTask::spawn(&settings.tasks, |stop| async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(KEEP_EVERY) => {}
-                    _ = stopped.changed() => break,
+                    () = stop.cancelled() => break,
                 }
                 add_where_missing(&admin, &topics, queues).await;
             }
             admin.shutdown().await;
         });
-        Ok(TopicKeeper { stop, task })
+        Ok(TopicKeeper { task })
     }
 
     /// Stops after the check under way.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.stop().await;
     }
 }
 

@@ -19,7 +19,7 @@ use crate::keys;
 #[serde(deny_unknown_fields)]
 pub struct BankConfig {
     /// The bank's identifier, by which transfers are routed (`bank1`).
-    pub name: String,
+    pub name: BankId,
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
     /// `sqlite://path?mode=rwc`, `mysql://user:password@host:port/database` or
@@ -44,7 +44,7 @@ pub struct BankConfig {
     /// topic (`bank2 = "topic_txmsg"`), or a table saying also whether it sends
     /// settlement reports (`bank2 = { topic = "topic_txmsg", reports = false }`).
     #[serde(default)]
-    pub routes: BTreeMap<String, Route>,
+    pub routes: BTreeMap<BankId, Route>,
     /// What the seed's API and the seed's message bodies mean here.
     pub seed: SeedConfig,
     /// File holding this bank's private Ed25519 key, which signs what it sends
@@ -193,13 +193,13 @@ impl Route {
 #[serde(deny_unknown_fields)]
 pub struct SeedConfig {
     /// The bank credited by `GET /transfer` and by `POST /transfers` without `to_bank`.
-    pub destination_bank: String,
+    pub destination_bank: BankId,
     /// The account credited by `GET /transfer`.
-    pub destination_account: String,
+    pub destination_account: AccountNo,
     /// The bank a message without `fromBank` (the seed's Java bank1) comes from.
-    pub sender_bank: String,
+    pub sender_bank: BankId,
     /// The account credited by a message that names none.
-    pub default_account: String,
+    pub default_account: AccountNo,
     /// Who may pay with `GET /transfer`: `open` (operators and holders, as the seed;
     /// the default), `operators` (bearer token only, which no browser sends by itself)
     /// or `off`.
@@ -211,11 +211,11 @@ pub struct SeedConfig {
 #[serde(deny_unknown_fields)]
 pub struct OpeningAccount {
     /// Account number.
-    pub no: String,
+    pub no: AccountNo,
     /// Holder's name.
-    pub name: String,
+    pub name: AccountName,
     /// Opening balance, as a decimal string.
-    pub balance: String,
+    pub balance: Money,
 }
 
 /// Values given on the command line or in the environment; each replaces the file's.
@@ -376,11 +376,15 @@ impl BankConfig {
     /// the key pair and trusted keys `up` makes under `data_dir/keys`, when they exist.
     pub fn preset(name: &str, data_dir: &Path) -> Result<BankConfig> {
         let database_url = format!("sqlite://{}?mode=rwc", data_dir.join(format!("{name}.db")).display());
-        let opening = |no: &str, holder: &str, balance: &str| OpeningAccount {
-            no: no.into(),
-            name: holder.into(),
-            balance: balance.into(),
+        let opening = |no: &str, holder: &str, balance: &str| -> Result<OpeningAccount> {
+            Ok(OpeningAccount {
+                no: AccountNo::parse(no)?,
+                name: AccountName::parse(holder)?,
+                balance: Money::parse(balance)?,
+            })
         };
+        let bank = BankId::parse;
+        let account = AccountNo::parse;
         let (listen, messaging, peer, peer_topic, seed_config, accounts) = match name {
             "bank1" => (
                 defaults::BANK1,
@@ -396,15 +400,15 @@ impl BankConfig {
                 "bank2",
                 SEED_TOPIC,
                 SeedConfig {
-                    destination_bank: "bank2".into(),
-                    destination_account: "2".into(),
-                    sender_bank: "bank2".into(),
-                    default_account: "1".into(),
+                    destination_bank: bank("bank2")?,
+                    destination_account: account("2")?,
+                    sender_bank: bank("bank2")?,
+                    default_account: account("1")?,
                     get_transfer: SeedGetTransfer::default(),
                 },
                 vec![
-                    opening("1", "张三的账户", "10000.00"),
-                    opening("3", "王五的账户", "5000.00"),
+                    opening("1", "张三的账户", "10000.00")?,
+                    opening("3", "王五的账户", "5000.00")?,
                 ],
             ),
             "bank2" => (
@@ -421,21 +425,21 @@ impl BankConfig {
                 "bank1",
                 BANK1_TOPIC,
                 SeedConfig {
-                    destination_bank: "bank1".into(),
-                    destination_account: "1".into(),
-                    sender_bank: "bank1".into(),
-                    default_account: "2".into(),
+                    destination_bank: bank("bank1")?,
+                    destination_account: account("1")?,
+                    sender_bank: bank("bank1")?,
+                    default_account: account("2")?,
                     get_transfer: SeedGetTransfer::default(),
                 },
                 vec![
-                    opening("2", "李四的账户", "0.00"),
-                    opening("4", "赵六的账户", "5000.00"),
+                    opening("2", "李四的账户", "0.00")?,
+                    opening("4", "赵六的账户", "5000.00")?,
                 ],
             ),
             other => bail!("unknown preset {other:?}: expected bank1 or bank2"),
         };
         Ok(BankConfig {
-            name: name.into(),
+            name: bank(name)?,
             listen: listen.parse()?,
             database_url,
             max_connections: default_max_connections(),
@@ -443,7 +447,7 @@ impl BankConfig {
             worker_threads: None,
             namesrv_addr: defaults::NAMESRV.into(),
             messaging,
-            routes: BTreeMap::from([(peer.to_string(), Route::Topic(peer_topic.to_string()))]),
+            routes: BTreeMap::from([(bank(peer)?, Route::Topic(peer_topic.to_string()))]),
             seed: seed_config,
             signing_key_file: Some(keys::private_key_file(&data_dir.join(KEYS_DIR), name)).filter(|file| file.exists()),
             trusted_keys_file: Some(keys::trusted_keys_file(&data_dir.join(KEYS_DIR))).filter(|file| file.exists()),
@@ -550,7 +554,7 @@ impl BankConfig {
             Some(file) => Some(BankKey::read(file).context("the signing key")?),
             None => None,
         };
-        if let Some(own) = own.as_ref().filter(|own| own.bank().as_str() != self.name) {
+        if let Some(own) = own.as_ref().filter(|own| own.bank() != &self.name) {
             bail!("the signing key {} is {}'s, not {}'s", own.id(), own.bank(), self.name);
         }
         let shared = read_secret("TXBANK_MESSAGE_KEY", self.message_key_file.as_deref())?
@@ -599,38 +603,30 @@ impl BankConfig {
         Ok(text)
     }
 
-    /// This bank's identifier.
-    pub fn bank_id(&self) -> Result<BankId> {
-        BankId::parse(&self.name).context("name")
-    }
-
     /// Every bank's inbound topic, this one's included.
-    pub fn routes(&self) -> Result<Vec<(BankId, String)>> {
-        let mut routes = vec![(self.bank_id()?, self.messaging.inbound_topic.clone())];
+    pub fn routes(&self) -> Vec<(BankId, String)> {
+        let mut routes = vec![(self.name.clone(), self.messaging.inbound_topic.clone())];
         for (bank, route) in &self.routes {
-            routes.push((
-                BankId::parse(bank).with_context(|| format!("routes.{bank}"))?,
-                route.topic().to_string(),
-            ));
+            routes.push((bank.clone(), route.topic().to_string()));
         }
-        Ok(routes)
+        routes
     }
 
     /// The routed banks that send no settlement reports.
-    pub fn silent_banks(&self) -> Result<Vec<BankId>> {
-        self.routes
-            .iter()
-            .filter(|(_, route)| !route.reports())
-            .map(|(bank, _)| BankId::parse(bank).with_context(|| format!("routes.{bank}")))
-            .collect()
+    pub fn silent_banks(&self) -> Vec<BankId> {
+        self.banks_routed_where(|route| !route.reports())
     }
 
     /// The banks payments to which are refused, not queued, while no broker answers.
-    pub fn refusing_banks(&self) -> Result<Vec<BankId>> {
+    pub fn refusing_banks(&self) -> Vec<BankId> {
+        self.banks_routed_where(|route| route.when_broker_away() == WhenBrokerAway::Refuse)
+    }
+
+    fn banks_routed_where(&self, what: impl Fn(&Route) -> bool) -> Vec<BankId> {
         self.routes
             .iter()
-            .filter(|(_, route)| route.when_broker_away() == WhenBrokerAway::Refuse)
-            .map(|(bank, _)| BankId::parse(bank).with_context(|| format!("routes.{bank}")))
+            .filter(|(_, route)| what(route))
+            .map(|(bank, _)| bank.clone())
             .collect()
     }
 
@@ -639,26 +635,19 @@ impl BankConfig {
         std::time::Duration::from_secs(self.messaging.redrive_after_secs)
     }
 
-    /// Refuses a configuration that would fail later: bad names, account numbers or
-    /// balances, seed defaults that name a bank with no route.
+    /// Refuses a configuration that would fail later: seed defaults that name a bank
+    /// with no route, numbers out of range. Names, account numbers and balances were
+    /// checked as they were read.
     fn validate(&self) -> Result<()> {
-        for account in &self.accounts {
-            account
-                .parse()
-                .with_context(|| format!("account {:?} in the configuration", account.no))?;
-        }
-        let routes = self.routes()?;
-        let routed = |bank: &str| routes.iter().any(|(id, _)| id.as_str() == bank);
+        let routed = |bank: &BankId| bank == &self.name || self.routes.contains_key(bank);
         for (field, bank) in [
             ("seed.destination_bank", &self.seed.destination_bank),
             ("seed.sender_bank", &self.seed.sender_bank),
         ] {
             if !routed(bank) {
-                bail!("{field} = {bank:?} is neither this bank nor one of [routes]");
+                bail!("{field} = {:?} is neither this bank nor one of [routes]", bank.as_str());
             }
         }
-        AccountNo::parse(&self.seed.destination_account).context("seed.destination_account")?;
-        AccountNo::parse(&self.seed.default_account).context("seed.default_account")?;
         if !(0..=32).contains(&self.max_redeliveries) {
             bail!("max_redeliveries = {} must be 0 to 32", self.max_redeliveries);
         }
@@ -744,17 +733,6 @@ pub fn create_secret_file(file: &Path) -> Result<()> {
     }
 }
 
-impl OpeningAccount {
-    /// The seed as domain values.
-    pub fn parse(&self) -> Result<(AccountNo, AccountName, Money)> {
-        Ok((
-            AccountNo::parse(&self.no)?,
-            AccountName::parse(&self.name)?,
-            Money::parse(&self.balance)?,
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,9 +741,12 @@ mod tests {
     fn presets_are_the_seed_banks() {
         let bank1 = BankConfig::load(None, Some("bank1"), Path::new("d"), &BankOverrides::default()).unwrap();
         assert_eq!(bank1.messaging.producer_group, "producer_group_txmsg_bank1");
-        assert_eq!(bank1.routes["bank2"], Route::Topic("topic_txmsg".into()));
+        assert_eq!(
+            bank1.routes[&BankId::parse("bank2").unwrap()],
+            Route::Topic("topic_txmsg".into())
+        );
         assert_eq!(bank1.messaging.redrive_after_secs, 60);
-        assert_eq!(bank1.accounts[0].balance, "10000.00");
+        assert_eq!(bank1.accounts[0].balance.to_string(), "10000.00");
         let bank2 = BankConfig::load(None, Some("bank2"), Path::new("d"), &BankOverrides::default()).unwrap();
         assert_eq!(bank2.messaging.consumer_group, "consumer_group_txmsg_bank2");
         assert_eq!(bank2.messaging.inbound_topic, "topic_txmsg");
@@ -867,8 +848,9 @@ mod tests {
         let path = dir.path().join("bank.toml");
         std::fs::write(&path, text).unwrap();
         let config = BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).unwrap();
-        assert_eq!(config.silent_banks().unwrap(), [BankId::parse("bank2").unwrap()]);
-        assert_eq!(config.routes["bank2"].topic(), "topic_txmsg");
+        let bank2 = BankId::parse("bank2").unwrap();
+        assert_eq!(config.silent_banks(), [bank2.clone()]);
+        assert_eq!(config.routes[&bank2].topic(), "topic_txmsg");
         assert_eq!(config.redrive_after().as_secs(), 30);
         std::fs::write(&path, text.replace("reports = false", "report = false")).unwrap();
         assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_err());
@@ -891,14 +873,15 @@ mod tests {
     fn a_file_round_trips_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bank.toml");
-        let mut config = BankConfig::preset("bank1", dir.path()).unwrap();
+        let config = BankConfig::preset("bank1", dir.path()).unwrap();
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_ok());
-        config.accounts[0].balance = "-1".into();
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-        assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_err());
+        let negative = toml::to_string(&config).unwrap().replace("\"10000.00\"", "\"-1\"");
+        std::fs::write(&path, negative).unwrap();
+        let refused = BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).unwrap_err();
+        assert!(format!("{refused:#}").contains("-1"), "{refused:#}");
         let mut unrouted = BankConfig::preset("bank1", dir.path()).unwrap();
-        unrouted.seed.destination_bank = "bank9".into();
+        unrouted.seed.destination_bank = BankId::parse("bank9").unwrap();
         std::fs::write(&path, toml::to_string(&unrouted).unwrap()).unwrap();
         assert!(BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).is_err());
     }

@@ -2,10 +2,13 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::DomainError;
 
 /// An account's number (the seed's `account_no`): 1 to 64 of `[A-Za-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AccountNo(String);
 
 impl AccountNo {
@@ -34,7 +37,8 @@ impl fmt::Display for AccountNo {
 
 /// A bank's identifier (`bank1`), by which transfers are routed: 1 to 32 of
 /// `[A-Za-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BankId(String);
 
 impl BankId {
@@ -62,7 +66,8 @@ impl fmt::Display for BankId {
 }
 
 /// An account holder's name (the seed's `account_name`), such as `张三的账户`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AccountName(String);
 
 impl AccountName {
@@ -118,3 +123,11 @@ mod tests {
         }
     }
 }
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+crate::text_form!(AccountNo, BankId, AccountName);

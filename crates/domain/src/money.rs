@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::DomainError;
 
 /// The largest value DECIMAL(10,2) holds, in cents: 99,999,999.99.
@@ -11,7 +13,8 @@ const MAX_CENTS: i64 = 9_999_999_999;
 ///
 /// Stored as whole cents so that arithmetic is exact; at most 99,999,999.99, the range
 /// of the seed's `DECIMAL(10,2)` columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Money(i64);
 
 impl Money {
@@ -250,3 +253,5 @@ mod tests {
         }
     }
 }
+
+crate::text_form!(Money);

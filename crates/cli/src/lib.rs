@@ -30,6 +30,9 @@ use cli::{Command, KeysAction, LogFormat};
 pub fn run(log_format: LogFormat, command: Command) -> Result<()> {
     let default_filter = match command {
         Command::Namesrv { .. } => format!("{DEFAULT_LOG_FILTER},{NAMESRV_QUIET}"),
+        Command::Broker(ref args) if rocketmq_server::is_new_store(&args.store) => {
+            format!("{DEFAULT_LOG_FILTER},{BROKER_QUIET},{NEW_STORE_QUIET}")
+        }
         Command::Broker(_) => format!("{DEFAULT_LOG_FILTER},{BROKER_QUIET}"),
         _ => DEFAULT_LOG_FILTER.to_string(),
     };
@@ -250,6 +253,14 @@ const BROKER_QUIET: &str = "rocketmq_store::message_store::local_file_message_st
      rocketmq_store_local::mapped_file::queue_lifecycle=error,\
      rocketmq_broker::transaction::queue::default_transactional_message_service=error,\
      rocketmq_store::queue::local_file_consume_queue_store=error";
+
+/// Added for a broker whose store is new (no `config` folder yet): its first start
+/// warns of each of its 8 configuration files and their 8 backups missing, 4 times
+/// "load bak config file", and once that the commit log's files are gone. The broker
+/// says instead, once, that it starts with a new store.
+const NEW_STORE_QUIET: &str = "rocketmq_runtime::common::file_utils=error,\
+     rocketmq_broker::config::config_manager=error,\
+     rocketmq_store::log_file::commit_log=error";
 
 pub fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::layer::SubscriberExt;

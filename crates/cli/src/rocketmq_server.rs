@@ -81,8 +81,17 @@ pub fn run_namesrv(listen: SocketAddr, home: &Path) -> Result<()> {
     finish(owner, &lifecycle, result)
 }
 
+/// True when the broker's store at `store_dir` holds no configuration yet: a first
+/// start, or a store lost with its disk.
+pub fn is_new_store(store_dir: &Path) -> bool {
+    !store_dir.join("config").exists()
+}
+
 /// Runs a broker until SIGINT/SIGTERM.
 pub fn run_broker(settings: &BrokerSettings) -> Result<()> {
+    if is_new_store(&settings.store_dir) {
+        tracing::info!(store = %settings.store_dir.display(), "starting with a new, empty store");
+    }
     prepare_home(&settings.store_dir)?;
     let properties = broker_properties(settings);
     let raw = JavaBrokerProperties::parse(&properties)

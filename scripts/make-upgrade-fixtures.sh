@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the databases crates/cli/tests/upgrade.rs upgrades: bank1's and bank2's, as
+# Makes the databases crates/cli/tests/system/upgrade.rs upgrades: bank1's and bank2's, as
 # txbank made them before it had versioned migrations (commit 51f924a), with transfers
 # in every state, a closed account and an account with a password.
 #

@@ -849,7 +849,7 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let config = BankConfig::load(Some(&path), None, dir.path(), &BankOverrides::default()).unwrap();
         let bank2 = BankId::parse("bank2").unwrap();
-        assert_eq!(config.silent_banks(), [bank2.clone()]);
+        assert_eq!(config.silent_banks(), std::slice::from_ref(&bank2));
         assert_eq!(config.routes[&bank2].topic(), "topic_txmsg");
         assert_eq!(config.redrive_after().as_secs(), 30);
         std::fs::write(&path, text.replace("reports = false", "report = false")).unwrap();

@@ -2,7 +2,7 @@
 //! `txbank-lab` processes: check-back settles every half message, redelivery credits
 //! once, and nothing is lost.
 
-#[path = "../../cli/tests/support/mod.rs"]
+#[path = "../../cli/tests/system/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -20,8 +20,6 @@ mod script;
 mod sending;
 mod settlement;
 mod store;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 mod transfers;
 mod unsent;
 

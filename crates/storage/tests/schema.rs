@@ -3,8 +3,8 @@
 //! and PostgreSQL (`TXBANK_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432`).
 
 use txbank_domain::{AccountNo, Amount, BankId, Party, Transfer, TransferState, TxNo};
-use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 use txbank_storage::{fill_books, CreditOutcome, Preload, StorageError, Store};
+use txbank_test_support::{fresh_mysql_database, fresh_postgres_database};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 

@@ -5,8 +5,8 @@
 use txbank_domain::{
     AccountName, AccountNo, Amount, BankId, IdempotencyKey, Money, Party, Settlement, Transfer, TransferState, TxNo,
 };
-use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
 use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
+use txbank_test_support::{fresh_mysql_database, fresh_postgres_database};
 
 /// A fresh, empty database of each engine, each bank1's, with Zhang San (1, 10000.00)
 /// and Li Si (2, 0.00). A test may play bank2's side of a transfer on the same database:

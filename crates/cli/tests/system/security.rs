@@ -3,12 +3,10 @@
 //! locking anyone out, and only messages
 //! signed with the banks' shared key are ever applied.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::{audit_report, eventually, send, Bank, Cluster, Db};
 use serde_json::json;
-use support::{audit_report, eventually, send, Bank, Cluster, Db};
 
 /// Runs `txbank dlq ARGS`: success, and what it printed on standard output.
 fn dlq(cluster: &Cluster, args: &[&str]) -> (bool, String) {
@@ -56,7 +54,7 @@ async fn forged_and_unsigned_messages_are_never_applied_and_a_replayed_one_credi
 
     let metrics = reqwest::Client::new()
         .get(format!("{}/metrics", bank2.url()))
-        .bearer_auth(support::API_TOKEN)
+        .bearer_auth(crate::support::API_TOKEN)
         .send()
         .await
         .unwrap()

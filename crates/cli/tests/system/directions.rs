@@ -2,10 +2,8 @@
 //! transfer, a credit that cannot apply comes back as `returned`, and accounts are
 //! opened, listed, closed and paid within one bank.
 
-mod support;
-
+use crate::support::{audit_all_clean, audit_is_clean, counts, Cluster, Db};
 use serde_json::json;
-use support::{audit_all_clean, audit_is_clean, counts, Cluster, Db};
 
 /// The configuration file of bank `name` in a three-bank system: its inbound topic is
 /// `topic_<name>`, and it routes to the two others.

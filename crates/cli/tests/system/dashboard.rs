@@ -3,10 +3,8 @@
 //! bulk payments through the payments form, and sees both balances change and the
 //! books stay conserved; a screenshot is kept.
 
-mod support;
-
-use support::browser::Browser;
-use support::{up_args, Up};
+use crate::support::browser::Browser;
+use crate::support::{up_args, Up};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transfer_sent_from_the_dashboard_form_shows_in_both_banks_balances() {

@@ -1,4 +1,5 @@
-//! Helpers for tests in this and other crates (feature `test-support`).
+//! Helpers for txbank's tests: a fresh, empty database on the MySQL/MariaDB or
+//! PostgreSQL server the tests use.
 
 /// Creates a uniquely named, empty database on the MySQL/MariaDB server named by
 /// `TXBANK_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306`) and returns its URL.
@@ -25,7 +26,7 @@ pub async fn fresh_postgres_database() -> String {
 async fn fresh_database(variable: &str, default: &str, server: &str) -> String {
     let url = std::env::var(variable).unwrap_or_else(|_| default.into());
     let name = format!("txbank_t_{}", uuid::Uuid::new_v4().simple());
-    crate::create_database(&url, &name)
+    txbank_storage::create_database(&url, &name)
         .await
         .unwrap_or_else(|error| panic!("{server} must run for the tests (scripts/test.sh starts it): {error}"))
 }

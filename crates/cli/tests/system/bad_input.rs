@@ -1,10 +1,8 @@
 //! A corpus of bad requests: each gets a clear 4xx JSON error with a stable code, and
 //! none of them moves money or leaves a transfer behind.
 
-mod support;
-
+use crate::support::{audit_is_clean, counts, Cluster, Db, API_TOKEN};
 use reqwest::Method;
-use support::{audit_is_clean, counts, Cluster, Db, API_TOKEN};
 
 /// One bad request and the answer it must get.
 struct Case {

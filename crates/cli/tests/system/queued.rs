@@ -2,10 +2,8 @@
 //! their messages sent the moment a broker answers, each credited once; past the bound
 //! nothing moves; a bank killed with payments queued sends them after its restart.
 
-mod support;
-
+use crate::support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
 use serde_json::json;
-use support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
 
 /// `amount` from Zhang San to Li Si, `times` times at once.
 async fn pay_at_once(bank: &Bank, amount: &str, times: usize) -> Vec<(u16, serde_json::Value)> {

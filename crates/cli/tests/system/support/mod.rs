@@ -3,17 +3,19 @@
 //! the lab's tests), on free loopback ports and in their own temporary folders, so tests
 //! run in parallel and beside a running `txbank up`.
 
-#![allow(dead_code)] // each test file uses a different part of this module
+#![allow(dead_code)] // the lab's tests use a part of this module
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
 use std::time::{Duration, Instant};
+use txbank::supervisor::{program_command, Part, Ready};
 
 use clap::Parser;
 use serde_json::{json, Value};
-use txbank_storage::test_support::{fresh_mysql_database, fresh_postgres_database};
+use txbank_test_support::{fresh_mysql_database, fresh_postgres_database};
 
 pub mod browser;
 
@@ -46,38 +48,37 @@ pub enum Db {
     Postgres,
 }
 
-/// A running process of the `txbank` binary, killed when dropped.
+/// A running process of the `txbank` binary, started by txbank's own supervisor and
+/// killed when dropped.
 pub struct Process {
-    child: Child,
-    pub log: PathBuf,
+    part: Part,
 }
 
 impl Process {
-    fn spawn(args: &[String], env: &[(&str, &str)], log: PathBuf) -> Process {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut command = Command::new(PROGRAM);
-        command
-            .args(args)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .env("RUST_LOG", "info");
+    /// Starts `txbank ARGS` as the part `name`, its output going to `log`.
+    fn spawn(name: &str, args: &[String], env: &[(&str, &str)], log: PathBuf) -> Process {
+        let mut command = program_command(Path::new(PROGRAM), &log, &[]).expect("the part's command");
+        command.args(args).env("RUST_LOG", "info");
         for (key, value) in env {
             command.env(key, value);
         }
         Process {
-            child: command.spawn().expect("start txbank"),
-            log,
+            part: Part::spawn(name, command, log).expect("start txbank"),
+        }
+    }
+
+    /// Waits until the process is `ready`, failing the test with its log when it ends
+    /// first or is not ready within [`SETTLE`].
+    async fn wait_ready(&mut self, ready: Ready) {
+        if let Err(error) = self.part.wait_ready(ready, SETTLE, &mut []).await {
+            panic!("{error:#}");
         }
     }
 
     /// The value of `name` in the process's environment as it runs now, which is what
     /// it started itself with when it replaced its own program (`exec`).
     pub fn environment_variable(&self, name: &str) -> Option<String> {
-        let environ = std::fs::read(format!("/proc/{}/environ", self.child.id())).ok()?;
+        let environ = std::fs::read(format!("/proc/{}/environ", self.part.id())).ok()?;
         let prefix = format!("{name}=");
         environ
             .split(|byte| *byte == 0)
@@ -87,37 +88,28 @@ impl Process {
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.part.kill();
     }
 
     /// SIGTERM (a clean stop), and wait for the process to exit.
     pub fn terminate(&mut self) {
-        self.signal(libc::SIGTERM);
-        let _ = self.child.wait();
+        self.part.signal(libc::SIGTERM);
+        let _ = self.part.wait();
     }
 
     /// SIGSTOP: the process stays, answering nothing, until `resume`.
     pub fn pause(&mut self) {
-        self.signal(libc::SIGSTOP);
+        self.part.signal(libc::SIGSTOP);
     }
 
     /// SIGCONT after `pause`.
     pub fn resume(&mut self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    /// Sends the process `signal`.
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill only sends a signal to our own child's process id.
-        unsafe {
-            libc::kill(self.child.id() as i32, signal);
-        }
+        self.part.signal(libc::SIGCONT);
     }
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.part.exited().unwrap().is_none()
     }
 
     /// Waits for the process to exit by itself (a crash point fired).
@@ -134,7 +126,7 @@ impl Process {
 
     /// The process's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.part.log()).unwrap_or_default()
     }
 }
 
@@ -173,7 +165,8 @@ impl Cluster {
         .unwrap();
         std::fs::write(dir.path().join("api-token"), "test-operator-token").unwrap();
         let namesrv_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let namesrv = Process::spawn(
+        let mut namesrv = Process::spawn(
+            "namesrv",
             &args(&[
                 "namesrv",
                 "--listen",
@@ -184,7 +177,7 @@ impl Cluster {
             &[],
             dir.path().join("namesrv.log"),
         );
-        wait_listening(namesrv_listen).await;
+        namesrv.wait_ready(Ready::Accepts(namesrv_listen)).await;
         let broker_listen = format!("127.0.0.1:{}", free_broker_port()).parse().unwrap();
         let mut cluster = Cluster {
             dir,
@@ -200,7 +193,8 @@ impl Cluster {
     /// (Re)starts the broker on the same port and store.
     pub async fn start_broker(&mut self) {
         let store = self.dir.path().join("rocketmq").join("store");
-        self.broker = Some(Process::spawn(
+        let mut broker = Process::spawn(
+            "broker",
             &args(&[
                 "broker",
                 "--listen",
@@ -218,8 +212,9 @@ impl Cluster {
             ]),
             &[],
             self.dir.path().join("broker.log"),
-        ));
-        wait_listening(self.broker_listen).await;
+        );
+        broker.wait_ready(Ready::Accepts(self.broker_listen)).await;
+        self.broker = Some(broker);
     }
 
     /// Kills the broker with SIGKILL.
@@ -444,7 +439,7 @@ impl Bank {
             .expect("the bank starts in this process");
         self.listen = running.address();
         self.in_process = Some(running);
-        self.wait_ready().await;
+        self.wait_answering().await;
     }
 
     /// Starts the bank with extra environment (such as an armed fault point) and waits
@@ -453,12 +448,13 @@ impl Bank {
         let (arguments, env) = self.arguments();
         let mut env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
         env.extend_from_slice(extra_env);
-        self.process = Some(Process::spawn(&arguments, &env, self.log.clone()));
-        self.wait_ready().await;
+        let mut process = Process::spawn(self.preset, &arguments, &env, self.log.clone());
+        process.wait_ready(Ready::ReachesItsBroker(self.listen)).await;
+        self.process = Some(process);
     }
 
-    /// Waits until the bank's API answers.
-    async fn wait_ready(&self) {
+    /// Waits until the bank running in this process answers.
+    async fn wait_answering(&self) {
         let url = format!("{}/readyz", self.url());
         let ready = eventually(|| {
             let url = url.clone();
@@ -540,11 +536,17 @@ impl Bank {
     /// `POST /transfers` with each of `bodies`, all at once; the answers in order, each
     /// `(0, null)` when the bank did not answer.
     pub async fn post_transfers_at_once(&self, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+        self.post_at_once("/transfers", bodies).await
+    }
+
+    /// `POST path` with each of `bodies`, all at once, as an operator; the answers in
+    /// order, each `(0, null)` when the bank did not answer.
+    pub async fn post_at_once(&self, path: &str, bodies: Vec<Value>) -> Vec<(u16, Value)> {
         let client = reqwest::Client::new();
         let sends: Vec<_> = bodies
             .into_iter()
             .map(|body| {
-                let request = client.post(format!("{}/transfers", self.url())).json(&body);
+                let request = client.post(format!("{}{path}", self.url())).json(&body);
                 tokio::spawn(async move {
                     match request.bearer_auth(API_TOKEN).send().await {
                         Ok(response) => (response.status().as_u16(), response.json().await.unwrap_or(Value::Null)),
@@ -748,11 +750,6 @@ fn free_ports(below: u16, above: u16) -> u16 {
     }
 }
 
-async fn wait_listening(addr: SocketAddr) {
-    let up = eventually(|| async move { tokio::net::TcpStream::connect(addr).await.is_ok() }).await;
-    assert!(up, "{addr} never listened");
-}
-
 /// Where the parts of a `txbank up` started with [`up_args`] answer.
 pub struct UpUrls {
     pub bank1: String,
@@ -788,66 +785,51 @@ pub fn up_args(data: &Path) -> (Vec<String>, UpUrls) {
 
 /// A running `txbank up`, its output going to a file.
 pub struct Up {
-    child: Child,
-    out: PathBuf,
+    process: Part,
 }
 
 impl Up {
     /// The process id of `up` itself.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
     /// Starts `txbank up ARGS`, its output going to `out`, without waiting.
     pub fn spawn(args: &[String], out: PathBuf) -> Up {
-        let log = std::fs::File::create(&out).unwrap();
-        let child = Command::new(PROGRAM)
-            .arg("up")
-            .args(args)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        Up { child, out }
+        let mut command = program_command(Path::new(PROGRAM), &out, &[]).expect("the command of up");
+        command.arg("up").args(args);
+        Up {
+            process: Part::spawn("up", command, out).expect("start txbank up"),
+        }
+    }
+
+    /// What `up` printed so far.
+    fn printed(&self) -> String {
+        std::fs::read_to_string(self.process.log()).unwrap_or_default()
     }
 
     /// Starts `txbank up ARGS` and waits until it says it is up.
     pub async fn start(args: &[String], out: PathBuf) -> Up {
         let up = Up::spawn(args, out);
-        let started = eventually(|| async {
-            std::fs::read_to_string(&up.out)
-                .unwrap_or_default()
-                .contains("txbank is up")
-        })
-        .await;
-        assert!(
-            started,
-            "up did not start:\n{}",
-            std::fs::read_to_string(&up.out).unwrap_or_default()
-        );
+        let started = eventually(|| async { up.printed().contains("txbank is up") }).await;
+        assert!(started, "up did not start:\n{}", up.printed());
         up
     }
 
     /// Ctrl-C, then the exit status and what `up` printed.
     pub fn interrupt(mut self) -> (bool, String) {
-        // SAFETY: signalling our own child process.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let status = self.child.wait().unwrap();
-        (status.success(), std::fs::read_to_string(&self.out).unwrap())
+        self.process.signal(libc::SIGINT);
+        let status = self.process.wait().unwrap();
+        (status.success(), self.printed())
     }
 }
 
 impl Drop for Up {
     /// A failed test stops its `up` too, which stops every part.
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own child process.
-            unsafe {
-                libc::kill(self.child.id() as i32, libc::SIGINT);
-            }
-            let _ = self.child.wait();
+        if let Ok(None) = self.process.exited() {
+            self.process.signal(libc::SIGINT);
+            let _ = self.process.wait();
         }
     }
 }

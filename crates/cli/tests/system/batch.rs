@@ -2,10 +2,8 @@
 //! own outcome and idempotency key, or an all-or-nothing group that moves whole or not
 //! at all.
 
-mod support;
-
+use crate::support::{audit_is_clean, Cluster, Db};
 use serde_json::{json, Value};
-use support::{audit_is_clean, Cluster, Db};
 
 /// `count` transfers of `amount` from Zhang San (`1`) to Li Si (`2` in bank2), keyed
 /// `{key}-0`, `{key}-1`, ...

@@ -2,10 +2,8 @@
 //! source cannot take back is held on the books, and a transfer stuck in flight makes
 //! the audit say so in its exit status.
 
-mod support;
-
+use crate::support::{audit_report, counts, eventually, Cluster, Db};
 use serde_json::json;
-use support::{audit_report, counts, eventually, Cluster, Db};
 
 /// A return to an account that filled up meanwhile ends: the transfer is returned, the
 /// money held on bank1's books (not lost, not looping), and credited back once the
@@ -80,10 +78,11 @@ async fn the_audit_exits_2_when_a_transfer_is_stuck_in_flight() {
     // bank2 is paused: the transfer stays in flight.
     bank2.pause();
     bank1.pay("1.00").await;
-    let stuck = support::audit_status(&[&bank2, &bank1], &["--stuck-after-secs", "0"]);
+    let stuck = crate::support::audit_status(&[&bank2, &bank1], &["--stuck-after-secs", "0"]);
     assert_eq!(stuck, 2);
     assert!(
-        eventually(|| async { support::audit_status(&[&bank2, &bank1], &["--stuck-after-secs", "3600"]) == 0 }).await
+        eventually(|| async { crate::support::audit_status(&[&bank2, &bank1], &["--stuck-after-secs", "3600"]) == 0 })
+            .await
     );
     let (_, books) = bank1.get("/audit?stuck_after_secs=0").await;
     assert_eq!(

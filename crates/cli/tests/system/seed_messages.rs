@@ -2,9 +2,7 @@
 //! `txbank publish` (unsigned, so bank2 runs in seed-compatibility mode): wire
 //! compatibility, duplicates, and unreadable messages.
 
-mod support;
-
-use support::{eventually, Cluster, Db};
+use crate::support::{eventually, Cluster, Db};
 
 /// bank2 in seed-compatibility mode: the seed's Java bank1 signs nothing.
 const SEED_COMPATIBLE: &[(&str, &str)] = &[("TXBANK_ACCEPT_UNSIGNED_MESSAGES", "true")];

@@ -1,10 +1,8 @@
 //! The seed's flow end to end on real processes: bank1 debits and sends a transactional
 //! message, bank2 credits it exactly once; refusals roll back and deliver nothing.
 
-mod support;
-
+use crate::support::{audit_is_clean, counts, Cluster, Db};
 use serde_json::json;
-use support::{audit_is_clean, counts, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_transfer_moves_100_from_zhang_san_to_li_si() {

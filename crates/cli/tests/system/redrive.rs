@@ -3,11 +3,9 @@
 //! again, and a receiver consumes a broker that lost its store from the start of its
 //! queues.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use support::{all_credited, audit_is_clean, counts, eventually, Cluster, Db};
+use crate::support::{all_credited, audit_is_clean, counts, eventually, Cluster, Db};
 
 /// Re-drive after two seconds, so that the tests see it soon.
 const REDRIVE_SOON: (&str, &str) = ("TXBANK_REDRIVE_AFTER_SECS", "2");

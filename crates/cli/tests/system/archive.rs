@@ -2,12 +2,10 @@
 //! tables, while the auditor stays exact, idempotency holds for late messages, and bad
 //! requests change nothing.
 
-mod support;
-
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
+use crate::support::{audit_is_clean, counts, eventually, Bank, Cluster, Db};
 use txbank_domain::{BankId, TxNo};
 use txbank_storage::{fill_books, Preload, Store};
 

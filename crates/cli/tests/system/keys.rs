@@ -2,12 +2,10 @@
 //! and topic they were signed for; a rotated key verifies during its overlap and not
 //! after; and banks move from the shared key without a flag day.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::{audit_is_clean, bank_key, counts, eventually, Bank, Cluster, Db, Signing};
 use serde_json::json;
-use support::{audit_is_clean, bank_key, counts, eventually, Bank, Cluster, Db, Signing};
 
 /// A transfer body from bank1's account 1 to bank2's account 2.
 fn transfer_body(tx_no: &str, amount: &str) -> String {

@@ -1,11 +1,7 @@
 //! Topics txbank creates: how many queues they get, and that an existing topic never
 //! loses queues (messages in a queue taken away would no longer be consumed).
 
-#![recursion_limit = "512"]
-
-mod support;
-
-use support::Cluster;
+use crate::support::Cluster;
 use txbank_messaging::{ensure_topic, ensure_topic_queues, topic_queues, MqClient, MqSettings};
 
 #[test]

@@ -3,13 +3,11 @@
 //! migrated on start, on SQLite and on MariaDB, and keep every cent, transfer, key and
 //! password they held.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::{audit_is_clean, counts, Bank, Cluster, Db};
 use serde_json::json;
-use support::{audit_is_clean, counts, Bank, Cluster, Db};
 
 /// The fixtures' transfers.
 const CREDITED_WITH_KEY: &str = "01a22fd7-c794-7e51-87af-08a4565e460b";
@@ -133,7 +131,7 @@ async fn upgrades_in_place(db: Db) {
     let holder = reqwest::Client::new()
         .get(format!("{}/accounts/5", bank1.url()))
         .basic_auth("5", Some("fixture-password-5"));
-    let (status, account) = support::send(holder).await;
+    let (status, account) = crate::support::send(holder).await;
     assert_eq!(
         (status, account["balance"].as_str()),
         (200, Some("299.00")),

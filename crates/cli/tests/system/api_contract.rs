@@ -3,11 +3,9 @@
 //! no server error, no answer the document does not list, no answer off its schema, and
 //! no schema-valid request refused as malformed.
 
-mod support;
-
 use std::process::Command;
 
-use support::{Cluster, Db, API_TOKEN};
+use crate::support::{Cluster, Db, API_TOKEN};
 
 /// The answers a schema-valid request may get: done, or refused for what it names (no
 /// such account, funds, a closed account, a taken key), never 400 `malformed`.

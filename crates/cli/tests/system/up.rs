@@ -2,14 +2,12 @@
 //! Ctrl-C stops it cleanly, start-up included, a taken port is named with its holder,
 //! a second `up` resumes from the same data, and an idle system's logs are quiet.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{eventually, up_args, Up};
+use crate::support::{eventually, up_args, Up};
 
 /// Runs a client command with the API token `up` wrote under `data`.
 fn txbank(data: &Path, args: &[&str]) -> Output {
@@ -207,6 +205,32 @@ async fn a_taken_port_stops_up_before_anything_starts_and_names_its_holder() {
         !dir.path().join("data").join("logs").join("namesrv.log").exists(),
         "a part started"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_part_that_cannot_start_stops_up_which_shows_why_from_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (args, _) = up_args(&data);
+    // The broker's store folder cannot be made: a file holds its name.
+    let store = data.join("rocketmq").join("store");
+    std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+    std::fs::write(&store, "not a folder").unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .arg("up")
+        .args(&args)
+        .output()
+        .unwrap();
+
+    let printed = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    assert!(printed.contains("broker ended"), "{printed}");
+    assert!(
+        printed.contains(&format!("cannot create {}", store.display())),
+        "up should show the broker's own words:\n{printed}"
+    );
+    assert!(printed.contains("namesrv stopped"), "{printed}");
 }
 
 /// A log line without its timestamp and with every number as `#`: the same message

@@ -182,6 +182,18 @@ async fn ctrl_c_during_start_up_stops_what_started_so_far() {
     }
 }
 
+/// Runs `txbank up ARGS`, which must fail: what it printed.
+fn up_failing(args: &[String]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_txbank"))
+        .arg("up")
+        .args(args)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    printed
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_port_stops_up_before_anything_starts_and_names_its_holder() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,13 +201,7 @@ async fn a_taken_port_stops_up_before_anything_starts_and_names_its_holder() {
     let bank2 = urls.bank2.trim_start_matches("http://");
     let _holder = std::net::TcpListener::bind(bank2).unwrap();
 
-    let output = Command::new(env!("CARGO_BIN_EXE_txbank"))
-        .arg("up")
-        .args(&args)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{printed}");
+    let printed = up_failing(&args);
     assert!(printed.contains(&format!("cannot listen on {bank2}")), "{printed}");
     assert!(
         printed.contains(&format!("held by {}", std::process::id())),
@@ -217,14 +223,8 @@ async fn a_part_that_cannot_start_stops_up_which_shows_why_from_its_log() {
     std::fs::create_dir_all(store.parent().unwrap()).unwrap();
     std::fs::write(&store, "not a folder").unwrap();
 
-    let output = Command::new(env!("CARGO_BIN_EXE_txbank"))
-        .arg("up")
-        .args(&args)
-        .output()
-        .unwrap();
+    let printed = up_failing(&args);
 
-    let printed = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "{printed}");
     assert!(printed.contains("broker ended"), "{printed}");
     assert!(
         printed.contains(&format!("cannot create {}", store.display())),

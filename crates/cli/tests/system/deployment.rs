@@ -1,7 +1,7 @@
 //! The worked multi-host deployment in `deploy/` (docs/SCALING.md) is one this txbank
 //! accepts: each bank's configuration file loads as its instances would load it, and
 //! every flag the systemd units pass is one the part they start takes; the binary holds
-//! the product alone.
+//! the product alone, and it is what `cargo run` in the repository builds and runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -126,4 +126,32 @@ fn the_product_runs_the_system_and_the_operators_commands_and_not_the_lab() {
             "{lab} belongs to txbank-lab:\n{help}"
         );
     }
+}
+
+#[test]
+fn cargo_run_in_the_repository_runs_txbank_and_builds_nothing_of_the_lab() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        // From the repository's root, as the README runs it: inside a member's folder
+        // cargo picks that member.
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // `cargo run --release -- up` (the README's first command) runs the one binary of
+    // the workspace's default members, and builds only what that binary needs.
+    let defaults = metadata["workspace_default_members"].as_array().unwrap();
+    let binaries: Vec<&str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|package| defaults.contains(&package["id"]))
+        .flat_map(|package| package["targets"].as_array().unwrap())
+        .filter(|target| target["kind"].as_array().unwrap().iter().any(|kind| kind == "bin"))
+        .map(|target| target["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(binaries, ["txbank"]);
 }

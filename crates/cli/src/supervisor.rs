@@ -107,11 +107,6 @@ impl Part {
         })
     }
 
-    /// Its name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Its process id.
     pub fn id(&self) -> u32 {
         self.child.id()

@@ -74,15 +74,12 @@ pub enum Ready {
 }
 
 impl Ready {
-    /// True when the part is ready now.
-    async fn now(self) -> bool {
+    /// True when the part is ready now, asking over `http`.
+    async fn now(self, http: &reqwest::Client) -> bool {
         let (addr, path) = match self {
             Ready::Accepts(addr) => return tokio::net::TcpStream::connect(addr).await.is_ok(),
             Ready::Serves(addr) => (addr, "healthz"),
             Ready::ReachesItsBroker(addr) => (addr, "readyz"),
-        };
-        let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(2)).build() else {
-            return false;
         };
         let answer = http.get(format!("http://{addr}/{path}")).send().await;
         answer.is_ok_and(|answer| answer.status().is_success())
@@ -177,7 +174,8 @@ impl Part {
     /// `others` ends meanwhile.
     pub async fn wait_ready(&mut self, ready: Ready, within: Duration, others: &mut [Part]) -> Result<()> {
         let deadline = Instant::now() + within;
-        while !ready.now().await {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        while !ready.now(&http).await {
             for other in others.iter_mut() {
                 if let Some(status) = other.exited()? {
                     bail!(

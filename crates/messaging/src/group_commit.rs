@@ -45,16 +45,12 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
             let mut batch = Vec::with_capacity(most);
             let mut closed = false;
             loop {
-                let taken = if closed {
-                    queued.recv_many(&mut batch, most).await
-                } else {
-                    tokio::select! {
-                        taken = queued.recv_many(&mut batch, most) => taken,
-                        () = ending.cancelled() => {
-                            queued.close();
-                            closed = true;
-                            continue;
-                        }
+                let taken = tokio::select! {
+                    taken = queued.recv_many(&mut batch, most) => taken,
+                    () = ending.cancelled(), if !closed => {
+                        queued.close();
+                        closed = true;
+                        continue;
                     }
                 };
                 if taken == 0 {

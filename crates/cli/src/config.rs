@@ -326,8 +326,9 @@ fn default_transfers_per_message() -> usize {
 }
 
 /// Most transfers `messaging.transfers_per_message` may ask for: one local transaction
-/// debits them all.
-const MAX_TRANSFERS_PER_MESSAGE: usize = 64;
+/// debits them all, and one receiving transaction credits them. At 256 a sending bank
+/// used twice the CPU per transfer and memory of 128 (docs/PERFORMANCE.md).
+const MAX_TRANSFERS_PER_MESSAGE: usize = 128;
 
 /// Most threads `worker_threads` may ask for.
 const MAX_WORKER_THREADS: usize = 256;
@@ -805,7 +806,7 @@ mod tests {
     }
 
     #[test]
-    fn transfers_per_message_default_to_32_and_must_be_1_to_64() {
+    fn transfers_per_message_default_to_128_and_must_be_1_to_128() {
         let load = |transfers| {
             let overrides = BankOverrides {
                 transfers_per_message: transfers,
@@ -813,10 +814,10 @@ mod tests {
             };
             BankConfig::load(None, Some("bank1"), Path::new("d"), &overrides)
         };
-        assert_eq!(load(None).unwrap().messaging.transfers_per_message, 32);
+        assert_eq!(load(None).unwrap().messaging.transfers_per_message, 128);
         assert_eq!(load(Some(1)).unwrap().messaging.transfers_per_message, 1);
-        assert_eq!(load(Some(64)).unwrap().messaging.transfers_per_message, 64);
-        for refused in [0, 65] {
+        assert_eq!(load(Some(128)).unwrap().messaging.transfers_per_message, 128);
+        for refused in [0, 129] {
             let error = load(Some(refused)).unwrap_err().to_string();
             assert!(error.contains("messaging.transfers_per_message"), "{error}");
         }

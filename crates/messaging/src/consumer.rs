@@ -34,6 +34,9 @@ use txbank_storage::faults::{crash_point, AFTER_CREDIT_COMMIT};
 const CALLBACK_BATCH: u32 = 32;
 /// Most messages pulled ahead of the callbacks, per queue.
 const PULLED_PER_QUEUE: u32 = 256;
+/// Most mebibytes of messages pulled ahead of the callbacks, per queue (RocketMQ's
+/// default is 100): 256 messages of 128 transfers would be about 5 MiB.
+const PULLED_MIB_PER_QUEUE: u32 = 2;
 /// Listener callbacks running at once. Each waits for its group commit (about 8 ms under
 /// load), so RocketMQ's default of 20 capped a bank near 2,500 callbacks a second and
 /// made pulled messages queue behind the callbacks: at 1,800 transfers/s, 20 were
@@ -142,9 +145,10 @@ impl Recipe {
             .max_reconsume_times(self.acceptance.max_redeliveries)
             // Up to this many messages reach one callback, and commit together.
             .consume_message_batch_max_size(CALLBACK_BATCH)
-            // A bank that falls behind holds at most this many pulled messages per queue
-            // in memory (RocketMQ's default is 1,000).
+            // A bank that falls behind holds at most this many pulled messages, and
+            // mebibytes of them, per queue in memory (RocketMQ's default is 1,000).
             .pull_threshold_for_queue(PULLED_PER_QUEUE)
+            .pull_threshold_size_for_queue(PULLED_MIB_PER_QUEUE)
             .consume_thread_min(CONCURRENT_CALLBACKS)
             .consume_thread_max(CONCURRENT_CALLBACKS)
             .pull_interval(PULL_INTERVAL_MS)

@@ -13,13 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
 use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
 
-/// Most requests applied in one transaction: a consumer callback's 32 messages of up to
-/// 32 transfers each take four (64 took sixteen, docs/PERFORMANCE.md).
+/// Most requests applied in one transaction: two full messages' transfers (128 each).
 const MAX_BATCH: usize = 256;
 
-/// Most messages whose debits commit in one transaction: 16 messages of 32 transfers
-/// hold a transaction's size near a full delivery batch's.
-const MAX_MESSAGES: usize = 16;
+/// Most messages whose debits commit in one transaction: 4 messages of 128 transfers
+/// hold a transaction's size near two full delivery batches'.
+const MAX_MESSAGES: usize = 4;
 
 /// Why a queued request got no answer.
 const SHUTTING_DOWN: &str = "the bank is shutting down";

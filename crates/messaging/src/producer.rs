@@ -26,6 +26,7 @@ use txbank_storage::{DebitOutcome, StorageError, Store};
 
 use crate::group_commit::{DebitGroup, MessageDebits};
 use crate::metrics::{BrokerCall, Counters, DbCall, Event, Timing};
+use crate::publish::NEVER_COMPRESS;
 use crate::signing::MessageSigner;
 use crate::wire::{Inbound, SeedDefaults};
 use crate::{wire, MessagingError, MqClient, MqSettings, Routes, Tasks};
@@ -146,6 +147,7 @@ impl TransferProducer {
             .producer_group(group.to_string())
             .name_server_addr(settings.namesrv_addr.clone())
             .send_msg_timeout(settings.send_timeout.as_millis() as u32)
+            .compress_msg_body_over_howmuch(NEVER_COMPRESS)
             .topics(routes.topics().map(CheetahString::from).collect())
             .build();
         // What `TransactionMQProducer::start` does with its default settings: the

@@ -100,7 +100,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
         for chunk in numbers.chunks(ROWS_PER_STATEMENT) {
-            let mut script = Script::default();
+            let mut script = Script::new(self.engine);
             script.insert_rows(
                 "account_info (account_name, account_no, account_password, account_balance_cents, opening_balance_cents)",
                 "(?, ?, '', ?, ?)",
@@ -113,7 +113,7 @@ impl Store {
                     ]
                 }),
             );
-            script.execute_all(&mut tx, self.engine).await?;
+            script.execute_all(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -146,7 +146,7 @@ impl Store {
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
         for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
-            let mut script = Script::default();
+            let mut script = Script::new(self.engine);
             let into = format!("{} ({})", side.table(), side.columns());
             match side {
                 Side::Sent => script.insert_rows(
@@ -187,7 +187,7 @@ impl Store {
                     .iter()
                     .map(|(transfer, at)| vec![Value::Text(transfer.tx_no.as_str()), Value::Int(*at)]),
             );
-            script.execute_all(&mut tx, self.engine).await?;
+            script.execute_all(&mut tx).await?;
         }
         let sign = match side {
             Side::Sent => "-",
@@ -195,7 +195,7 @@ impl Store {
         };
         let accounts: Vec<(&str, i64)> = moved.into_iter().collect();
         for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
-            let mut script = Script::default();
+            let mut script = Script::new(self.engine);
             for (account, cents) in chunk {
                 script.push(
                     format!("UPDATE account_info SET account_balance_cents = account_balance_cents {sign} ? WHERE account_no = ?"),
@@ -203,7 +203,7 @@ impl Store {
                     1,
                 );
             }
-            if !script.run_and_check(&mut tx, self.engine).await? {
+            if !script.run_and_check(&mut tx).await? {
                 return Err(StorageError::Corrupt(
                     "a preloaded transfer names an account that does not exist".into(),
                 ));

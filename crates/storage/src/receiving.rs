@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use txbank_domain::retention::may_be_archived;
 use txbank_domain::{BankId, Settlement, Transfer, TransferState, TxNo};
 
-use crate::script::{in_runs, Script, Value};
+use crate::script::{in_runs, Movement, Script, Value};
 use crate::settlement::{settle_in, settle_together, SettlementOutcome};
 use crate::store::{
     insert_unless_present, is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store,
-    Transaction, MAX_BALANCE_CENTS,
+    Transaction,
 };
 use crate::transfers::{credit, record_incoming, remember_all};
 use crate::StorageError;
@@ -195,18 +195,7 @@ pub(crate) fn credit_together<'a>(script: &mut Script<'a>, transfers: &'a [&'a T
     for transfer in transfers {
         *per_account.entry(transfer.to.as_str()).or_default() += transfer.amount.cents();
     }
-    for (account, cents) in per_account {
-        script.push(
-            "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
-             WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
-            vec![
-                Value::Int(cents),
-                Value::Text(account),
-                Value::Int(MAX_BALANCE_CENTS - cents),
-            ],
-            1,
-        );
-    }
+    script.move_balances(Movement::Credit, &per_account);
     for run in in_runs(transfers) {
         let rows = run.iter().map(|transfer| {
             vec![
@@ -399,11 +388,11 @@ impl Store {
                 Delivery::Settlement { .. } => return Ok(false),
             }
         }
-        let mut script = Script::default();
+        let mut script = Script::new(self.engine);
         credit_together(&mut script, &transfers, now);
         settle_together(&mut script, &reports);
         let mut tx = self.begin_write().await?;
-        let applied = script.run_and_check(&mut tx, self.engine).await?;
+        let applied = script.run_and_check(&mut tx).await?;
         if applied {
             tx.commit().await?;
         } else {

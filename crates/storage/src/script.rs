@@ -1,7 +1,9 @@
 //! Statements run together: a [`Script`] of inserts and updates that each must change
 //! exactly the rows they aim at, in runs of a few shapes.
 
-use crate::store::{is_unique_violation, query, rows, Engine, Transaction};
+use std::collections::BTreeMap;
+
+use crate::store::{is_unique_violation, query, rows, Engine, Transaction, MAX_BALANCE_CENTS};
 
 /// A value bound to a statement of a [`Script`].
 pub(crate) enum Value<'a> {
@@ -10,19 +12,38 @@ pub(crate) enum Value<'a> {
     Int(i64),
 }
 
+/// Which way [`Script::move_balances`] moves each account's sum.
+#[derive(Clone, Copy)]
+pub(crate) enum Movement {
+    /// Out of the account, which must be open and hold the sum.
+    Debit,
+    /// Into the account, which must be open and stay within the largest balance.
+    Credit,
+}
+
 /// Statements that each change exactly the rows they aim at when all goes well (a row per
-/// inserted row, one per targeted row of an update), run together inside a transaction.
-/// On SQLite they go to the database as one call: sqlx runs every SQLite connection on a
-/// thread of its own, and each call is a round trip to it, two thread switches, which
-/// under load cost more than the statements. MySQL and PostgreSQL take them one by one.
-#[derive(Default)]
+/// inserted row, one per targeted row of an update), run together inside a transaction,
+/// one by one. Each statement covers a run of rows whose length is a power of two
+/// ([`in_runs`]), so the texts come in a few shapes, which every connection keeps
+/// prepared: parsing a batch's statements anew each time cost a SQLite bank a sixth of
+/// its CPU.
 pub(crate) struct Script<'a> {
+    engine: Engine,
     statements: Vec<(String, Vec<Value<'a>>)>,
     /// Rows the statements change when all goes well.
     expected_rows: u64,
 }
 
 impl<'a> Script<'a> {
+    /// An empty script for a database of `engine`.
+    pub(crate) fn new(engine: Engine) -> Script<'a> {
+        Script {
+            engine,
+            statements: Vec::new(),
+            expected_rows: 0,
+        }
+    }
+
     /// Adds a statement that changes `rows` rows when all goes well.
     pub(crate) fn push(&mut self, sql: impl Into<String>, values: Vec<Value<'a>>, rows: usize) {
         self.expected_rows += rows as u64;
@@ -44,11 +65,61 @@ impl<'a> Script<'a> {
         );
     }
 
+    /// Adds the statements that move each account's sum of `sums` out of it or into it,
+    /// as one `UPDATE` per run of accounts ([`in_runs`]) on SQLite and PostgreSQL, one
+    /// per account on MySQL. Each changes every account of its run or the script is not
+    /// whole: an account unknown, closed, short of its sum (debit) or pushed past the
+    /// largest balance (credit) changes nothing.
+    pub(crate) fn move_balances(&mut self, movement: Movement, sums: &BTreeMap<&'a str, i64>) {
+        let sums: Vec<(&'a str, i64)> = sums.iter().map(|(account, cents)| (*account, *cents)).collect();
+        let (sign, within) = match movement {
+            Movement::Debit => ("-", ">= sums.bound"),
+            Movement::Credit => ("+", "<= sums.bound"),
+        };
+        // The bound each balance is checked against: the sum for a debit, the room left
+        // below the largest balance for a credit.
+        let bound = |cents: i64| match movement {
+            Movement::Debit => cents,
+            Movement::Credit => MAX_BALANCE_CENTS - cents,
+        };
+        if self.engine == Engine::MySql {
+            for (account, cents) in sums {
+                self.push(
+                    format!(
+                        "UPDATE account_info SET account_balance_cents = account_balance_cents {sign} ?
+                         WHERE account_no = ? AND closed = 0 AND account_balance_cents {}",
+                        within.replace("sums.bound", "?")
+                    ),
+                    vec![Value::Int(cents), Value::Text(account), Value::Int(bound(cents))],
+                    1,
+                );
+            }
+            return;
+        }
+        for run in in_runs(&sums) {
+            let values = run
+                .iter()
+                .flat_map(|(account, cents)| [Value::Text(account), Value::Int(*cents), Value::Int(bound(*cents))])
+                .collect();
+            self.push(
+                format!(
+                    "WITH sums (account_no, cents, bound) AS (VALUES {})
+                     UPDATE account_info SET account_balance_cents = account_balance_cents {sign} sums.cents
+                     FROM sums WHERE account_info.account_no = sums.account_no
+                     AND account_info.closed = 0 AND account_info.account_balance_cents {within}",
+                    vec!["(?, ?, ?)"; run.len()].join(", ")
+                ),
+                values,
+                run.len(),
+            );
+        }
+    }
+
     /// Runs the statements inside `tx`: true when each changed what it aimed at; false
     /// when any did not or a unique key refused a row (the caller must roll `tx` back).
-    pub(crate) async fn run_and_check(self, tx: &mut Transaction, engine: Engine) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn run_and_check(self, tx: &mut Transaction) -> Result<bool, sqlx::Error> {
         let expected = self.expected_rows;
-        match self.execute_all(tx, engine).await {
+        match self.execute_all(tx).await {
             Ok(changed) => Ok(changed == expected),
             Err(error) if is_unique_violation(&error) => Ok(false),
             Err(error) => Err(error),
@@ -56,27 +127,12 @@ impl<'a> Script<'a> {
     }
 
     /// Runs the statements inside `tx`, answering the rows they changed in all.
-    pub(crate) async fn execute_all(self, tx: &mut Transaction, engine: Engine) -> Result<u64, sqlx::Error> {
-        match engine {
-            Engine::Sqlite => {
-                // Batches of other sizes make other texts: prepared each time, not kept.
-                let sql = self
-                    .statements
-                    .iter()
-                    .map(|(sql, _)| sql.as_str())
-                    .collect::<Vec<_>>()
-                    .join(";\n");
-                let values = self.statements.iter().flat_map(|(_, values)| values);
-                Self::execute(sqlx::query(&sql).persistent(false), values, tx).await
-            }
-            Engine::MySql | Engine::Postgres => {
-                let mut changed = 0;
-                for (sql, values) in &self.statements {
-                    changed += Self::execute(query(engine, sql), values, tx).await?;
-                }
-                Ok(changed)
-            }
+    pub(crate) async fn execute_all(self, tx: &mut Transaction) -> Result<u64, sqlx::Error> {
+        let mut changed = 0;
+        for (sql, values) in &self.statements {
+            changed += Self::execute(query(self.engine, sql), values, tx).await?;
         }
+        Ok(changed)
     }
 
     /// Binds `values` to `query` in order and runs it, answering the rows it changed.
@@ -102,10 +158,10 @@ pub(crate) fn placeholders(count: usize) -> String {
 }
 
 /// `items` in runs whose lengths are powers of two, longest first (45 = 32 + 8 + 4 + 1).
-/// A statement over a run then comes in a few shapes only, which each MySQL connection's
-/// statement cache keeps prepared (SQLite prepares a [`Script`] each time); one shape
-/// per batch size filled the caches with up to 64 large variants of each statement,
-/// evicting and preparing them again, and held megabytes of them in every bank.
+/// A statement over a run then comes in a few shapes only, which each connection's
+/// statement cache keeps prepared; one shape per batch size filled the caches with up
+/// to 64 large variants of each statement, evicting and preparing them again, and held
+/// megabytes of them in every bank.
 pub(crate) fn in_runs<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         let len = 1 << items.len().checked_ilog2()?;

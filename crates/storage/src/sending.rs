@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
 
 use crate::accounts::{account_in, AccountRecord};
-use crate::script::{in_runs, Script, Value};
+use crate::script::{in_runs, Movement, Script, Value};
 use crate::store::{is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store, Transaction};
 use crate::transfers::{
     credit, record_incoming, remember_all, select_transfer_out_anywhere, TransferRecord, TransferRow,
@@ -55,8 +55,8 @@ pub(crate) async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageR
 /// `transfer_out`, one debit per source covering its part of the sum, and their
 /// `de_duplication` rows. They change what they aim at only when every one is new and
 /// every source covers its part.
-fn debit_script(requests: &[(Transfer, Option<IdempotencyKey>)], now: i64) -> Script<'_> {
-    let mut script = Script::default();
+fn debit_script(engine: Engine, requests: &[(Transfer, Option<IdempotencyKey>)], now: i64) -> Script<'_> {
+    let mut script = Script::new(engine);
     for run in in_runs(requests) {
         let rows = run.iter().map(|(transfer, key)| {
             vec![
@@ -80,14 +80,7 @@ fn debit_script(requests: &[(Transfer, Option<IdempotencyKey>)], now: i64) -> Sc
     for (transfer, _) in requests {
         *per_source.entry(transfer.from.as_str()).or_default() += transfer.amount.cents();
     }
-    for (source, cents) in per_source {
-        script.push(
-            "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
-             WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
-            vec![Value::Int(cents), Value::Text(source), Value::Int(cents)],
-            1,
-        );
-    }
+    script.move_balances(Movement::Debit, &per_source);
     remember_all(&mut script, requests, |(transfer, _)| &transfer.tx_no, now);
     script
 }
@@ -208,8 +201,8 @@ impl Store {
     pub async fn debit_together(&self, requests: &[(Transfer, Option<IdempotencyKey>)]) -> StorageResult<bool> {
         let _turn = self.write_turn().await;
         let mut tx = self.begin_write().await?;
-        if !debit_script(requests, now_ms())
-            .run_and_check(&mut tx, self.engine)
+        if !debit_script(self.engine, requests, now_ms())
+            .run_and_check(&mut tx)
             .await?
         {
             tx.rollback().await?;
@@ -236,7 +229,7 @@ impl Store {
             query(self.engine, &format!("SAVEPOINT {savepoint}"))
                 .execute(&mut *tx)
                 .await?;
-            let whole = debit_script(requests, now).run_and_check(&mut tx, self.engine).await?;
+            let whole = debit_script(self.engine, requests, now).run_and_check(&mut tx).await?;
             if !whole {
                 query(self.engine, &format!("ROLLBACK TO SAVEPOINT {savepoint}"))
                     .execute(&mut *tx)

@@ -187,6 +187,73 @@ async fn a_group_of_new_transfers_is_debited_together() {
     }
 }
 
+/// A transfer of `amount` from `from` in bank1 to `to` in bank2.
+fn transfer_between(from: &str, to: &str, amount: &str) -> Transfer {
+    Transfer::new(
+        TxNo::generate(),
+        party("bank1", from),
+        party("bank2", to),
+        Amount::parse(amount).unwrap(),
+    )
+    .unwrap()
+}
+
+/// Opens each of `accounts` with `opening` on `store`.
+async fn open_all(store: &Store, accounts: &[&str], opening: &str) {
+    for account in accounts {
+        let name = AccountName::parse(&format!("account {account}")).unwrap();
+        store.open_account_if_absent(&no(account), &name, money(opening)).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_group_over_many_accounts_moves_each_accounts_own_sum_or_nothing() {
+    let (sources, destinations) = (["a1", "a2", "a3", "a4", "a5"], ["b1", "b2", "b3"]);
+    for (engine, store, _dir) in stores().await {
+        open_all(&store, &sources, "100").await;
+        open_all(&store, &destinations, "0").await;
+        store.close_account(&no("b3")).await.unwrap();
+        let amounts = [("a1", "10"), ("a1", "5.50"), ("a2", "20"), ("a3", "30"), ("a4", "40"), ("a5", "50")];
+        let group: Vec<_> = amounts
+            .iter()
+            .map(|(from, amount)| (transfer_between(from, "b1", amount), None))
+            .collect();
+        assert!(store.debit_together(&group).await.unwrap(), "{engine}");
+        let left = ["84.50", "80.00", "70.00", "60.00", "50.00"];
+        for (account, expected) in sources.iter().zip(left) {
+            assert_eq!(balance(&store, account).await, expected, "{engine}: {account}");
+        }
+
+        // One source of five cannot cover its part: no source moves.
+        let short: Vec<_> = ["a1", "a2", "a3", "a4", "a5"]
+            .iter()
+            .zip(["1", "1", "1", "1", "50.01"])
+            .map(|(from, amount)| (transfer_between(from, "b1", amount), None))
+            .collect();
+        assert!(!store.debit_together(&short).await.unwrap(), "{engine}");
+        for (account, expected) in sources.iter().zip(left) {
+            assert_eq!(balance(&store, account).await, expected, "{engine}: {account} unchanged");
+        }
+
+        // Credits to several accounts: each takes its own sum; the closed one refuses
+        // its transfer alone.
+        let credits = [("b1", "1.25"), ("b2", "2"), ("b1", "0.75"), ("b2", "3"), ("b3", "4")];
+        let batch: Vec<_> = credits
+            .iter()
+            .map(|(to, amount)| Delivery::Transfer(transfer_between("a1", to, amount)))
+            .collect();
+        let outcomes = store.apply_deliveries(&batch).await.unwrap();
+        let refused: Vec<bool> = outcomes
+            .iter()
+            .map(|outcome| matches!(outcome, DeliveryOutcome::Credit(CreditOutcome::Refused(_))))
+            .collect();
+        assert_eq!(refused, [false, false, false, false, true], "{engine}: {outcomes:?}");
+        assert_eq!(balance(&store, "b1").await, "2.00", "{engine}");
+        assert_eq!(balance(&store, "b2").await, "5.00", "{engine}");
+        assert_eq!(balance(&store, "b3").await, "0.00", "{engine}");
+    }
+}
+
 #[tokio::test]
 async fn messages_debited_in_one_commit_each_move_whole_or_not_at_all() {
     for (engine, store, _dir) in stores().await {

@@ -65,13 +65,19 @@ pub enum GroupOutcome {
 /// transaction runs while the next one's half message is sent.
 const MESSAGES_ALWAYS_IN_FLIGHT: usize = 2;
 
-/// Messages on their way at once per core, counting only full ones beyond
+/// Messages on their way at once per core, counting only well-filled ones beyond
 /// [`MESSAGES_ALWAYS_IN_FLIGHT`]. A fixed 2 held a bank to 2 messages' transfers per
 /// round trip of a message, whatever its cores: on 16 cores it stopped near 15,000
 /// transfers/s with the machine half idle (docs/PERFORMANCE.md). Further messages go only
-/// when a whole message's transfers wait, so they never make messages smaller, and their
+/// when [`WELL_FILLED`] transfers wait, so they do not make messages small, and their
 /// debits commit together ([`MessageDebits`]).
 const FULL_MESSAGES_PER_CORE: usize = 2;
+
+/// Transfers that must wait before a message beyond [`MESSAGES_ALWAYS_IN_FLIGHT`] goes
+/// (or all a message takes, if fewer). Waiting for a message's largest size (128) instead
+/// kept 64 clients to two messages on their way, which halved a bank's throughput on
+/// PostgreSQL, whose local transactions take longer.
+const WELL_FILLED: usize = 32;
 
 /// The most messages a bank process keeps on their way, from its cores.
 fn most_in_flight() -> usize {
@@ -257,14 +263,15 @@ impl TransferProducer {
 
 /// Takes the transfers queued for messages, up to `per_message` at a time, and sends
 /// them: any take while fewer than [`MESSAGES_ALWAYS_IN_FLIGHT`] messages are on their
-/// way, and only full ones beyond, up to `most_in_flight`. Ends when the queue is closed
-/// and every take is sent.
+/// way, and only well-filled ones ([`WELL_FILLED`]) beyond, up to `most_in_flight`. Ends
+/// when the queue is closed and every take is sent.
 async fn send_as_queued(
     sender: Arc<Sender>,
     mut queued: mpsc::Receiver<Request>,
     per_message: usize,
     most_in_flight: usize,
 ) {
+    let well_filled = WELL_FILLED.min(per_message);
     let mut in_flight = JoinSet::new();
     let mut taken = Vec::with_capacity(per_message);
     let mut open = true;
@@ -277,7 +284,7 @@ async fn send_as_queued(
         }
         while !taken.is_empty()
             && (in_flight.len() < MESSAGES_ALWAYS_IN_FLIGHT
-                || (taken.len() == per_message && in_flight.len() < most_in_flight))
+                || (taken.len() >= well_filled && in_flight.len() < most_in_flight))
         {
             in_flight.spawn(Arc::clone(&sender).send_all(std::mem::take(&mut taken)));
             taken.reserve(per_message);

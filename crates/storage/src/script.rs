@@ -72,9 +72,9 @@ impl<'a> Script<'a> {
     /// largest balance (credit) changes nothing.
     pub(crate) fn move_balances(&mut self, movement: Movement, sums: &BTreeMap<&'a str, i64>) {
         let sums: Vec<(&'a str, i64)> = sums.iter().map(|(account, cents)| (*account, *cents)).collect();
-        let (sign, within) = match movement {
-            Movement::Debit => ("-", ">= sums.bound"),
-            Movement::Credit => ("+", "<= sums.bound"),
+        let (sign, compared) = match movement {
+            Movement::Debit => ("-", ">="),
+            Movement::Credit => ("+", "<="),
         };
         // The bound each balance is checked against: the sum for a debit, the room left
         // below the largest balance for a credit.
@@ -87,8 +87,7 @@ impl<'a> Script<'a> {
                 self.push(
                     format!(
                         "UPDATE account_info SET account_balance_cents = account_balance_cents {sign} ?
-                         WHERE account_no = ? AND closed = 0 AND account_balance_cents {}",
-                        within.replace("sums.bound", "?")
+                         WHERE account_no = ? AND closed = 0 AND account_balance_cents {compared} ?"
                     ),
                     vec![Value::Int(cents), Value::Text(account), Value::Int(bound(cents))],
                     1,
@@ -106,7 +105,7 @@ impl<'a> Script<'a> {
                     "WITH sums (account_no, cents, bound) AS (VALUES {})
                      UPDATE account_info SET account_balance_cents = account_balance_cents {sign} sums.cents
                      FROM sums WHERE account_info.account_no = sums.account_no
-                     AND account_info.closed = 0 AND account_info.account_balance_cents {within}",
+                     AND account_info.closed = 0 AND account_info.account_balance_cents {compared} sums.bound",
                     vec!["(?, ?, ?)"; run.len()].join(", ")
                 ),
                 values,

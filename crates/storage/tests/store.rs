@@ -202,7 +202,10 @@ fn transfer_between(from: &str, to: &str, amount: &str) -> Transfer {
 async fn open_all(store: &Store, accounts: &[&str], opening: &str) {
     for account in accounts {
         let name = AccountName::parse(&format!("account {account}")).unwrap();
-        store.open_account_if_absent(&no(account), &name, money(opening)).await.unwrap();
+        store
+            .open_account_if_absent(&no(account), &name, money(opening))
+            .await
+            .unwrap();
     }
 }
 
@@ -213,7 +216,14 @@ async fn a_group_over_many_accounts_moves_each_accounts_own_sum_or_nothing() {
         open_all(&store, &sources, "100").await;
         open_all(&store, &destinations, "0").await;
         store.close_account(&no("b3")).await.unwrap();
-        let amounts = [("a1", "10"), ("a1", "5.50"), ("a2", "20"), ("a3", "30"), ("a4", "40"), ("a5", "50")];
+        let amounts = [
+            ("a1", "10"),
+            ("a1", "5.50"),
+            ("a2", "20"),
+            ("a3", "30"),
+            ("a4", "40"),
+            ("a5", "50"),
+        ];
         let group: Vec<_> = amounts
             .iter()
             .map(|(from, amount)| (transfer_between(from, "b1", amount), None))
@@ -232,7 +242,11 @@ async fn a_group_over_many_accounts_moves_each_accounts_own_sum_or_nothing() {
             .collect();
         assert!(!store.debit_together(&short).await.unwrap(), "{engine}");
         for (account, expected) in sources.iter().zip(left) {
-            assert_eq!(balance(&store, account).await, expected, "{engine}: {account} unchanged");
+            assert_eq!(
+                balance(&store, account).await,
+                expected,
+                "{engine}: {account} unchanged"
+            );
         }
 
         // Credits to several accounts: each takes its own sum; the closed one refuses

@@ -44,7 +44,7 @@ pub(crate) fn settle_together<'a>(script: &mut Script<'a>, reports: &BTreeMap<&'
                 Value::Text(TransferState::Debited.as_str()),
             ];
             values.extend(run.iter().map(|tx_no| Value::Text(tx_no)));
-            script.push(
+            script.push_planned_each_time(
                 format!(
                     "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
                     placeholders(run.len())

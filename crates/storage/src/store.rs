@@ -263,14 +263,6 @@ impl Store {
                         conn.execute("PRAGMA cache_size = -512").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                     }
-                    if engine == Engine::Postgres {
-                        // A prepared statement's plan is made again for each run, from
-                        // the tables as they are. PostgreSQL's cached generic plans were
-                        // made while a new bank's tables were nearly empty: a report's
-                        // `UPDATE … WHERE tx_no IN (…)` then scanned all of `transfer_out`,
-                        // taking up to 0.7 s each once it held 100,000 rows.
-                        conn.execute("SET plan_cache_mode = force_custom_plan").await?;
-                    }
                     Ok(())
                 })
             })

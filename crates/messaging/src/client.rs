@@ -76,7 +76,7 @@ impl MqSettings {
 
 /// Most transfers to one bank in one message, unless configured otherwise. A message
 /// takes the transfers waiting when it goes, so under light load messages stay small;
-/// under batches, 128 a message cost the system 0.073 ms of CPU per transfer where 32
+/// under batches, 128 a message cost the system 0.075 ms of CPU per transfer where 32
 /// cost 0.125 ms (docs/PERFORMANCE.md).
 pub const DEFAULT_TRANSFERS_PER_MESSAGE: usize = 128;
 

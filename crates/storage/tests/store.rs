@@ -61,15 +61,20 @@ fn party(bank_id: &str, account: &str) -> Party {
     }
 }
 
-/// A transfer from account 1 in bank1 to `to` in bank2.
-fn transfer_to(to: &str, amount: &str) -> Transfer {
+/// A transfer of `amount` from `from` in bank1 to `to` in bank2.
+fn transfer_between(from: &str, to: &str, amount: &str) -> Transfer {
     Transfer::new(
         TxNo::generate(),
-        party("bank1", "1"),
+        party("bank1", from),
         party("bank2", to),
         Amount::parse(amount).unwrap(),
     )
     .unwrap()
+}
+
+/// A transfer from account 1 in bank1 to `to` in bank2.
+fn transfer_to(to: &str, amount: &str) -> Transfer {
+    transfer_between("1", to, amount)
 }
 
 /// A transfer from Zhang San (1 in bank1) to Li Si (2 in bank2).
@@ -185,17 +190,6 @@ async fn a_group_of_new_transfers_is_debited_together() {
         );
         assert_eq!(balance(&store, "1").await, "9993.40", "{engine}");
     }
-}
-
-/// A transfer of `amount` from `from` in bank1 to `to` in bank2.
-fn transfer_between(from: &str, to: &str, amount: &str) -> Transfer {
-    Transfer::new(
-        TxNo::generate(),
-        party("bank1", from),
-        party("bank2", to),
-        Amount::parse(amount).unwrap(),
-    )
-    .unwrap()
 }
 
 /// Opens each of `accounts` with `opening` on `store`.

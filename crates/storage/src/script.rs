@@ -55,12 +55,7 @@ impl<'a> Script<'a> {
 
     /// Adds a statement that changes `rows` rows when all goes well.
     pub(crate) fn push(&mut self, sql: impl Into<String>, values: Vec<Value<'a>>, rows: usize) {
-        self.expected_rows += rows as u64;
-        self.statements.push(Statement {
-            sql: sql.into(),
-            values,
-            kept: true,
-        });
+        self.add(sql.into(), values, rows, true);
     }
 
     /// Adds a statement, as [`Script::push`] does, that PostgreSQL plans for its values
@@ -68,12 +63,13 @@ impl<'a> Script<'a> {
     /// while a new bank's `transfer_out` was nearly empty, scanned the whole table: 0.3
     /// to 0.7 s a statement once it held 100,000 rows (`pg_stat_activity`).
     pub(crate) fn push_planned_each_time(&mut self, sql: impl Into<String>, values: Vec<Value<'a>>, rows: usize) {
-        self.push(sql, values, rows);
-        if self.engine == Engine::Postgres {
-            if let Some(statement) = self.statements.last_mut() {
-                statement.kept = false;
-            }
-        }
+        let kept = self.engine != Engine::Postgres;
+        self.add(sql.into(), values, rows, kept);
+    }
+
+    fn add(&mut self, sql: String, values: Vec<Value<'a>>, rows: usize, kept: bool) {
+        self.expected_rows += rows as u64;
+        self.statements.push(Statement { sql, values, kept });
     }
 
     /// Adds `INSERT INTO {into} VALUES {row}, {row}, ...`, one `row` per value list: it
@@ -94,9 +90,9 @@ impl<'a> Script<'a> {
     /// Adds the statements that move each account's sum of `sums` out of it or into it,
     /// as one `UPDATE` per run of accounts ([`in_runs`]) on SQLite, one per account on
     /// MySQL and PostgreSQL (whose plan for the run's join scanned every account and
-    /// halved a bank's throughput at 64 clients). Each changes every account of its run or the script is not
-    /// whole: an account unknown, closed, short of its sum (debit) or pushed past the
-    /// largest balance (credit) changes nothing.
+    /// halved a bank's throughput at 64 clients). Each changes every account of its run
+    /// or the script is not whole: an account unknown, closed, short of its sum (debit)
+    /// or pushed past the largest balance (credit) changes nothing.
     pub(crate) fn move_balances(&mut self, movement: Movement, sums: &BTreeMap<&'a str, i64>) {
         let sums: Vec<(&'a str, i64)> = sums.iter().map(|(account, cents)| (*account, *cents)).collect();
         let (sign, compared) = match movement {
@@ -110,12 +106,19 @@ impl<'a> Script<'a> {
             Movement::Credit => MAX_BALANCE_CENTS - cents,
         };
         if self.engine != Engine::Sqlite {
+            let one_account = match movement {
+                Movement::Debit => {
+                    "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+                     WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?"
+                }
+                Movement::Credit => {
+                    "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
+                     WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?"
+                }
+            };
             for (account, cents) in sums {
                 self.push(
-                    format!(
-                        "UPDATE account_info SET account_balance_cents = account_balance_cents {sign} ?
-                         WHERE account_no = ? AND closed = 0 AND account_balance_cents {compared} ?"
-                    ),
+                    one_account,
                     vec![Value::Int(cents), Value::Text(account), Value::Int(bound(cents))],
                     1,
                 );

@@ -146,6 +146,10 @@ struct BenchReport {
     cpu_ms_per_transfer: BTreeMap<String, f64>,
     /// The share of that time the machine's cores were busy (0 to 1).
     machine_busy: f64,
+    /// The share of that time each bank instance's group commit queues spent applying,
+    /// one database transaction at a time (0 to 1, by `instance/queue`, from each
+    /// instance's `GET /metrics`): near 1, that queue is what holds the bank back.
+    group_commit_busy: BTreeMap<String, f64>,
     http_latency_ms: Percentiles,
     debit_to_credit_ms: Percentiles,
     peak_memory_mib: BTreeMap<String, f64>,
@@ -484,6 +488,7 @@ async fn measure(
     let progress = txbank::progress::bar(args.duration, "s");
     let debited_so_far = Arc::new(AtomicUsize::new(0));
     let cpu_at_start = CpuReading::take(system);
+    let commits_at_start = CommitReading::take(&http, system).await;
     let clients: Vec<_> = (0..args.concurrency)
         .map(|client| {
             let reverse = args.both_ways && client % 2 == 1;
@@ -558,6 +563,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let cpu_at_end = CpuReading::take(system);
+    let commits_at_end = CommitReading::take(&http, system).await;
     let auditing = Instant::now();
     let mut audit = system.audit().await?;
     let mut audit_s = auditing.elapsed().as_secs_f64();
@@ -625,6 +631,7 @@ async fn measure(
             (Some(start), Some(end)) => end.busy_since(&start),
             _ => 0.0,
         },
+        group_commit_busy: commits_at_end.busy_since(&commits_at_start),
         http_latency_ms: Percentiles::of(http_latencies),
         debit_to_credit_ms: Percentiles::of(credits.iter().map(|(_, ms)| *ms).collect()),
         peak_memory_mib,
@@ -731,6 +738,67 @@ impl CpuReading {
     }
 }
 
+/// The seconds each bank instance's group commit queues had spent applying, by
+/// `instance/queue`, read from each instance's `GET /metrics` (an instance that does not
+/// answer is left out).
+struct CommitReading {
+    busy_seconds: BTreeMap<String, f64>,
+    at: Instant,
+}
+
+impl CommitReading {
+    /// The series each queue's busy time is in.
+    const SERIES: &'static str = "txbank_group_commit_busy_seconds_total";
+
+    async fn take(http: &reqwest::Client, system: &System) -> CommitReading {
+        let mut busy_seconds = BTreeMap::new();
+        for bank in ["bank1", "bank2"] {
+            let names = system.topology().instance_names(bank);
+            for (instance, url) in names.iter().zip(system.instance_urls(bank)) {
+                let metrics = match http
+                    .get(format!("{url}/metrics"))
+                    .bearer_auth(system.token())
+                    .send()
+                    .await
+                {
+                    Ok(answer) => answer.text().await.unwrap_or_default(),
+                    Err(_) => continue,
+                };
+                for (queue, seconds) in busy_seconds_by_queue(&metrics) {
+                    busy_seconds.insert(format!("{instance}/{queue}"), seconds);
+                }
+            }
+        }
+        CommitReading {
+            busy_seconds,
+            at: Instant::now(),
+        }
+    }
+
+    /// The share of the time since `earlier` each queue spent applying.
+    fn busy_since(&self, earlier: &CommitReading) -> BTreeMap<String, f64> {
+        let elapsed = self.at.duration_since(earlier.at).as_secs_f64().max(0.001);
+        self.busy_seconds
+            .iter()
+            .filter_map(|(queue, now)| Some((queue.clone(), (now - earlier.busy_seconds.get(queue)?) / elapsed)))
+            .collect()
+    }
+}
+
+/// Each queue's busy seconds in a bank's Prometheus text: the value of every
+/// `txbank_group_commit_busy_seconds_total{bank="…",queue="…"}` sample, by queue.
+fn busy_seconds_by_queue(metrics: &str) -> Vec<(String, f64)> {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let labels = line.strip_prefix(CommitReading::SERIES)?.strip_prefix('{')?;
+            let (labels, value) = labels.split_once("} ")?;
+            let queue = labels.split_once("queue=\"")?.1.strip_suffix('"')?;
+            Some((queue.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 /// Groups `credits` by the second (from `first`) they were credited in.
 fn per_second(credits: &[(i64, f64)], first: i64) -> Vec<SecondPoint> {
     let mut seconds: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
@@ -827,6 +895,13 @@ fn print_report(report: &BenchReport) {
         report.machine_busy * 100.0,
         report.ratio_to_cpu_bound
     );
+    let busy: Vec<String> = report
+        .group_commit_busy
+        .iter()
+        .filter(|(_, share)| **share >= 0.005)
+        .map(|(queue, share)| format!("{queue} {:.0} %", share * 100.0))
+        .collect();
+    println!("group commits busy    {}", busy.join(", "));
     let show = |p: &Percentiles| format!("p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms", p.p50, p.p95, p.p99);
     println!("HTTP latency          {}", show(&report.http_latency_ms));
     println!("debit → credit        {}", show(&report.debit_to_credit_ms));
@@ -856,6 +931,18 @@ fn print_report(report: &BenchReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_commit_busy_seconds_are_read_by_queue_from_a_banks_metrics() {
+        let metrics = "# TYPE txbank_group_commit_busy_seconds_total counter\n\
+            txbank_group_commit_busy_seconds_total{bank=\"bank1\",queue=\"debits\"} 0\n\
+            txbank_group_commit_busy_seconds_total{bank=\"bank1\",queue=\"deliveries\"} 12.5\n\
+            txbank_group_commit_batches_total{bank=\"bank1\",queue=\"deliveries\"} 40\n";
+
+        let busy = busy_seconds_by_queue(metrics);
+
+        assert_eq!(busy, [("debits".to_string(), 0.0), ("deliveries".to_string(), 12.5)]);
+    }
 
     #[test]
     fn percentiles_pick_the_nearest_rank() {

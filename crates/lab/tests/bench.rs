@@ -1,6 +1,7 @@
 //! Few-second smoke runs of `txbank-lab bench`, on one broker and on a cluster: each
-//! measures (nothing here asserts on speed), reports memory and CPU time of every part,
-//! and every transfer it made must be credited exactly once.
+//! measures (nothing here asserts on speed), reports memory and CPU time of every part
+//! and the time each bank instance spent applying deliveries, and every transfer it made
+//! must be credited exactly once.
 
 use std::process::Command;
 
@@ -44,6 +45,15 @@ fn bench(args: &[&str], parts: &[&str]) -> Value {
         assert!(
             report["cpu_ms_per_transfer"][part].as_f64().unwrap_or(0.0) > 0.0,
             "no CPU time for {part}: {report:#}"
+        );
+    }
+    for instance in parts.iter().filter(|part| part.starts_with("bank")) {
+        let applying = report["group_commit_busy"][format!("{instance}/deliveries")]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!(
+            applying > 0.0 && applying <= 1.0,
+            "no time applying deliveries for {instance}: {report:#}"
         );
     }
     let cpu_bound = report["cpu_bound_per_s"].as_f64().unwrap();

@@ -159,7 +159,7 @@ impl Recipe {
             .await
             .map_err(|e| MessagingError::client("subscribe", e))?;
         consumer.register_message_listener_concurrently(InboundListener {
-            commits: GroupCommit::start(self.store.clone(), &self.settings.tasks),
+            commits: GroupCommit::start(self.store.clone(), &self.settings.tasks, Arc::clone(&self.counters)),
             store: self.store.clone(),
             runtime: Handle::current(),
             acceptance: self.acceptance.clone(),

@@ -7,11 +7,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
 
+use crate::metrics::{CommitQueue, Counters};
 use crate::Tasks;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
-use txbank_storage::{CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, SettlementOutcome, StorageError, Store};
+use txbank_storage::{
+    CreditOutcome, DebitOutcome, Delivery, DeliveryOutcome, Engine, SettlementOutcome, StorageError, Store,
+};
 
 /// Most requests applied in one transaction: two full messages' transfers (128 each).
 const MAX_BATCH: usize = 256;
@@ -19,6 +24,18 @@ const MAX_BATCH: usize = 256;
 /// Most messages whose debits commit in one transaction: 4 messages of 128 transfers
 /// hold a transaction's size near two full delivery batches'.
 const MAX_MESSAGES: usize = 4;
+
+/// Transactions each queue applies at once on `store`'s database. One on SQLite, which
+/// writes one transaction at a time. On MySQL and PostgreSQL, which lock rows, a quarter
+/// of the bank's connections (two of the default eight): the three queues then leave a
+/// quarter for reads, the relay and check-backs. One at a time held a PostgreSQL bank's
+/// queues over 90 % busy with the machine's cores idle (docs/PERFORMANCE.md).
+fn appliers(store: &Store) -> usize {
+    match store.engine() {
+        Engine::Sqlite => 1,
+        Engine::MySql | Engine::Postgres => (store.max_connections() / 4).max(1),
+    }
+}
 
 /// Why a queued request got no answer.
 const SHUTTING_DOWN: &str = "the bank is shutting down";
@@ -29,38 +46,53 @@ struct Batches<R, O> {
 }
 
 impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
-    /// Starts the applying task on `tasks`: it hands `apply` what is queued (up to
-    /// `most` requests) and expects one outcome per request, in order. Once `tasks` is
-    /// cancelled it takes no new request, applies those queued already, and ends; it
-    /// also ends when every handle is gone.
-    fn start<F, Fut>(tasks: &Tasks, most: usize, mut apply: F) -> Batches<R, O>
+    /// Starts `appliers` applying tasks on `tasks`: each in turn takes what is queued (up
+    /// to `most` requests), hands it to `apply` and expects one outcome per request, in
+    /// order, counting each batch and the time it took in `counters` as `kind`'s. While
+    /// one applies, the next takes what queued meanwhile. Once `tasks` is cancelled they
+    /// take no new request, apply those queued already, and end; they also end when every
+    /// handle is gone.
+    fn start<F, Fut>(
+        tasks: &Tasks,
+        (most, appliers): (usize, usize),
+        (kind, counters): (CommitQueue, Arc<Counters>),
+        apply: F,
+    ) -> Batches<R, O>
     where
-        F: FnMut(Vec<R>) -> Fut + Send + 'static,
+        F: Fn(Vec<R>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = Vec<O>> + Send,
     {
-        let (queue, mut queued) = mpsc::unbounded_channel::<(R, oneshot::Sender<O>)>();
-        let ending = tasks.clone();
-        tasks.spawn(async move {
-            let mut batch = Vec::with_capacity(most);
-            let mut closed = false;
-            loop {
-                let taken = tokio::select! {
-                    taken = queued.recv_many(&mut batch, most) => taken,
-                    () = ending.cancelled(), if !closed => {
-                        queued.close();
-                        closed = true;
-                        continue;
+        let (queue, queued) = mpsc::unbounded_channel::<(R, oneshot::Sender<O>)>();
+        let queued = Arc::new(Mutex::new(queued));
+        for _ in 0..appliers.max(1) {
+            let (queued, ending, counters, apply) =
+                (Arc::clone(&queued), tasks.clone(), Arc::clone(&counters), apply.clone());
+            tasks.spawn(async move {
+                let mut batch = Vec::with_capacity(most);
+                loop {
+                    let taken = {
+                        let mut queued = queued.lock().await;
+                        tokio::select! {
+                            taken = queued.recv_many(&mut batch, most) => taken,
+                            () = ending.cancelled() => {
+                                queued.close();
+                                queued.recv_many(&mut batch, most).await
+                            }
+                        }
+                    };
+                    if taken == 0 {
+                        break;
                     }
-                };
-                if taken == 0 {
-                    break;
+                    let (requests, replies): (Vec<R>, Vec<_>) = batch.drain(..).unzip();
+                    let applying = Instant::now();
+                    let outcomes = apply(requests).await;
+                    counters.committed(kind, taken, applying.elapsed());
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
                 }
-                let (requests, replies): (Vec<R>, Vec<_>) = batch.drain(..).unzip();
-                for (reply, outcome) in replies.into_iter().zip(apply(requests).await) {
-                    let _ = reply.send(outcome);
-                }
-            }
-        });
+            });
+        }
         Batches { queue }
     }
 
@@ -106,19 +138,25 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts applying deliveries to `store`; a failed batch rolls back whole, and each
     /// of its callbacks hears why.
-    pub(crate) fn start(store: Store, tasks: &Tasks) -> GroupCommit {
-        let deliveries = Batches::start(tasks, MAX_BATCH, move |deliveries: Vec<Delivery>| {
-            let store = store.clone();
-            async move {
-                match store.apply_deliveries(&deliveries).await {
-                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                    Err(error) => {
-                        let error = error.to_string();
-                        deliveries.iter().map(|_| Err(error.clone())).collect()
+    pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> GroupCommit {
+        let counted = (CommitQueue::Deliveries, counters);
+        let deliveries = Batches::start(
+            tasks,
+            (MAX_BATCH, appliers(&store)),
+            counted,
+            move |deliveries: Vec<Delivery>| {
+                let store = store.clone();
+                async move {
+                    match store.apply_deliveries(&deliveries).await {
+                        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                        Err(error) => {
+                            let error = error.to_string();
+                            deliveries.iter().map(|_| Err(error.clone())).collect()
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
         GroupCommit { deliveries }
     }
 
@@ -179,10 +217,11 @@ pub(crate) struct DebitGroup {
 
 impl DebitGroup {
     /// Starts debiting in `store` (see [`Store::debit_all`]).
-    pub(crate) fn start(store: Store, tasks: &Tasks) -> DebitGroup {
+    pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> DebitGroup {
         let debits = Batches::start(
             tasks,
-            MAX_BATCH,
+            (MAX_BATCH, appliers(&store)),
+            (CommitQueue::Debits, counters),
             move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
                 let store = store.clone();
                 async move { store.debit_all(&requests).await }
@@ -217,20 +256,26 @@ pub(crate) struct MessageDebits {
 
 impl MessageDebits {
     /// Starts debiting messages' transfers in `store`.
-    pub(crate) fn start(store: Store, tasks: &Tasks) -> MessageDebits {
-        let debits = Batches::start(tasks, MAX_MESSAGES, move |messages: Vec<MessageDebit>| {
-            let store = store.clone();
-            async move {
-                let each: Vec<&[(Transfer, Option<IdempotencyKey>)]> = messages.iter().map(Vec::as_slice).collect();
-                match store.debit_messages(&each).await {
-                    Ok(debited) => debited.into_iter().map(Ok).collect(),
-                    Err(error) => {
-                        let error = error.to_string();
-                        messages.iter().map(|_| Err(error.clone())).collect()
+    pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> MessageDebits {
+        let counted = (CommitQueue::MessageDebits, counters);
+        let debits = Batches::start(
+            tasks,
+            (MAX_MESSAGES, appliers(&store)),
+            counted,
+            move |messages: Vec<MessageDebit>| {
+                let store = store.clone();
+                async move {
+                    let each: Vec<&[(Transfer, Option<IdempotencyKey>)]> = messages.iter().map(Vec::as_slice).collect();
+                    match store.debit_messages(&each).await {
+                        Ok(debited) => debited.into_iter().map(Ok).collect(),
+                        Err(error) => {
+                            let error = error.to_string();
+                            messages.iter().map(|_| Err(error.clone())).collect()
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
         MessageDebits { debits }
     }
 
@@ -250,9 +295,38 @@ mod tests {
 
     /// A group commit that doubles each request, a batch at a time.
     fn doubling(tasks: &Tasks) -> Batches<u32, u32> {
-        Batches::start(tasks, 4, |requests: Vec<u32>| async move {
+        let counted = (CommitQueue::Deliveries, Arc::default());
+        Batches::start(tasks, (4, 1), counted, |requests: Vec<u32>| async move {
             requests.into_iter().map(|request| request * 2).collect()
         })
+    }
+
+    #[tokio::test]
+    async fn while_one_applier_waits_on_its_transaction_another_applies_what_queued_meanwhile() {
+        let tasks = Tasks::new();
+        let (started, mut applying) = mpsc::unbounded_channel();
+        let held = Arc::new(tokio::sync::Semaphore::new(0));
+        let release = Arc::clone(&held);
+        let counted = (CommitQueue::Deliveries, Arc::default());
+        let commits = Batches::start(&tasks, (4, 2), counted, move |requests: Vec<u32>| {
+            let (started, held) = (started.clone(), Arc::clone(&held));
+            async move {
+                if requests.contains(&1) {
+                    let _ = started.send(());
+                    let _ = held.acquire().await;
+                }
+                requests.into_iter().map(|request| request * 2).collect()
+            }
+        });
+
+        let first = commits.enqueue(1);
+        applying.recv().await;
+        let second = commits.enqueue(2);
+
+        let meanwhile = tokio::time::timeout(Duration::from_secs(10), second.answer()).await;
+        assert_eq!(meanwhile, Ok(Ok(4)), "answered while the first is held");
+        release.add_permits(1);
+        assert_eq!(first.answer().await, Ok(2));
     }
 
     #[tokio::test]

@@ -95,6 +95,40 @@ impl BrokerCall {
     }
 }
 
+/// A group commit's queue: requests that one task applies a database transaction at a
+/// time, each transaction for all that waits (`group_commit.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitQueue {
+    /// Lone transfers' local transactions.
+    Debits,
+    /// Messages' local transactions, each message's transfers all or none.
+    MessageDebits,
+    /// Received transfers and settlement reports.
+    Deliveries,
+}
+
+impl CommitQueue {
+    const ALL: [CommitQueue; 3] = [CommitQueue::Debits, CommitQueue::MessageDebits, CommitQueue::Deliveries];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitQueue::Debits => "debits",
+            CommitQueue::MessageDebits => "message_debits",
+            CommitQueue::Deliveries => "deliveries",
+        }
+    }
+}
+
+/// What one group commit queue did: batches applied, requests in them, and the time its
+/// task spent applying them.
+#[derive(Debug, Default)]
+struct CommitWork {
+    batches: AtomicU64,
+    requests: AtomicU64,
+    busy_micros: AtomicU64,
+}
+
 /// What a latency histogram measures.
 #[derive(Debug, Clone, Copy)]
 pub enum Timing {
@@ -152,6 +186,11 @@ impl Histogram {
     }
 }
 
+/// Labelled values as a counter family takes them.
+fn samples(series: &[(String, u64)]) -> Vec<(&str, u64)> {
+    series.iter().map(|(labels, value)| (labels.as_str(), *value)).collect()
+}
+
 /// A histogram family to render: its name, its help, and each series' extra labels.
 type HistogramFamily<'a> = (&'static str, &'static str, Vec<(String, &'a Histogram)>);
 
@@ -176,6 +215,7 @@ pub struct Counters {
     debit_to_credit: Histogram,
     db_calls: [Histogram; DbCall::ALL.len()],
     broker_calls: [Histogram; BrokerCall::ALL.len()],
+    commits: [CommitWork; CommitQueue::ALL.len()],
 }
 
 /// What happened, as the counters count it.
@@ -243,6 +283,15 @@ impl Counters {
             Timing::Broker(call) => &self.broker_calls[call as usize],
         };
         histogram.observe(elapsed);
+    }
+
+    /// Counts a batch of `requests` that `queue`'s task applied in `busy`.
+    pub fn committed(&self, queue: CommitQueue, requests: usize, busy: Duration) {
+        let work = &self.commits[queue as usize];
+        work.batches.fetch_add(1, Ordering::Relaxed);
+        work.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        work.busy_micros
+            .fetch_add(busy.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
     }
 
     /// The counters in Prometheus' text exposition format, labelled with `bank`.
@@ -324,12 +373,45 @@ impl Counters {
                 )
             })
             .collect();
-        let set_aside: Vec<(&str, u64)> = set_aside.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         family(
             "txbank_messages_set_aside_total",
             "Messages never applied (bound for the dead-letter queue), by reason; alert on any.",
-            &set_aside,
+            &samples(&set_aside),
         );
+        let per_queue = |value: fn(&CommitWork) -> u64| -> Vec<(String, u64)> {
+            CommitQueue::ALL
+                .iter()
+                .map(|queue| {
+                    let labels = format!(",queue=\"{}\"", queue.as_str());
+                    (labels, value(&self.commits[*queue as usize]))
+                })
+                .collect()
+        };
+        let batches = per_queue(|work| work.batches.load(Ordering::Relaxed));
+        let requests = per_queue(|work| work.requests.load(Ordering::Relaxed));
+        family(
+            "txbank_group_commit_batches_total",
+            "Database transactions each group commit queue applied.",
+            &samples(&batches),
+        );
+        family(
+            "txbank_group_commit_requests_total",
+            "Requests (transfers, messages, deliveries) those transactions applied.",
+            &samples(&requests),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP txbank_group_commit_busy_seconds_total Time each group commit queue's task spent applying \
+             (one transaction at a time): near a second a second, it is what holds the bank back.\n\
+             # TYPE txbank_group_commit_busy_seconds_total counter"
+        );
+        for (labels, micros) in per_queue(|work| work.busy_micros.load(Ordering::Relaxed)) {
+            let seconds = micros as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "txbank_group_commit_busy_seconds_total{{bank=\"{bank}\"{labels}}} {seconds}"
+            );
+        }
         let histograms: [HistogramFamily; 3] = [
             (
                 "txbank_debit_to_credit_seconds",
@@ -392,6 +474,23 @@ mod tests {
         assert!(text.contains("txbank_messages_set_aside_total{bank=\"bank2\",reason=\"unauthenticated\"} 1\n"));
         assert!(text.contains("txbank_check_backs_total{bank=\"bank2\",verdict=\"rollback\"} 1\n"));
         assert!(text.contains("# TYPE txbank_duplicates_absorbed_total counter\n"));
+    }
+
+    #[test]
+    fn group_commit_queues_count_their_transactions_requests_and_busy_time() {
+        let counters = Counters::default();
+        counters.committed(CommitQueue::Deliveries, 3, Duration::from_millis(2));
+        counters.committed(CommitQueue::Deliveries, 5, Duration::from_micros(3500));
+        let text = counters.render("bank2");
+        for line in [
+            "txbank_group_commit_batches_total{bank=\"bank2\",queue=\"deliveries\"} 2",
+            "txbank_group_commit_requests_total{bank=\"bank2\",queue=\"deliveries\"} 8",
+            "txbank_group_commit_busy_seconds_total{bank=\"bank2\",queue=\"deliveries\"} 0.0055",
+            "txbank_group_commit_batches_total{bank=\"bank2\",queue=\"message_debits\"} 0",
+            "# TYPE txbank_group_commit_busy_seconds_total counter",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

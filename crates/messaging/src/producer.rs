@@ -141,8 +141,8 @@ impl TransferProducer {
         counters: Arc<Counters>,
     ) -> Result<TransferProducer, MessagingError> {
         let local = Arc::new(LocalTransaction {
-            debits: DebitGroup::start(store.clone(), &settings.tasks),
-            messages: MessageDebits::start(store.clone(), &settings.tasks),
+            debits: DebitGroup::start(store.clone(), &settings.tasks, Arc::clone(&counters)),
+            messages: MessageDebits::start(store.clone(), &settings.tasks, Arc::clone(&counters)),
             store,
             runtime: Handle::current(),
             seed,

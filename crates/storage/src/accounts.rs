@@ -3,6 +3,7 @@
 
 use txbank_domain::{AccountName, AccountNo, Money};
 
+use crate::script::{in_runs, placeholders};
 use crate::store::{is_unique_violation, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction};
 use crate::StorageError;
 
@@ -51,6 +52,30 @@ pub(crate) async fn account_in(tx: &mut Transaction, no: &AccountNo) -> StorageR
     .fetch_optional(&mut **tx)
     .await?;
     row.map(AccountRow::into_record).transpose()
+}
+
+/// Locks the rows of `accounts` (sorted, each once) inside `tx`, in that order, where the
+/// engine locks rows: a transaction whose statements would otherwise take them out of
+/// order (several messages' debits, each message's sorted alone) then waits for another
+/// instead of deadlocking with it. Does nothing on SQLite, which writes one transaction at
+/// a time.
+pub(crate) async fn lock_in_order(tx: &mut Transaction, accounts: &[&str]) -> StorageResult<()> {
+    let engine = Engine::of_connection(tx);
+    if !engine.locks_rows() {
+        return Ok(());
+    }
+    for run in in_runs(accounts) {
+        let sql = format!(
+            "SELECT account_no FROM account_info WHERE account_no IN ({}) ORDER BY account_no FOR UPDATE",
+            placeholders(run.len())
+        );
+        let mut locking = query(engine, &sql);
+        for account in run {
+            locking = locking.bind(*account);
+        }
+        locking.fetch_all(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 impl Store {

@@ -2,11 +2,11 @@
 //! outgoing transfer (one at a time or many together), the check-back's view of it,
 //! and its rollback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
 
-use crate::accounts::{account_in, AccountRecord};
+use crate::accounts::{account_in, lock_in_order, AccountRecord};
 use crate::script::{in_runs, Movement, Script, Value};
 use crate::store::{is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store, Transaction};
 use crate::transfers::{
@@ -214,13 +214,22 @@ impl Store {
     /// Debits the transfers of several messages with one durable commit (group commit
     /// across messages): each message's transfers all or none, as
     /// [`Store::debit_together`] would, each behind a savepoint of its own, so that a
-    /// message refused is undone alone and the others commit. Answers, per message, true
+    /// message refused is undone alone and the others commit. The sources are locked first,
+    /// in order, so that two such transactions (two instances of the bank) wait for each
+    /// other instead of deadlocking. Answers, per message, true
     /// when its transfers were debited. An error means the whole transaction rolled back
     /// and nothing of any message changed.
     pub async fn debit_messages(&self, messages: &[&[(Transfer, Option<IdempotencyKey>)]]) -> StorageResult<Vec<bool>> {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        if messages.len() > 1 {
+            let sources: BTreeSet<&str> = messages
+                .iter()
+                .flat_map(|requests| requests.iter().map(|(transfer, _)| transfer.from.as_str()))
+                .collect();
+            lock_in_order(&mut tx, &Vec::from_iter(sources)).await?;
+        }
         let mut debited = Vec::with_capacity(messages.len());
         for (index, requests) in messages.iter().enumerate() {
             let savepoint = format!("message_{index}");

@@ -295,6 +295,11 @@ impl Store {
         Ok(())
     }
 
+    /// The most connections this store opens.
+    pub fn max_connections(&self) -> usize {
+        self.pool.options().get_max_connections() as usize
+    }
+
     /// The engine this database runs on.
     pub fn engine(&self) -> Engine {
         self.engine

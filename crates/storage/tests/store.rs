@@ -292,6 +292,52 @@ async fn messages_debited_in_one_commit_each_move_whole_or_not_at_all() {
     }
 }
 
+/// Two instances of a bank each debit two messages at the same moment, over the same two
+/// sources taken in opposite orders: one waits for the other, and both commit, where
+/// locking each message's source in turn deadlocked them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_debiting_messages_over_the_same_sources_wait_for_each_other_instead_of_deadlocking() {
+    for (engine, url, _dir) in databases().await {
+        if engine == "sqlite" {
+            continue; // one transaction writes at a time
+        }
+        let first = Store::connect(bank("bank1"), &url, 2).await.unwrap();
+        first.migrate().await.unwrap();
+        for account in ["a", "b"] {
+            first
+                .open_account_if_absent(&no(account), &AccountName::parse("张三的账户").unwrap(), money("100"))
+                .await
+                .unwrap();
+        }
+        let second = Store::connect(bank("bank1"), &url, 2).await.unwrap();
+        // A third connection holds both sources, so that each instance takes its first
+        // message's source the moment it lets go.
+        let mut holder = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        sqlx::Executor::execute(&mut holder, "BEGIN").await.unwrap();
+        sqlx::Executor::execute(
+            &mut holder,
+            "UPDATE account_info SET closed = closed WHERE account_no IN ('a', 'b')",
+        )
+        .await
+        .unwrap();
+        let message = |from: &str| vec![(transfer_between(from, "2", "1"), None)];
+        let (a_then_b, b_then_a) = ([message("a"), message("b")], [message("b"), message("a")]);
+        let one = tokio::spawn(async move { first.debit_messages(&[&a_then_b[0], &a_then_b[1]]).await });
+        let other = tokio::spawn(async move {
+            let debited = second.debit_messages(&[&b_then_a[0], &b_then_a[1]]).await;
+            (debited, second)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        sqlx::Executor::execute(&mut holder, "COMMIT").await.unwrap();
+
+        assert_eq!(one.await.unwrap().unwrap(), [true, true], "{engine}");
+        let (debited, store) = other.await.unwrap();
+        assert_eq!(debited.unwrap(), [true, true], "{engine}");
+        assert_eq!(balance(&store, "a").await, "98.00", "{engine}");
+        assert_eq!(balance(&store, "b").await, "98.00", "{engine}");
+    }
+}
+
 #[tokio::test]
 async fn a_group_that_cannot_be_debited_says_why_for_each_transfer() {
     for (engine, store, _dir) in stores().await {

@@ -147,8 +147,9 @@ struct BenchReport {
     /// The share of that time the machine's cores were busy (0 to 1).
     machine_busy: f64,
     /// The share of that time each bank instance's group commit queues spent applying,
-    /// one database transaction at a time (0 to 1, by `instance/queue`, from each
-    /// instance's `GET /metrics`): near 1, that queue is what holds the bank back.
+    /// summed over a queue's transactions at once (by `instance/queue`, from each
+    /// instance's `GET /metrics`): near the transactions it may run at once (1 on
+    /// SQLite), that queue is what holds the bank back.
     group_commit_busy: BTreeMap<String, f64>,
     http_latency_ms: Percentiles,
     debit_to_credit_ms: Percentiles,

@@ -1,9 +1,10 @@
 //! Group commit. RocketMQ hands each local transaction and each received message to its
 //! own callback thread, and each would pay for its own durable commit; here the
-//! callbacks queue their work and wait, while one task applies whatever is queued in a
-//! single database transaction and answers each callback with its own outcome. A
-//! message is still acknowledged (or its transaction committed) one by one, only after
-//! the commit that applied it.
+//! callbacks queue their work and wait, while a task applies whatever is queued in a
+//! single database transaction and answers each callback with its own outcome (on MySQL
+//! and PostgreSQL several tasks per queue, each taking what queued while the others
+//! apply). A message is still acknowledged (or its transaction committed) one by one,
+//! only after the commit that applied it.
 
 use std::future::Future;
 use std::pin::Pin;

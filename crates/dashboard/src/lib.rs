@@ -9,7 +9,7 @@
 //! session cookie (HttpOnly, SameSite=Strict) that lasts [`SESSION_LIFETIME`] or until
 //! the page logs out; the token never reaches the browser's scripts.
 
-mod prometheus;
+pub mod prometheus;
 mod watch;
 
 use std::collections::HashMap;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
+use txbank_dashboard::prometheus;
 use txbank_domain::{AccountName, AccountNo, BankId, Money, TxNo};
 use txbank_messaging::{ensure_topic, MqClient, MqSettings};
 use txbank_storage::{create_database, drop_database, fill_books, Engine, Preload, Store};
@@ -789,14 +790,10 @@ impl CommitReading {
 /// Each queue's busy seconds in a bank's Prometheus text: the value of every
 /// `txbank_group_commit_busy_seconds_total{bank="…",queue="…"}` sample, by queue.
 fn busy_seconds_by_queue(metrics: &str) -> Vec<(String, f64)> {
-    metrics
-        .lines()
-        .filter_map(|line| {
-            let labels = line.strip_prefix(CommitReading::SERIES)?.strip_prefix('{')?;
-            let (labels, value) = labels.split_once("} ")?;
-            let queue = labels.split_once("queue=\"")?.1.strip_suffix('"')?;
-            Some((queue.to_string(), value.trim().parse().ok()?))
-        })
+    prometheus::parse(metrics)
+        .into_iter()
+        .filter(|sample| sample.name == CommitReading::SERIES)
+        .filter_map(|sample| Some((sample.labels.get("queue")?.clone(), sample.value)))
         .collect()
 }
 

@@ -41,7 +41,7 @@ fn appliers(store: &Store) -> usize {
 /// Why a queued request got no answer.
 const SHUTTING_DOWN: &str = "the bank is shutting down";
 
-/// A queue whose requests one task applies in batches, answering each in turn.
+/// A queue whose requests its tasks apply in batches, answering each in turn.
 struct Batches<R, O> {
     queue: mpsc::UnboundedSender<(R, oneshot::Sender<O>)>,
 }
@@ -55,8 +55,10 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
     /// handle is gone.
     fn start<F, Fut>(
         tasks: &Tasks,
-        (most, appliers): (usize, usize),
-        (kind, counters): (CommitQueue, Arc<Counters>),
+        most: usize,
+        appliers: usize,
+        kind: CommitQueue,
+        counters: Arc<Counters>,
         apply: F,
     ) -> Batches<R, O>
     where
@@ -140,22 +142,16 @@ impl GroupCommit {
     /// Starts applying deliveries to `store`; a failed batch rolls back whole, and each
     /// of its callbacks hears why.
     pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> GroupCommit {
-        let counted = (CommitQueue::Deliveries, counters);
+        let appliers = appliers(&store);
         let deliveries = Batches::start(
             tasks,
-            (MAX_BATCH, appliers(&store)),
-            counted,
+            MAX_BATCH,
+            appliers,
+            CommitQueue::Deliveries,
+            counters,
             move |deliveries: Vec<Delivery>| {
                 let store = store.clone();
-                async move {
-                    match store.apply_deliveries(&deliveries).await {
-                        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-                        Err(error) => {
-                            let error = error.to_string();
-                            deliveries.iter().map(|_| Err(error.clone())).collect()
-                        }
-                    }
-                }
+                async move { each_or_failed(store.apply_deliveries(&deliveries).await, deliveries.len()) }
             },
         );
         GroupCommit { deliveries }
@@ -200,6 +196,18 @@ impl GroupCommit {
     }
 }
 
+/// The outcome of each of a batch's `requests` requests: its own when the batch's
+/// transaction ran, else the transaction's error for every one.
+fn each_or_failed<T>(applied: Result<Vec<T>, StorageError>, requests: usize) -> Vec<Result<T, String>> {
+    match applied {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(error) => {
+            let error = error.to_string();
+            (0..requests).map(|_| Err(error.clone())).collect()
+        }
+    }
+}
+
 /// A delivery's own failure: `Ok(Err(_))` when it fails the same way every time,
 /// `Err` when another try may apply it.
 fn lasting<T>(error: StorageError) -> Result<Result<T, StorageError>, String> {
@@ -219,10 +227,13 @@ pub(crate) struct DebitGroup {
 impl DebitGroup {
     /// Starts debiting in `store` (see [`Store::debit_all`]).
     pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> DebitGroup {
+        let appliers = appliers(&store);
         let debits = Batches::start(
             tasks,
-            (MAX_BATCH, appliers(&store)),
-            (CommitQueue::Debits, counters),
+            MAX_BATCH,
+            appliers,
+            CommitQueue::Debits,
+            counters,
             move |requests: Vec<(Transfer, Option<IdempotencyKey>)>| {
                 let store = store.clone();
                 async move { store.debit_all(&requests).await }
@@ -258,22 +269,18 @@ pub(crate) struct MessageDebits {
 impl MessageDebits {
     /// Starts debiting messages' transfers in `store`.
     pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> MessageDebits {
-        let counted = (CommitQueue::MessageDebits, counters);
+        let appliers = appliers(&store);
         let debits = Batches::start(
             tasks,
-            (MAX_MESSAGES, appliers(&store)),
-            counted,
+            MAX_MESSAGES,
+            appliers,
+            CommitQueue::MessageDebits,
+            counters,
             move |messages: Vec<MessageDebit>| {
                 let store = store.clone();
                 async move {
                     let each: Vec<&[(Transfer, Option<IdempotencyKey>)]> = messages.iter().map(Vec::as_slice).collect();
-                    match store.debit_messages(&each).await {
-                        Ok(debited) => debited.into_iter().map(Ok).collect(),
-                        Err(error) => {
-                            let error = error.to_string();
-                            messages.iter().map(|_| Err(error.clone())).collect()
-                        }
-                    }
+                    each_or_failed(store.debit_messages(&each).await, messages.len())
                 }
             },
         );
@@ -296,10 +303,14 @@ mod tests {
 
     /// A group commit that doubles each request, a batch at a time.
     fn doubling(tasks: &Tasks) -> Batches<u32, u32> {
-        let counted = (CommitQueue::Deliveries, Arc::default());
-        Batches::start(tasks, (4, 1), counted, |requests: Vec<u32>| async move {
-            requests.into_iter().map(|request| request * 2).collect()
-        })
+        Batches::start(
+            tasks,
+            4,
+            1,
+            CommitQueue::Deliveries,
+            Arc::default(),
+            |requests: Vec<u32>| async move { requests.into_iter().map(|request| request * 2).collect() },
+        )
     }
 
     #[tokio::test]
@@ -308,17 +319,23 @@ mod tests {
         let (started, mut applying) = mpsc::unbounded_channel();
         let held = Arc::new(tokio::sync::Semaphore::new(0));
         let release = Arc::clone(&held);
-        let counted = (CommitQueue::Deliveries, Arc::default());
-        let commits = Batches::start(&tasks, (4, 2), counted, move |requests: Vec<u32>| {
-            let (started, held) = (started.clone(), Arc::clone(&held));
-            async move {
-                if requests.contains(&1) {
-                    let _ = started.send(());
-                    let _ = held.acquire().await;
+        let commits = Batches::start(
+            &tasks,
+            4,
+            2,
+            CommitQueue::Deliveries,
+            Arc::default(),
+            move |requests: Vec<u32>| {
+                let (started, held) = (started.clone(), Arc::clone(&held));
+                async move {
+                    if requests.contains(&1) {
+                        let _ = started.send(());
+                        let _ = held.acquire().await;
+                    }
+                    requests.into_iter().map(|request| request * 2).collect()
                 }
-                requests.into_iter().map(|request| request * 2).collect()
-            }
-        });
+            },
+        );
 
         let first = commits.enqueue(1);
         applying.recv().await;

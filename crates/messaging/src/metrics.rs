@@ -95,8 +95,8 @@ impl BrokerCall {
     }
 }
 
-/// A group commit's queue: requests that one task applies a database transaction at a
-/// time, each transaction for all that waits (`group_commit.rs`).
+/// A group commit's queue: requests its tasks apply in database transactions, each for
+/// all that waits when it starts (`group_commit.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitQueue {
     /// Lone transfers' local transactions.
@@ -121,7 +121,7 @@ impl CommitQueue {
 }
 
 /// What one group commit queue did: batches applied, requests in them, and the time its
-/// task spent applying them.
+/// tasks spent applying them.
 #[derive(Debug, Default)]
 struct CommitWork {
     batches: AtomicU64,
@@ -162,8 +162,7 @@ impl Histogram {
             .position(|bound| seconds <= *bound)
             .unwrap_or(BUCKETS.len());
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros(elapsed), Ordering::Relaxed);
     }
 
     /// Writes the `_bucket`, `_sum` and `_count` samples of `name` with `labels`.
@@ -184,6 +183,11 @@ impl Histogram {
             "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {cumulative}"
         );
     }
+}
+
+/// `duration` in whole microseconds, as the counters keep time.
+fn micros(duration: Duration) -> u64 {
+    duration.as_micros().min(u128::from(u64::MAX)) as u64
 }
 
 /// Labelled values as a counter family takes them.
@@ -285,13 +289,12 @@ impl Counters {
         histogram.observe(elapsed);
     }
 
-    /// Counts a batch of `requests` that `queue`'s task applied in `busy`.
+    /// Counts a batch of `requests` that a task of `queue` applied in `busy`.
     pub fn committed(&self, queue: CommitQueue, requests: usize, busy: Duration) {
         let work = &self.commits[queue as usize];
         work.batches.fetch_add(1, Ordering::Relaxed);
         work.requests.fetch_add(requests as u64, Ordering::Relaxed);
-        work.busy_micros
-            .fetch_add(busy.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        work.busy_micros.fetch_add(micros(busy), Ordering::Relaxed);
     }
 
     /// The counters in Prometheus' text exposition format, labelled with `bank`.
@@ -401,8 +404,8 @@ impl Counters {
         );
         let _ = writeln!(
             out,
-            "# HELP txbank_group_commit_busy_seconds_total Time each group commit queue's task spent applying \
-             (one transaction at a time): near a second a second, it is what holds the bank back.\n\
+            "# HELP txbank_group_commit_busy_seconds_total Time each group commit queue's tasks spent applying, \
+             summed: near a second a second per task, the queue is what holds the bank back.\n\
              # TYPE txbank_group_commit_busy_seconds_total counter"
         );
         for (labels, micros) in per_queue(|work| work.busy_micros.load(Ordering::Relaxed)) {

@@ -1,6 +1,8 @@
 //! Accounts: opening, reading and closing them, and the account row every debit and
 //! credit reads.
 
+use std::collections::BTreeSet;
+
 use txbank_domain::{AccountName, AccountNo, Money};
 
 use crate::script::{in_runs, placeholders};
@@ -54,17 +56,24 @@ pub(crate) async fn account_in(tx: &mut Transaction, no: &AccountNo) -> StorageR
     row.map(AccountRow::into_record).transpose()
 }
 
-/// Locks the rows of `accounts` (sorted, each once) inside `tx`, in that order, where the
-/// engine locks rows: a transaction whose statements would otherwise take them out of
-/// order (several messages' debits, each message's sorted alone) then waits for another
-/// instead of deadlocking with it. Does nothing on SQLite, which writes one transaction at
-/// a time.
-pub(crate) async fn lock_in_order(tx: &mut Transaction, accounts: &[&str]) -> StorageResult<()> {
+/// Debits one account, bound to (sum, account, sum): it changes the row only when the
+/// account is open and holds the sum.
+pub(crate) const DEBIT_ONE_ACCOUNT: &str = "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
+     WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?";
+
+/// Credits one account, bound to (sum, account, the largest balance less the sum): it
+/// changes the row only when the account is open and stays within the largest balance.
+pub(crate) const CREDIT_ONE_ACCOUNT: &str = "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
+     WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?";
+
+/// Locks the rows of `accounts` inside `tx`, in their order, on MySQL or PostgreSQL
+/// (SQLite writes one transaction at a time and has no `FOR UPDATE`): a transaction whose
+/// statements would otherwise take them out of order (several messages' debits, each
+/// message's sorted alone) then waits for another instead of deadlocking with it.
+pub(crate) async fn lock_in_order(tx: &mut Transaction, accounts: &BTreeSet<&str>) -> StorageResult<()> {
     let engine = Engine::of_connection(tx);
-    if !engine.locks_rows() {
-        return Ok(());
-    }
-    for run in in_runs(accounts) {
+    let accounts: Vec<&str> = accounts.iter().copied().collect();
+    for run in in_runs(&accounts) {
         let sql = format!(
             "SELECT account_no FROM account_info WHERE account_no IN ({}) ORDER BY account_no FOR UPDATE",
             placeholders(run.len())

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::accounts::{CREDIT_ONE_ACCOUNT, DEBIT_ONE_ACCOUNT};
 use crate::store::{is_unique_violation, query, rows, Engine, Transaction, MAX_BALANCE_CENTS};
 
 /// A value bound to a statement of a [`Script`].
@@ -107,14 +108,8 @@ impl<'a> Script<'a> {
         };
         if self.engine != Engine::Sqlite {
             let one_account = match movement {
-                Movement::Debit => {
-                    "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
-                     WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?"
-                }
-                Movement::Credit => {
-                    "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
-                     WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?"
-                }
+                Movement::Debit => DEBIT_ONE_ACCOUNT,
+                Movement::Credit => CREDIT_ONE_ACCOUNT,
             };
             for (account, cents) in sums {
                 self.push(

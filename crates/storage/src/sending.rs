@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use txbank_domain::{IdempotencyKey, Transfer, TransferState, TxNo};
 
-use crate::accounts::{account_in, lock_in_order, AccountRecord};
+use crate::accounts::{account_in, lock_in_order, AccountRecord, DEBIT_ONE_ACCOUNT};
 use crate::script::{in_runs, Movement, Script, Value};
 use crate::store::{is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store, Transaction};
 use crate::transfers::{
@@ -27,16 +27,12 @@ pub enum DebitOutcome {
 /// Debits the transfer's source inside `tx`, refusing an unknown or closed account and
 /// insufficient funds.
 pub(crate) async fn debit(tx: &mut Transaction, transfer: &Transfer) -> StorageResult<()> {
-    let debited = query(
-        Engine::of_connection(tx),
-        "UPDATE account_info SET account_balance_cents = account_balance_cents - ?
-         WHERE account_no = ? AND closed = 0 AND account_balance_cents >= ?",
-    )
-    .bind(transfer.amount.cents())
-    .bind(transfer.from.as_str())
-    .bind(transfer.amount.cents())
-    .execute(&mut **tx)
-    .await?;
+    let debited = query(Engine::of_connection(tx), DEBIT_ONE_ACCOUNT)
+        .bind(transfer.amount.cents())
+        .bind(transfer.from.as_str())
+        .bind(transfer.amount.cents())
+        .execute(&mut **tx)
+        .await?;
     if rows(&debited) == 1 {
         return Ok(());
     }
@@ -223,12 +219,12 @@ impl Store {
         let _turn = self.write_turn().await;
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        if messages.len() > 1 {
+        if messages.len() > 1 && self.engine.locks_rows() {
             let sources: BTreeSet<&str> = messages
                 .iter()
                 .flat_map(|requests| requests.iter().map(|(transfer, _)| transfer.from.as_str()))
                 .collect();
-            lock_in_order(&mut tx, &Vec::from_iter(sources)).await?;
+            lock_in_order(&mut tx, &sources).await?;
         }
         let mut debited = Vec::with_capacity(messages.len());
         for (index, requests) in messages.iter().enumerate() {

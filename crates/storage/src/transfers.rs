@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use txbank_domain::{AccountNo, Amount, BankId, Transfer, TransferState, TxNo};
 
-use crate::accounts::account_in;
+use crate::accounts::{account_in, CREDIT_ONE_ACCOUNT};
 use crate::script::{in_runs, Script, Value};
 use crate::store::{parse, query, rows, Engine, StorageResult, Transaction, MAX_BALANCE_CENTS};
 use crate::StorageError;
@@ -89,16 +89,12 @@ pub(crate) fn remember_all<'a, T>(
 /// Credits `amount` to `account` inside `tx`, refusing an unknown or closed account
 /// and a balance that would pass its maximum.
 pub(crate) async fn credit(tx: &mut Transaction, account: &AccountNo, amount: Amount) -> StorageResult<()> {
-    let credited = query(
-        Engine::of_connection(tx),
-        "UPDATE account_info SET account_balance_cents = account_balance_cents + ?
-         WHERE account_no = ? AND closed = 0 AND account_balance_cents <= ?",
-    )
-    .bind(amount.cents())
-    .bind(account.as_str())
-    .bind(MAX_BALANCE_CENTS - amount.cents())
-    .execute(&mut **tx)
-    .await?;
+    let credited = query(Engine::of_connection(tx), CREDIT_ONE_ACCOUNT)
+        .bind(amount.cents())
+        .bind(account.as_str())
+        .bind(MAX_BALANCE_CENTS - amount.cents())
+        .execute(&mut **tx)
+        .await?;
     if rows(&credited) == 1 {
         return Ok(());
     }

@@ -27,8 +27,8 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Value>, 
     Ok(Json(json!({ "status": "ready", "bank": state.bank.as_str() })))
 }
 
-/// Prometheus metrics (operators only): the messaging counters and the database's
-/// view of transfers in flight.
+/// Prometheus metrics (operators only): the messaging counters, the database's view of
+/// transfers in flight, and on SQLite how busy its one writer was.
 pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.must_be_operator()?;
     let mut text = state.counters.render(state.bank.as_str());
@@ -49,6 +49,19 @@ pub(crate) async fn metrics(State(state): State<AppState>, caller: Caller) -> Re
          # TYPE txbank_oldest_queued_seconds gauge\ntxbank_oldest_queued_seconds{{bank=\"{bank}\"}} {:.3}\n",
         oldest_queued_ms as f64 / 1000.0
     ));
+    if let Some(writer) = state.store.writer_time() {
+        text.push_str(&format!(
+            "# HELP txbank_sqlite_writer_busy_seconds_total Time this process held SQLite's one write turn: \
+             near a second a second, the writer bounds the bank, whatever its cores.\n\
+             # TYPE txbank_sqlite_writer_busy_seconds_total counter\n\
+             txbank_sqlite_writer_busy_seconds_total{{bank=\"{bank}\"}} {}\n\
+             # HELP txbank_sqlite_writer_wait_seconds_total Time writers waited for the turn, summed over writers.\n\
+             # TYPE txbank_sqlite_writer_wait_seconds_total counter\n\
+             txbank_sqlite_writer_wait_seconds_total{{bank=\"{bank}\"}} {}\n",
+            writer.held.as_secs_f64(),
+            writer.waited.as_secs_f64()
+        ));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -152,6 +152,13 @@ struct BenchReport {
     /// instance's `GET /metrics`): near the transactions it may run at once (1 on
     /// SQLite), that queue is what holds the bank back.
     group_commit_busy: BTreeMap<String, f64>,
+    /// The share of that time each SQLite bank instance held its database's one write
+    /// turn (from `GET /metrics`): near 1, the writer is what holds the bank back,
+    /// whatever the cores.
+    sqlite_writer_busy: BTreeMap<String, f64>,
+    /// Milliseconds each SQLite bank instance held the write turn per credited transfer:
+    /// the serial part of a transfer's path there, at this run's batch sizes.
+    sqlite_writer_ms_per_transfer: BTreeMap<String, f64>,
     http_latency_ms: Percentiles,
     debit_to_credit_ms: Percentiles,
     peak_memory_mib: BTreeMap<String, f64>,
@@ -490,7 +497,7 @@ async fn measure(
     let progress = txbank::progress::bar(args.duration, "s");
     let debited_so_far = Arc::new(AtomicUsize::new(0));
     let cpu_at_start = CpuReading::take(system);
-    let commits_at_start = CommitReading::take(&http, system).await;
+    let busy_at_start = BusyReading::take(&http, system).await;
     let clients: Vec<_> = (0..args.concurrency)
         .map(|client| {
             let reverse = args.both_ways && client % 2 == 1;
@@ -565,7 +572,7 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let cpu_at_end = CpuReading::take(system);
-    let commits_at_end = CommitReading::take(&http, system).await;
+    let busy_at_end = BusyReading::take(&http, system).await;
     let auditing = Instant::now();
     let mut audit = system.audit().await?;
     let mut audit_s = auditing.elapsed().as_secs_f64();
@@ -607,6 +614,8 @@ async fn measure(
         .filter(|(part, _)| **part != LOAD_GENERATOR)
         .map(|(_, ms)| ms)
         .sum();
+    let (sqlite_writer_busy, sqlite_writer_ms_per_transfer) =
+        busy_at_end.writers_busy_since(&busy_at_start, received.len());
     let cpu_bound_per_s = if system_ms > 0.0 {
         cores as f64 * 1000.0 / system_ms
     } else {
@@ -633,7 +642,9 @@ async fn measure(
             (Some(start), Some(end)) => end.busy_since(&start),
             _ => 0.0,
         },
-        group_commit_busy: commits_at_end.busy_since(&commits_at_start),
+        group_commit_busy: busy_at_end.queues_busy_since(&busy_at_start),
+        sqlite_writer_busy,
+        sqlite_writer_ms_per_transfer,
         http_latency_ms: Percentiles::of(http_latencies),
         debit_to_credit_ms: Percentiles::of(credits.iter().map(|(_, ms)| *ms).collect()),
         peak_memory_mib,
@@ -740,20 +751,19 @@ impl CpuReading {
     }
 }
 
-/// The seconds each bank instance's group commit queues had spent applying, by
-/// `instance/queue`, read from each instance's `GET /metrics` (an instance that does not
-/// answer is left out).
-struct CommitReading {
-    busy_seconds: BTreeMap<String, f64>,
+/// The seconds each bank instance had spent where it may be held back, read from each
+/// instance's `GET /metrics` (an instance that does not answer is left out): each group
+/// commit queue applying, by `instance/queue`, and on SQLite its one writer holding the
+/// write turn, by instance.
+struct BusyReading {
+    queues: BTreeMap<String, f64>,
+    writers: BTreeMap<String, f64>,
     at: Instant,
 }
 
-impl CommitReading {
-    /// The series each queue's busy time is in.
-    const SERIES: &'static str = "txbank_group_commit_busy_seconds_total";
-
-    async fn take(http: &reqwest::Client, system: &System) -> CommitReading {
-        let mut busy_seconds = BTreeMap::new();
+impl BusyReading {
+    async fn take(http: &reqwest::Client, system: &System) -> BusyReading {
+        let (mut queues, mut writers) = (BTreeMap::new(), BTreeMap::new());
         for bank in ["bank1", "bank2"] {
             let names = system.topology().instance_names(bank);
             for (instance, url) in names.iter().zip(system.instance_urls(bank)) {
@@ -766,34 +776,72 @@ impl CommitReading {
                     Ok(answer) => answer.text().await.unwrap_or_default(),
                     Err(_) => continue,
                 };
-                for (queue, seconds) in busy_seconds_by_queue(&metrics) {
-                    busy_seconds.insert(format!("{instance}/{queue}"), seconds);
+                let (by_queue, writer) = busy_seconds(&metrics);
+                for (queue, seconds) in by_queue {
+                    queues.insert(format!("{instance}/{queue}"), seconds);
+                }
+                if let Some(seconds) = writer {
+                    writers.insert(instance.clone(), seconds);
                 }
             }
         }
-        CommitReading {
-            busy_seconds,
+        BusyReading {
+            queues,
+            writers,
             at: Instant::now(),
         }
     }
 
     /// The share of the time since `earlier` each queue spent applying.
-    fn busy_since(&self, earlier: &CommitReading) -> BTreeMap<String, f64> {
+    fn queues_busy_since(&self, earlier: &BusyReading) -> BTreeMap<String, f64> {
         let elapsed = self.at.duration_since(earlier.at).as_secs_f64().max(0.001);
-        self.busy_seconds
-            .iter()
-            .filter_map(|(queue, now)| Some((queue.clone(), (now - earlier.busy_seconds.get(queue)?) / elapsed)))
-            .collect()
+        growth(&earlier.queues, &self.queues, |seconds| seconds / elapsed)
+    }
+
+    /// The share of the time since `earlier` each SQLite writer was busy, and its
+    /// milliseconds per transfer of `transfers`.
+    fn writers_busy_since(
+        &self,
+        earlier: &BusyReading,
+        transfers: usize,
+    ) -> (BTreeMap<String, f64>, BTreeMap<String, f64>) {
+        let elapsed = self.at.duration_since(earlier.at).as_secs_f64().max(0.001);
+        let transfers = transfers.max(1) as f64;
+        (
+            growth(&earlier.writers, &self.writers, |seconds| seconds / elapsed),
+            growth(&earlier.writers, &self.writers, |seconds| seconds * 1000.0 / transfers),
+        )
     }
 }
 
-/// Each queue's busy seconds in a bank's Prometheus text: the value of every
-/// `txbank_group_commit_busy_seconds_total{bank="…",queue="…"}` sample, by queue.
-fn busy_seconds_by_queue(metrics: &str) -> Vec<(String, f64)> {
-    prometheus::parse(metrics)
-        .into_iter()
-        .filter(|sample| sample.name == CommitReading::SERIES)
-        .filter_map(|sample| Some((sample.labels.get("queue")?.clone(), sample.value)))
+/// A bank instance's busy seconds in its Prometheus text: each group commit queue's
+/// (`txbank_group_commit_busy_seconds_total{queue="…"}`), by queue, and its SQLite
+/// writer's (`txbank_sqlite_writer_busy_seconds_total`), if it has one.
+fn busy_seconds(metrics: &str) -> (Vec<(String, f64)>, Option<f64>) {
+    let (mut queues, mut writer) = (Vec::new(), None);
+    for sample in prometheus::parse(metrics) {
+        match sample.name.as_str() {
+            "txbank_group_commit_busy_seconds_total" => {
+                if let Some(queue) = sample.labels.get("queue") {
+                    queues.push((queue.clone(), sample.value));
+                }
+            }
+            "txbank_sqlite_writer_busy_seconds_total" => writer = Some(sample.value),
+            _ => {}
+        }
+    }
+    (queues, writer)
+}
+
+/// `scale` of how much each counter in `now` grew since `then` (counters in one only
+/// are left out).
+fn growth(
+    then: &BTreeMap<String, f64>,
+    now: &BTreeMap<String, f64>,
+    scale: impl Fn(f64) -> f64,
+) -> BTreeMap<String, f64> {
+    now.iter()
+        .filter_map(|(name, now)| Some((name.clone(), scale(now - then.get(name)?))))
         .collect()
 }
 
@@ -900,6 +948,17 @@ fn print_report(report: &BenchReport) {
         .map(|(queue, share)| format!("{queue} {:.0} %", share * 100.0))
         .collect();
     println!("group commits busy    {}", busy.join(", "));
+    if !report.sqlite_writer_busy.is_empty() {
+        let writers: Vec<String> = report
+            .sqlite_writer_busy
+            .iter()
+            .map(|(instance, share)| {
+                let ms = report.sqlite_writer_ms_per_transfer.get(instance).unwrap_or(&0.0);
+                format!("{instance} {:.0} % ({ms:.3} ms a transfer)", share * 100.0)
+            })
+            .collect();
+        println!("SQLite writer busy    {}", writers.join(", "));
+    }
     let show = |p: &Percentiles| format!("p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms", p.p50, p.p95, p.p99);
     println!("HTTP latency          {}", show(&report.http_latency_ms));
     println!("debit → credit        {}", show(&report.debit_to_credit_ms));
@@ -931,15 +990,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn group_commit_busy_seconds_are_read_by_queue_from_a_banks_metrics() {
+    fn busy_seconds_are_read_by_queue_and_for_the_sqlite_writer_from_a_banks_metrics() {
         let metrics = "# TYPE txbank_group_commit_busy_seconds_total counter\n\
             txbank_group_commit_busy_seconds_total{bank=\"bank1\",queue=\"debits\"} 0\n\
             txbank_group_commit_busy_seconds_total{bank=\"bank1\",queue=\"deliveries\"} 12.5\n\
-            txbank_group_commit_batches_total{bank=\"bank1\",queue=\"deliveries\"} 40\n";
+            txbank_group_commit_batches_total{bank=\"bank1\",queue=\"deliveries\"} 40\n\
+            txbank_sqlite_writer_busy_seconds_total{bank=\"bank1\"} 7.25\n\
+            txbank_sqlite_writer_wait_seconds_total{bank=\"bank1\"} 30\n";
 
-        let busy = busy_seconds_by_queue(metrics);
+        let (queues, writer) = busy_seconds(metrics);
 
-        assert_eq!(busy, [("debits".to_string(), 0.0), ("deliveries".to_string(), 12.5)]);
+        assert_eq!(queues, [("debits".to_string(), 0.0), ("deliveries".to_string(), 12.5)]);
+        assert_eq!(writer, Some(7.25));
+        assert_eq!(busy_seconds(metrics.split("txbank_sqlite").next().unwrap()).1, None);
     }
 
     #[test]

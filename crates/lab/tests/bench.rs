@@ -1,7 +1,7 @@
 //! Few-second smoke runs of `txbank-lab bench`, on one broker and on a cluster: each
 //! measures (nothing here asserts on speed), reports memory and CPU time of every part
-//! and the time each bank instance spent applying deliveries, and every transfer it made
-//! must be credited exactly once.
+//! and the time each bank instance spent applying deliveries and holding SQLite's writer,
+//! and every transfer it made must be credited exactly once.
 
 use std::process::Command;
 
@@ -55,6 +55,19 @@ fn bench(args: &[&str], parts: &[&str]) -> Value {
             applying > 0.0 && applying <= 1.0,
             "no time applying deliveries for {instance}: {report:#}"
         );
+        if report["database"] == "sqlite" {
+            let writing = report["sqlite_writer_busy"][instance].as_f64().unwrap_or(0.0);
+            assert!(
+                writing > 0.0 && writing <= 1.0,
+                "no time in SQLite's writer for {instance}: {report:#}"
+            );
+            assert!(
+                report["sqlite_writer_ms_per_transfer"][instance]
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    > 0.0
+            );
+        }
     }
     let cpu_bound = report["cpu_bound_per_s"].as_f64().unwrap();
     assert!(cpu_bound > 0.0, "{report:#}");

@@ -33,5 +33,5 @@ pub use receiving::{CreditOutcome, Delivery, DeliveryOutcome};
 pub use redrive::DueRedrive;
 pub use sending::DebitOutcome;
 pub use settlement::{HeldReturn, PendingSettlement, SettlementOutcome};
-pub use store::{create_database, drop_database, redact, Engine, Store};
+pub use store::{create_database, drop_database, redact, Engine, Store, WriterTime};
 pub use transfers::TransferRecord;

@@ -4,8 +4,9 @@
 //! `redrive`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
 use sqlx::{AnyPool, Executor};
@@ -145,7 +146,46 @@ pub struct Store {
     pub(crate) engine: Engine,
     pub(crate) bank: BankId,
     /// Whose turn it is to write (SQLite only; see [`Store::write_turn`]).
-    pub(crate) writes: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) writer: Arc<Writer>,
+}
+
+/// SQLite's one writer in this process: whose turn it is, and how long turns were held
+/// and waited for.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    turn: tokio::sync::Mutex<()>,
+    held_micros: AtomicU64,
+    waited_micros: AtomicU64,
+}
+
+/// A turn to write; the time it was held is counted when it ends.
+pub(crate) struct WriteTurn<'a> {
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+    writer: &'a Writer,
+    since: Instant,
+}
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        self.writer
+            .held_micros
+            .fetch_add(micros(self.since.elapsed()), Ordering::Relaxed);
+    }
+}
+
+/// How long a SQLite bank process's writers held the write turn and waited for it, since
+/// it started ([`Store::writer_time`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterTime {
+    /// Time some writer held the turn: SQLite writes one transaction at a time, so near
+    /// a second a second, the writer is what bounds the bank, whatever its cores.
+    pub held: Duration,
+    /// Time writers waited for the turn, summed over the writers waiting.
+    pub waited: Duration,
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
 pub(crate) type StorageResult<T> = Result<T, StorageError>;
@@ -272,7 +312,7 @@ impl Store {
             pool,
             engine,
             bank,
-            writes: Arc::default(),
+            writer: Arc::default(),
         })
     }
 
@@ -330,11 +370,32 @@ impl Store {
     /// writer that finds the database locked sleeps in SQLite's busy handler, backing off
     /// up to 100 ms a try; writers queued here are handed the lock at once instead. Other
     /// engines lock rows, not the database: no turn to wait for.
-    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    pub(crate) async fn write_turn(&self) -> Option<WriteTurn<'_>> {
         match self.engine {
-            Engine::Sqlite => Some(self.writes.lock().await),
+            Engine::Sqlite => {
+                let asked = Instant::now();
+                let turn = self.writer.turn.lock().await;
+                let since = Instant::now();
+                let waited = micros(since.duration_since(asked));
+                self.writer.waited_micros.fetch_add(waited, Ordering::Relaxed);
+                Some(WriteTurn {
+                    _turn: turn,
+                    writer: &self.writer,
+                    since,
+                })
+            }
             Engine::MySql | Engine::Postgres => None,
         }
+    }
+
+    /// How long this process's writers held SQLite's write turn and waited for it, since
+    /// the store was connected; `None` on MySQL and PostgreSQL, which lock rows, not the
+    /// database.
+    pub fn writer_time(&self) -> Option<WriterTime> {
+        (self.engine == Engine::Sqlite).then(|| WriterTime {
+            held: Duration::from_micros(self.writer.held_micros.load(Ordering::Relaxed)),
+            waited: Duration::from_micros(self.writer.waited_micros.load(Ordering::Relaxed)),
+        })
     }
 }
 

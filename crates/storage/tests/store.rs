@@ -338,6 +338,41 @@ async fn instances_debiting_messages_over_the_same_sources_wait_for_each_other_i
     }
 }
 
+/// SQLite writes one transaction at a time: a SQLite bank counts how long its writers
+/// held that one turn (the part of every write that cannot run in parallel, whatever the
+/// cores) and how long they waited for it. MySQL and PostgreSQL lock rows: no such turn.
+#[tokio::test]
+async fn a_sqlite_bank_counts_how_long_its_one_writer_was_busy_and_waited_for() {
+    for (engine, store, _dir) in stores().await {
+        let before = store.writer_time();
+
+        let transfers = [transfer("1"), transfer("1"), transfer("1")];
+        let (a, b, c) = tokio::join!(
+            store.credit_once(&transfers[0]),
+            store.credit_once(&transfers[1]),
+            store.credit_once(&transfers[2]),
+        );
+        for credited in [a, b, c] {
+            assert_eq!(credited.unwrap(), CreditOutcome::Credited, "{engine}");
+        }
+
+        let after = store.writer_time();
+        if engine == "sqlite" {
+            let (before, after) = (before.unwrap(), after.unwrap());
+            assert!(
+                after.held > before.held,
+                "three commits held the writer: {before:?} → {after:?}"
+            );
+            assert!(
+                after.waited > before.waited,
+                "two credits waited for the first: {before:?} → {after:?}"
+            );
+        } else {
+            assert_eq!((before, after), (None, None), "{engine}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_group_that_cannot_be_debited_says_why_for_each_transfer() {
     for (engine, store, _dir) in stores().await {

@@ -23,7 +23,7 @@ run() {
     --out "$out/$name.json" "$@" > "$out/$name.txt" 2>&1
   echo "exit $?"
   wait
-  grep -vE "INFO|WARN" "$out/$name.txt" | grep -E "^(load| {10,}in|[0-9]+ s at|credited in|\(a\)|\(b\)|CPU per|\(c\)|HTTP|debit|audit)"
+  grep -vE "INFO|WARN" "$out/$name.txt" | grep -E "^(load| {10,}in|[0-9]+ s at|credited in|\(a\)|\(b\)|CPU per|\(c\)|group commits|SQLite writer|HTTP|debit|audit)"
 }
 run c512-hot --concurrency 512
 run c512-spread --concurrency 512 --accounts 10000

@@ -61,12 +61,8 @@ fn bench(args: &[&str], parts: &[&str]) -> Value {
                 writing > 0.0 && writing <= 1.0,
                 "no time in SQLite's writer for {instance}: {report:#}"
             );
-            assert!(
-                report["sqlite_writer_ms_per_transfer"][instance]
-                    .as_f64()
-                    .unwrap_or(0.0)
-                    > 0.0
-            );
+            let per_transfer = report["sqlite_writer_ms_per_transfer"][instance].as_f64();
+            assert!(per_transfer.unwrap_or(0.0) > 0.0, "{report:#}");
         }
     }
     let cpu_bound = report["cpu_bound_per_s"].as_f64().unwrap();

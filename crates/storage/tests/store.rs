@@ -303,12 +303,7 @@ async fn instances_debiting_messages_over_the_same_sources_wait_for_each_other_i
         }
         let first = Store::connect(bank("bank1"), &url, 2).await.unwrap();
         first.migrate().await.unwrap();
-        for account in ["a", "b"] {
-            first
-                .open_account_if_absent(&no(account), &AccountName::parse("张三的账户").unwrap(), money("100"))
-                .await
-                .unwrap();
-        }
+        open_all(&first, &["a", "b"], "100").await;
         let second = Store::connect(bank("bank1"), &url, 2).await.unwrap();
         // A third connection holds both sources, so that each instance takes its first
         // message's source the moment it lets go.

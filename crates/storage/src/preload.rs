@@ -101,7 +101,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         for chunk in numbers.chunks(ROWS_PER_STATEMENT) {
             let mut script = Script::new(self.engine);
-            script.insert_rows(
+            script.insert_rows_at_once(
                 "account_info (account_name, account_no, account_password, account_balance_cents, opening_balance_cents)",
                 "(?, ?, '', ?, ?)",
                 chunk.iter().map(|no| {
@@ -149,7 +149,7 @@ impl Store {
             let mut script = Script::new(self.engine);
             let into = format!("{} ({})", side.table(), side.columns());
             match side {
-                Side::Sent => script.insert_rows(
+                Side::Sent => script.insert_rows_at_once(
                     &into,
                     "(?, NULL, ?, ?, ?, ?, ?, NULL, ?)",
                     chunk.iter().map(|(transfer, at)| {
@@ -164,7 +164,7 @@ impl Store {
                         ]
                     }),
                 ),
-                Side::Received => script.insert_rows(
+                Side::Received => script.insert_rows_at_once(
                     &into,
                     "(?, ?, ?, ?, ?, ?, NULL, ?)",
                     chunk.iter().map(|(transfer, at)| {
@@ -180,7 +180,7 @@ impl Store {
                     }),
                 ),
             }
-            script.insert_rows(
+            script.insert_rows_at_once(
                 "de_duplication (tx_no, create_time)",
                 "(?, ?)",
                 chunk

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use txbank_domain::retention::may_be_archived;
 use txbank_domain::{BankId, Settlement, Transfer, TransferState, TxNo};
 
-use crate::script::{in_runs, Movement, Script, Value};
+use crate::script::{Movement, Script, Value};
 use crate::settlement::{settle_in, settle_together, SettlementOutcome};
 use crate::store::{
     insert_unless_present, is_unique_violation, now_ms, query, query_as, rows, Engine, StorageResult, Store,
@@ -196,37 +196,35 @@ pub(crate) fn credit_together<'a>(script: &mut Script<'a>, transfers: &'a [&'a T
         *per_account.entry(transfer.to.as_str()).or_default() += transfer.amount.cents();
     }
     script.move_balances(Movement::Credit, &per_account);
-    for run in in_runs(transfers) {
-        let rows = run.iter().map(|transfer| {
-            vec![
-                Value::Text(transfer.tx_no.as_str()),
-                Value::Text(transfer.from_bank.as_str()),
-                Value::Text(transfer.from.as_str()),
-                Value::Text(transfer.to.as_str()),
-                Value::Int(transfer.amount.cents()),
-                Value::Text(TransferState::Credited.as_str()),
-                Value::Int(now),
-            ]
-        });
-        script.insert_rows(
-            "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
-            "(?, ?, ?, ?, ?, ?, NULL, ?)",
-            rows,
-        );
-        let reports = run.iter().map(|transfer| {
-            vec![
-                Value::Text(transfer.tx_no.as_str()),
-                Value::Text(transfer.from_bank.as_str()),
-                Value::Text(Settlement::Credited.final_state().as_str()),
-                Value::Int(now),
-            ]
-        });
-        script.insert_rows(
-            "settlement_outbox (tx_no, to_bank, outcome, reason, create_time)",
-            "(?, ?, ?, NULL, ?)",
-            reports,
-        );
-    }
+    let rows = transfers.iter().map(|transfer| {
+        vec![
+            Value::Text(transfer.tx_no.as_str()),
+            Value::Text(transfer.from_bank.as_str()),
+            Value::Text(transfer.from.as_str()),
+            Value::Text(transfer.to.as_str()),
+            Value::Int(transfer.amount.cents()),
+            Value::Text(TransferState::Credited.as_str()),
+            Value::Int(now),
+        ]
+    });
+    script.insert_rows(
+        "transfer_in (tx_no, from_bank, from_account, to_account, amount_cents, state, reason, create_time)",
+        "(?, ?, ?, ?, ?, ?, NULL, ?)",
+        rows,
+    );
+    let reports = transfers.iter().map(|transfer| {
+        vec![
+            Value::Text(transfer.tx_no.as_str()),
+            Value::Text(transfer.from_bank.as_str()),
+            Value::Text(Settlement::Credited.final_state().as_str()),
+            Value::Int(now),
+        ]
+    });
+    script.insert_rows(
+        "settlement_outbox (tx_no, to_bank, outcome, reason, create_time)",
+        "(?, ?, ?, NULL, ?)",
+        reports,
+    );
 }
 
 impl Store {

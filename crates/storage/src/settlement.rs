@@ -7,7 +7,7 @@ use std::str::FromStr;
 use sqlx::Executor;
 use txbank_domain::{AccountNo, Amount, BankId, Settlement, TransferState, TxNo};
 
-use crate::script::{in_runs, placeholders, Script, Value};
+use crate::script::{placeholders, Script, Value};
 use crate::store::{now_ms, parse, query, query_as, rows, Engine, StorageResult, Store, Transaction};
 use crate::transfers::{credit, select_transfer_out_anywhere, TransferRow, SELECT_TRANSFER_OUT};
 use crate::StorageError;
@@ -37,22 +37,16 @@ pub struct PendingSettlement {
 /// aim at only when each report is about a debited transfer of its reporter's.
 pub(crate) fn settle_together<'a>(script: &mut Script<'a>, reports: &BTreeMap<&'a str, Vec<&'a str>>) {
     for (reporter, tx_nos) in reports {
-        for run in in_runs(tx_nos) {
-            let mut values = vec![
+        let listed: Vec<Value> = tx_nos.iter().map(|tx_no| Value::Text(tx_no)).collect();
+        script.update_listed(
+            "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN",
+            &[
                 Value::Text(TransferState::Credited.as_str()),
                 Value::Text(reporter),
                 Value::Text(TransferState::Debited.as_str()),
-            ];
-            values.extend(run.iter().map(|tx_no| Value::Text(tx_no)));
-            script.push_planned_each_time(
-                format!(
-                    "UPDATE transfer_out SET state = ?, reason = NULL WHERE to_bank = ? AND state = ? AND tx_no IN ({})",
-                    placeholders(run.len())
-                ),
-                values,
-                run.len(),
-            );
-        }
+            ],
+            &listed,
+        );
     }
 }
 

@@ -293,6 +293,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite connection lives in this process: a ping before each use is one
+            // more trip to its thread inside the bank's one write turn, and the pool
+            // pings every connection given back anyway. A MySQL or PostgreSQL server may
+            // have dropped an idle connection.
+            .test_before_acquire(engine != Engine::Sqlite)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {

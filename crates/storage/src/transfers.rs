@@ -7,7 +7,7 @@ use std::str::FromStr;
 use txbank_domain::{AccountNo, Amount, BankId, Transfer, TransferState, TxNo};
 
 use crate::accounts::{account_in, CREDIT_ONE_ACCOUNT};
-use crate::script::{in_runs, Script, Value};
+use crate::script::{Script, Value};
 use crate::store::{parse, query, rows, Engine, StorageResult, Transaction, MAX_BALANCE_CENTS};
 use crate::StorageError;
 
@@ -78,12 +78,10 @@ pub(crate) fn remember_all<'a, T>(
     tx_no: impl Fn(&'a T) -> &'a TxNo,
     now: i64,
 ) {
-    for run in in_runs(items) {
-        let rows = run
-            .iter()
-            .map(|item| vec![Value::Text(tx_no(item).as_str()), Value::Int(now)]);
-        script.insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", rows);
-    }
+    let rows = items
+        .iter()
+        .map(|item| vec![Value::Text(tx_no(item).as_str()), Value::Int(now)]);
+    script.insert_rows("de_duplication (tx_no, create_time)", "(?, ?)", rows);
 }
 
 /// Credits `amount` to `account` inside `tx`, refusing an unknown or closed account

@@ -262,6 +262,94 @@ async fn a_group_over_many_accounts_moves_each_accounts_own_sum_or_nothing() {
     }
 }
 
+/// Groups of any size, past what one statement covers (on SQLite up to 128 rows, in a
+/// text with room for the next power of two), move each account's own sum, or nothing.
+#[tokio::test]
+async fn a_group_of_any_size_over_hundreds_of_accounts_moves_each_accounts_own_sum_or_nothing() {
+    let sources: Vec<String> = (0..150).map(|n| format!("s{n}")).collect();
+    let destinations: Vec<String> = (0..133).map(|n| format!("d{n}")).collect();
+    let (sources, destinations): (Vec<&str>, Vec<&str>) = (
+        sources.iter().map(String::as_str).collect(),
+        destinations.iter().map(String::as_str).collect(),
+    );
+    for (engine, store, _dir) in stores().await {
+        open_all(&store, &sources, "10").await;
+        open_all(&store, &destinations, "0").await;
+        // 300 transfers: two from each source; three to each of the first 34
+        // destinations, two to the others.
+        let group: Vec<_> = (0..300)
+            .map(|i| (transfer_between(sources[i % 150], destinations[i % 133], "1.25"), None))
+            .collect();
+        assert!(store.debit_together(&group).await.unwrap(), "{engine}");
+        for source in &sources {
+            assert_eq!(balance(&store, source).await, "7.50", "{engine}: {source}");
+        }
+        for (t, _) in &group {
+            let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
+            assert_eq!(record.state, TransferState::Debited, "{engine}");
+        }
+
+        // 200 more, of which the last asks its source for a cent more than it holds.
+        let mut short: Vec<_> = (1..200)
+            .map(|i| (transfer_between(sources[i % 150], destinations[0], "0.01"), None))
+            .collect();
+        short.push((transfer_between(sources[0], destinations[0], "7.51"), None));
+        assert!(!store.debit_together(&short).await.unwrap(), "{engine}");
+        for source in &sources {
+            assert_eq!(balance(&store, source).await, "7.50", "{engine}: {source} unchanged");
+        }
+        for (t, _) in &short {
+            assert_eq!(
+                store.transfer_out(&t.tx_no).await.unwrap(),
+                None,
+                "{engine}: none recorded"
+            );
+        }
+
+        // 300 transfers received, credited together with the 300 reports on those sent,
+        // then received again.
+        let received: Vec<_> = (0..300)
+            .map(|i| transfer_between(sources[i % 150], destinations[i % 133], "1.25"))
+            .collect();
+        let mut batch: Vec<Delivery> = received.iter().cloned().map(Delivery::Transfer).collect();
+        batch.extend(group.iter().map(|(t, _)| credited_report(t)));
+        let outcomes = store.apply_deliveries(&batch).await.unwrap();
+        assert!(
+            outcomes[..300]
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Credit(CreditOutcome::Credited))),
+            "{engine}: {outcomes:?}"
+        );
+        assert!(
+            outcomes[300..]
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Settlement(SettlementOutcome::Applied))),
+            "{engine}: {outcomes:?}"
+        );
+        for (index, destination) in destinations.iter().enumerate() {
+            let expected = if index < 34 { "3.75" } else { "2.50" };
+            assert_eq!(balance(&store, destination).await, expected, "{engine}: {destination}");
+        }
+        for (t, _) in &group {
+            let record = store.transfer_out(&t.tx_no).await.unwrap().unwrap();
+            assert_eq!(record.state, TransferState::Credited, "{engine}");
+        }
+        assert_eq!(store.pending_settlements(1000).await.unwrap().len(), 300, "{engine}");
+        let again = store.apply_deliveries(&batch[..300]).await.unwrap();
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, DeliveryOutcome::Credit(CreditOutcome::Duplicate { .. }))),
+            "{engine}: {again:?}"
+        );
+        assert_eq!(
+            balance(&store, destinations[0]).await,
+            "3.75",
+            "{engine}: credited once"
+        );
+    }
+}
+
 #[tokio::test]
 async fn messages_debited_in_one_commit_each_move_whole_or_not_at_all() {
     for (engine, store, _dir) in stores().await {

@@ -6,13 +6,15 @@
 //! apply). A message is still acknowledged (or its transaction committed) one by one,
 //! only after the commit that applied it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::metrics::{CommitQueue, Counters};
 use crate::Tasks;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use txbank_domain::{BankId, IdempotencyKey, Settlement, Transfer, TxNo};
 use txbank_storage::{
@@ -38,6 +40,38 @@ fn appliers(store: &Store) -> usize {
     }
 }
 
+/// Where the queues of `store` apply: on SQLite, on the bank's writer thread; elsewhere,
+/// on the bank's workers (`None`).
+///
+/// A SQLite bank writes one transaction at a time, and while its turn lasts each
+/// statement goes to the connection's thread and its answer wakes the applying task. On
+/// the bank's workers that task then waits behind every task ready before it (HTTP
+/// requests, messages), so the turn lasts that much longer for every statement. Its own
+/// thread, asleep but for the turn, runs it as soon as the answer comes.
+fn applying_runtime(store: &Store) -> Option<Handle> {
+    static WRITERS: OnceLock<std::sync::Mutex<HashMap<BankId, Handle>>> = OnceLock::new();
+    if store.engine() != Engine::Sqlite {
+        return None;
+    }
+    let mut writers = WRITERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let writer = writers.entry(store.bank().clone()).or_insert_with(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the writer thread");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name(format!("{}-writer", store.bank()))
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .expect("the writer thread");
+        handle
+    });
+    Some(writer.clone())
+}
+
 /// Why a queued request got no answer.
 const SHUTTING_DOWN: &str = "the bank is shutting down";
 
@@ -55,6 +89,7 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
     /// handle is gone.
     fn start<F, Fut>(
         tasks: &Tasks,
+        runtime: Option<&Handle>,
         most: usize,
         appliers: usize,
         kind: CommitQueue,
@@ -70,7 +105,7 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
         for _ in 0..appliers.max(1) {
             let (queued, ending, counters, apply) =
                 (Arc::clone(&queued), tasks.clone(), Arc::clone(&counters), apply.clone());
-            tasks.spawn(async move {
+            let applier = async move {
                 let mut batch = Vec::with_capacity(most);
                 loop {
                     let taken = {
@@ -94,7 +129,11 @@ impl<R: Send + 'static, O: Send + 'static> Batches<R, O> {
                         let _ = reply.send(outcome);
                     }
                 }
-            });
+            };
+            match runtime {
+                Some(runtime) => tasks.spawn_on(applier, runtime),
+                None => tasks.spawn(applier),
+            };
         }
         Batches { queue }
     }
@@ -142,9 +181,10 @@ impl GroupCommit {
     /// Starts applying deliveries to `store`; a failed batch rolls back whole, and each
     /// of its callbacks hears why.
     pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> GroupCommit {
-        let appliers = appliers(&store);
+        let (appliers, runtime) = (appliers(&store), applying_runtime(&store));
         let deliveries = Batches::start(
             tasks,
+            runtime.as_ref(),
             MAX_BATCH,
             appliers,
             CommitQueue::Deliveries,
@@ -227,9 +267,10 @@ pub(crate) struct DebitGroup {
 impl DebitGroup {
     /// Starts debiting in `store` (see [`Store::debit_all`]).
     pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> DebitGroup {
-        let appliers = appliers(&store);
+        let (appliers, runtime) = (appliers(&store), applying_runtime(&store));
         let debits = Batches::start(
             tasks,
+            runtime.as_ref(),
             MAX_BATCH,
             appliers,
             CommitQueue::Debits,
@@ -269,9 +310,10 @@ pub(crate) struct MessageDebits {
 impl MessageDebits {
     /// Starts debiting messages' transfers in `store`.
     pub(crate) fn start(store: Store, tasks: &Tasks, counters: Arc<Counters>) -> MessageDebits {
-        let appliers = appliers(&store);
+        let (appliers, runtime) = (appliers(&store), applying_runtime(&store));
         let debits = Batches::start(
             tasks,
+            runtime.as_ref(),
             MAX_MESSAGES,
             appliers,
             CommitQueue::MessageDebits,
@@ -305,6 +347,7 @@ mod tests {
     fn doubling(tasks: &Tasks) -> Batches<u32, u32> {
         Batches::start(
             tasks,
+            None,
             4,
             1,
             CommitQueue::Deliveries,
@@ -321,6 +364,7 @@ mod tests {
         let release = Arc::clone(&held);
         let commits = Batches::start(
             &tasks,
+            None,
             4,
             2,
             CommitQueue::Deliveries,
@@ -345,6 +389,28 @@ mod tests {
         assert_eq!(meanwhile, Ok(Ok(4)), "answered while the first is held");
         release.add_permits(1);
         assert_eq!(first.answer().await, Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_banks_queues_apply_on_its_writer_thread_not_on_its_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
+        let store = Store::connect(BankId::parse("bank7").unwrap(), &url, 2).await.unwrap();
+        let tasks = Tasks::new();
+        let applying_on = Batches::start(
+            &tasks,
+            applying_runtime(&store).as_ref(),
+            4,
+            appliers(&store),
+            CommitQueue::Deliveries,
+            Arc::default(),
+            |requests: Vec<u32>| async move {
+                let thread = std::thread::current().name().map(str::to_string);
+                requests.iter().map(|_| thread.clone()).collect()
+            },
+        );
+        let thread = applying_on.enqueue(1).answer().await.unwrap();
+        assert_eq!(thread.as_deref(), Some("bank7-writer"));
     }
 
     #[tokio::test]

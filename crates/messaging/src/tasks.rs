@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +32,15 @@ impl Tasks {
         F::Output: Send + 'static,
     {
         self.tracker.spawn(task)
+    }
+
+    /// Runs `task` on the runtime of `runtime`, tracked.
+    pub fn spawn_on<F>(&self, task: F, runtime: &Handle) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn_on(task, runtime)
     }
 
     /// The same tracker with a token of its own, cancelled when this one is or by

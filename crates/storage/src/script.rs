@@ -83,7 +83,7 @@ impl<'a> Script<'a> {
         for (count, room) in statement_sizes(self.engine, rows.len()) {
             let mut values: Vec<Value<'a>> = rows.by_ref().take(count).flatten().collect();
             let width = values.len() / count;
-            values.extend((0..(room - count) * width).map(|_| Value::Null));
+            values.extend(nulls((room - count) * width));
             let listed = vec![row; room].join(", ");
             let sql = if room == count {
                 format!("INSERT INTO {into} VALUES {listed}")
@@ -122,7 +122,7 @@ impl<'a> Script<'a> {
         for (count, room) in statement_sizes(self.engine, listed.len()) {
             let mut values: Vec<Value<'a>> = leading.to_vec();
             values.extend(listed.by_ref().take(count).copied());
-            values.extend((count..room).map(|_| Value::Null));
+            values.extend(nulls(room - count));
             self.add(format!("{head} ({})", placeholders(room)), values, count, kept);
         }
     }
@@ -167,7 +167,7 @@ impl<'a> Script<'a> {
                 .flat_map(|(account, cents)| [Value::Text(account), Value::Int(cents), Value::Int(bound(cents))])
                 .collect();
             // Rows of NULLs fill the room and match no account.
-            values.extend((0..(room - count) * 3).map(|_| Value::Null));
+            values.extend(nulls((room - count) * 3));
             self.push(
                 format!(
                     "WITH sums (account_no, cents, bound) AS (VALUES {})
@@ -223,6 +223,11 @@ impl<'a> Script<'a> {
 /// `?, ?, ...`: `count` placeholders.
 pub(crate) fn placeholders(count: usize) -> String {
     vec!["?"; count].join(", ")
+}
+
+/// `count` NULLs, to fill the room left in a statement's text ([`statement_sizes`]).
+fn nulls<'a>(count: usize) -> impl Iterator<Item = Value<'a>> {
+    std::iter::repeat_n(Value::Null, count)
 }
 
 /// How a [`Script`] splits `count` rows into statements on `engine`: for each statement,

@@ -143,6 +143,9 @@ where
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// Where [`Store::begin_write`] takes its connection: on SQLite a pool of one, so
+    /// that the writer's page cache stays warm; elsewhere `pool`.
+    write_pool: AnyPool,
     pub(crate) engine: Engine,
     pub(crate) bank: BankId,
     /// Whose turn it is to write (SQLite only; see [`Store::write_turn`]).
@@ -290,8 +293,7 @@ impl Store {
             )));
         };
         let url = url.replacen("mariadb:", "mysql:", 1);
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
+        let options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(10))
             // A SQLite connection lives in this process: a ping before each use is one
             // more trip to its thread inside the bank's one write turn, and the pool
@@ -310,11 +312,18 @@ impl Store {
                     }
                     Ok(())
                 })
-            })
-            .connect(&url)
-            .await?;
+            });
+        let pool = options.clone().max_connections(max_connections).connect(&url).await?;
+        // SQLite empties a connection's page cache whenever another connection wrote
+        // since its last transaction: writes taken in turn by every connection of the
+        // pool each began with a cold cache. One connection for all writes keeps its own.
+        let write_pool = match engine {
+            Engine::Sqlite => options.max_connections(1).connect(&url).await?,
+            Engine::MySql | Engine::Postgres => pool.clone(),
+        };
         Ok(Store {
             pool,
+            write_pool,
             engine,
             bank,
             writer: Arc::default(),
@@ -361,14 +370,15 @@ impl Store {
     /// when it comes to write while another process writes.
     pub(crate) async fn begin_write(&self) -> StorageResult<Transaction> {
         Ok(match self.engine {
-            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::MySql | Engine::Postgres => self.pool.begin().await?,
+            Engine::Sqlite => self.write_pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::MySql | Engine::Postgres => self.write_pool.begin().await?,
         })
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.write_pool.close().await;
     }
 
     /// Waits for this process's turn to write. SQLite takes one writer at a time, and a
@@ -455,7 +465,38 @@ mod lab {
 
 #[cfg(test)]
 mod tests {
-    use super::{numbered_placeholders, redact};
+    use super::{numbered_placeholders, redact, Store};
+    use sqlx::Executor;
+    use txbank_domain::BankId;
+
+    /// SQLite empties a connection's page cache whenever another connection wrote since its
+    /// last transaction, so every write goes through one connection, whatever connections
+    /// the readers hold or left idle. A temporary table lives in one connection only.
+    #[tokio::test]
+    async fn on_sqlite_every_write_goes_through_one_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("bank.db").display());
+        let store = Store::connect(BankId::parse("bank1").unwrap(), &url, 4).await.unwrap();
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            readers.push(store.pool.acquire().await.unwrap());
+        }
+        drop(readers);
+        for _ in 0..4 {
+            let mut tx = store.begin_write().await.unwrap();
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS written (n INTEGER)")
+                .await
+                .unwrap();
+            tx.execute("INSERT INTO written VALUES (1)").await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let mut tx = store.begin_write().await.unwrap();
+        let (writes,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM written")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(writes, 4);
+    }
 
     #[test]
     fn postgres_statements_number_their_placeholders_outside_quotes() {

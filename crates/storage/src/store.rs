@@ -279,8 +279,9 @@ pub(crate) fn now_ms() -> i64 {
 
 impl Store {
     /// Connects to bank `bank`'s database at `url` (`sqlite://path?mode=rwc`,
-    /// `mysql://user:pass@host/db` or `postgres://user:pass@host/db`) with at most `max_connections` connections. SQLite
-    /// runs in WAL mode with `synchronous=FULL`, so every commit is durable.
+    /// `mysql://user:pass@host/db` or `postgres://user:pass@host/db`) with at most
+    /// `max_connections` connections, and on SQLite one more, through which every write
+    /// goes. SQLite runs in WAL mode with `synchronous=FULL`, so every commit is durable.
     pub async fn connect(bank: BankId, url: &str, max_connections: u32) -> StorageResult<Store> {
         sqlx::any::install_default_drivers();
         let Some(engine) = Engine::of(url) else {
@@ -349,7 +350,7 @@ impl Store {
         Ok(())
     }
 
-    /// The most connections this store opens.
+    /// The most connections this store opens (on SQLite, besides its one for writes).
     pub fn max_connections(&self) -> usize {
         self.pool.options().get_max_connections() as usize
     }
